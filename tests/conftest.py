@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny backbone built in code (fast, deterministic, random weights: for engine
+math, never for claims about edits), generated clips, and the shared real clips (skip when absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+
+
+def shared_video(name: str) -> Path:
+    p = SHARED_VIDEOS / name
+    if not p.exists():
+        pytest.skip(f"shared clip {name} not present (../shared/data/videos)")
+    return p
+
+
+def build_tiny_pipeline(seed: int = 0):
+    """The API notes' tiny SD pipeline: UNet (32, 64), 2-block AutoencoderKL (f=2), 2-layer CLIP."""
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+
+    from v2v_core.toy.arch import build_scheduler, build_tokenizer
+
+    torch.manual_seed(seed)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tok = build_tokenizer()
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                                      num_hidden_layers=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
+                                      pad_token_id=1)).eval()
+    unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=64)
+    return StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=build_scheduler(),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def backbone_from_pipeline(pipe, name="tiny"):
+    import torch
+
+    from v2v_core.backbones import Backbone
+
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.requires_grad_(False).eval()
+    return Backbone(name, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
+                    torch.device("cpu"), torch.float32, makes_edits=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_pipe")
+    build_tiny_pipeline().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    return backbone_from_pipeline(build_tiny_pipeline())
+
+
+@pytest.fixture(scope="session")
+def pan_clip():
+    from v2v_core.synthetic import make_clip
+
+    return make_clip("pan", 8, 64)
+
+
+@pytest.fixture
+def frames64(pan_clip):
+    return [np.ascontiguousarray(f) for f in pan_clip.frames]

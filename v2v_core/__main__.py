@@ -1,0 +1,102 @@
+"""Command-line face of the core.
+
+    python -m v2v_core translate INPUT --prompt "a pencil sketch" --out out.mp4 [--backbone toy]
+        [--strength 0.4] [--steps 2] [--size 256] [--frames N] [--seed 0] [--report report.json]
+    python -m v2v_core toy-eval VIDEO [--frames 48]
+
+Every flag of the engine comes from its config declaration (v2v_core.engine.StreamSettings).
+User mistakes print one line (V2VError) and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import add_cli_arguments, from_cli
+from .errors import V2VError
+
+
+def _translate_parser(sub):
+    from .backbones import BACKBONES
+    from .engine import StreamSettings
+
+    p = sub.add_parser("translate", help="translate a clip with a streaming method")
+    p.add_argument("input", help="input video (mp4, webm, mov, avi, gif)")
+    p.add_argument("--prompt", required=True, help='what the output should look like, e.g. "a pencil sketch"')
+    p.add_argument("--out", required=True, help="output .mp4 (H.264)")
+    p.add_argument("--backbone", default="toy", help=f"{' | '.join(BACKBONES)} | PATH to a diffusers folder (default: toy)")
+    p.add_argument("--method", default="streamdiffusion", choices=["streamdiffusion"],
+                   help="temporal method (more arrive with their modules)")
+    p.add_argument("--size", type=int, default=256, help="frames are resized and centre-cropped to SIZE (multiple of 64)")
+    p.add_argument("--keep-aspect", action="store_true", help="keep the aspect ratio (long side cropped to a multiple of 64)")
+    p.add_argument("--frames", type=int, default=None, help="translate only the first N frames")
+    p.add_argument("--device", default=None, help="cpu | cuda | mps (default: best available)")
+    p.add_argument("--dtype", default=None, help="float32 | float16 (default: float16 on CUDA, else float32)")
+    p.add_argument("--report", default=None, help="write a JSON report (settings, fps, per-stage timings) here")
+    add_cli_arguments(p, StreamSettings)
+    return p
+
+
+def cmd_translate(args) -> int:
+    from tqdm import tqdm
+
+    from .backbones import load_backbone
+    from .engine import StreamSettings
+    from .translate import translate_video
+    from .video import probe
+
+    settings = from_cli(StreamSettings, args)
+    probe(args.input)  # a bad input fails before the model loads
+    t0 = time.perf_counter()
+    backbone = load_backbone(args.backbone, device=args.device, dtype=args.dtype, seed=settings.seed)
+    load_s = time.perf_counter() - t0
+    if not backbone.makes_edits:
+        print(f"note: backbone '{backbone.name}' has random weights: its output is noise, not an edit "
+              "(use it for speed and memory figures only).", file=sys.stderr)
+    bar = tqdm(unit="frame", desc="translate")
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(1)
+
+    try:
+        report = translate_video(backbone, args.input, args.prompt, args.out, settings, args.size, args.frames,
+                                 args.keep_aspect, method_name=args.method, progress=progress)
+    finally:
+        bar.close()
+    report["timings"]["load_seconds"] = load_s
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out} ({report['frames']} frames, {report['fps']:.2f} fps after warm-up)")
+    return 0
+
+
+def cmd_toy_eval(args) -> int:
+    from .toy.evaluate import evaluate
+
+    print(json.dumps(evaluate(args.video, frames=args.frames, size=args.size), indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m v2v_core", description="V2V Studio core: streaming video-to-video")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _translate_parser(sub).set_defaults(fn=cmd_translate)
+    p = sub.add_parser("toy-eval", help="evaluate the embedded toy model on a clip (JSON)")
+    p.add_argument("video")
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--size", type=int, default=256)
+    p.set_defaults(fn=cmd_toy_eval)
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except V2VError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""One loader, several sources, the same components after loading.
+
+    load_backbone("toy")            the embedded model trained by this project (offline default)
+    load_backbone("sd15")           SD-1.5 from the hub + LCM-LoRA fused (+ optional TAESD decoder)
+    load_backbone("/path/to/sd")    any local diffusers SD-1.x folder (same code path as the hub)
+    load_backbone("sd15-random")    SD-1.5's architecture with seeded random weights: same FLOPs and
+                                    memory as the real model, for speed/memory benchmarks only
+
+Hub loading checks the local cache first, then whether the hub is reachable at all (a 3 s socket
+probe), and fails at once with V2VError naming the offline alternatives instead of hanging.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from .errors import V2VError
+
+SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+LCM_LORA_ID = "latent-consistency/lcm-lora-sdv1-5"
+TAESD_ID = "madebyollin/taesd"
+TOY_DIR = Path(__file__).parent / "toy" / "model"
+BACKBONES = ("toy", "sd15", "sd15-random")
+OFFLINE_HINT = ("Use --backbone toy (the embedded model, works offline) or --backbone sd15-random (SD-1.5's "
+                "architecture with random weights, for speed and memory benchmarks), or pass a local diffusers folder.")
+
+
+@dataclass
+class Backbone:
+    """The loaded components. Shared by every stream that uses it; holds no per-stream state."""
+    name: str
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    device: torch.device
+    dtype: torch.dtype
+    makes_edits: bool = True     # False for random weights: their output is noise, never an edit
+    _prompt_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_factor(self) -> int:
+        cfg = self.vae.config
+        n = len(getattr(cfg, "block_out_channels", None) or getattr(cfg, "encoder_block_out_channels"))
+        return 2 ** (n - 1)
+
+    @torch.inference_mode()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """(1, L, D) text embeddings, cached per prompt (the backbone is read-only, so this is safe
+        to share between streams)."""
+        if prompt not in self._prompt_cache:
+            tok = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt")
+            emb = self.text_encoder(tok.input_ids.to(self.device))[0]
+            self._prompt_cache[prompt] = emb.to(self.dtype)
+        return self._prompt_cache[prompt]
+
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/f, W/f)."""
+        out = self.vae.encode(x)
+        lat = out.latents if hasattr(out, "latents") else out.latent_dist.mean
+        return lat * self.latent_scale
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in [-1, 1]."""
+        return self.vae.decode(z / self.latent_scale).sample.clamp(-1, 1)
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_load(loader, repo_id: str, what: str, **kw):
+    """Load from the local cache, else from the hub if it answers, else fail fast and clearly."""
+    try:
+        return loader(repo_id, local_files_only=True, **kw)
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise V2VError(f"Cannot load {what} '{repo_id}': it is not in the local cache and the model hub is not "
+                       f"reachable from this machine. {OFFLINE_HINT}")
+    try:
+        return loader(repo_id, **kw)
+    except Exception as e:
+        raise V2VError(f"Downloading {what} '{repo_id}' failed: {e}. {OFFLINE_HINT}") from None
+
+
+def _is_hub_id(s: str) -> bool:
+    return s.count("/") == 1 and not Path(s).exists() and not s.startswith((".", "/", "~"))
+
+
+def _sd15_random(seed: int, taesd: bool):
+    """SD-1.5's published architecture (UNet, VAE, CLIP ViT-L/14 text tower) with seeded random weights."""
+    from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .toy.arch import build_scheduler, build_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8, layers_per_block=2,
+                                block_out_channels=(320, 640, 1280, 1280))
+    vae = AutoencoderTiny() if taesd else AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
+        scaling_factor=0.18215)
+    tok = build_tokenizer()
+    tok.model_max_length = 77
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                      num_hidden_layers=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                      bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    return StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=build_scheduler(),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def _from_folder(path: str, dtype: torch.dtype, **kw):
+    from diffusers import StableDiffusionPipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return StableDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False, **kw)
+
+
+def load_backbone(source: str = "toy", device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
+                  lora: str | None = None, taesd: bool | str = False, seed: int = 0) -> Backbone:
+    """Return a ready backbone (UNet, VAE or TAESD decoder, text encoder + tokenizer, LCM scheduler).
+
+    source: "toy" | "sd15" | "sd15-random" | a local diffusers SD-1.x folder | a hub id.
+    lora:   a LoRA (hub id, folder or .safetensors file) loaded and fused through diffusers' own
+            API; "sd15" uses the LCM-LoRA unless lora="" is given.
+    taesd:  True to decode (and encode) with TAESD (hub id madebyollin/taesd), or a path/id.
+    """
+    from diffusers import AutoencoderTiny, LCMScheduler
+
+    device = torch.device(device) if device is not None else default_device()
+    if isinstance(dtype, str):
+        dtype = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
+                 "float32": torch.float32, "fp32": torch.float32}[dtype]
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    makes_edits = True
+
+    if source == "toy":
+        if (TOY_DIR / "model_index.json").exists():
+            pipe = _from_folder(str(TOY_DIR), torch.float32)
+        else:
+            from .toy.arch import build_random_pipeline
+
+            warnings.warn("The embedded toy model's weights are missing: using random weights of the same "
+                          "architecture. Its output is coloured noise, not an edit. Train it with "
+                          "`python -m v2v_core.toy.train`.", stacklevel=2)
+            pipe = build_random_pipeline(seed)
+            makes_edits = False
+    elif source == "sd15-random":
+        pipe = _sd15_random(seed, bool(taesd))
+        taesd, makes_edits = False, False
+    elif source == "sd15" or _is_hub_id(source):
+        repo = SD15_ID if source == "sd15" else source
+        pipe = _hub_load(lambda r, **kw: _from_folder(r, dtype, **kw), repo, "the diffusion model")
+        if source == "sd15" and lora is None:
+            lora = LCM_LORA_ID
+    elif Path(source).expanduser().is_dir():
+        if not (Path(source).expanduser() / "model_index.json").exists():
+            raise V2VError(f"{source} is not a diffusers pipeline folder (no model_index.json). "
+                           "Save one with pipe.save_pretrained(folder).")
+        pipe = _from_folder(str(Path(source).expanduser()), dtype)
+    else:
+        raise V2VError(f"Unknown backbone '{source}'. Choose one of {', '.join(BACKBONES)}, a local diffusers "
+                       "folder, or a hub id like org/model.")
+
+    if lora:
+        _fuse_lora(pipe, lora)
+    if taesd:
+        tid = TAESD_ID if taesd is True else str(taesd)
+        loader = lambda r, **kw: AutoencoderTiny.from_pretrained(r, torch_dtype=dtype, **kw)  # noqa: E731
+        pipe.vae = loader(tid) if Path(tid).exists() else _hub_load(loader, tid, "the TAESD decoder")
+    if not isinstance(pipe.scheduler, LCMScheduler):
+        pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+
+    mods = (pipe.unet, pipe.vae, pipe.text_encoder)
+    for m in mods:
+        m.requires_grad_(False).eval().to(device=device)
+        if m.dtype != dtype:
+            m.to(dtype=dtype)
+    if device.type == "cpu":  # oneDNN convolutions are markedly faster in channels_last on CPU
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    name = source if source in BACKBONES else str(source)
+    return Backbone(name, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype,
+                    makes_edits)
+
+
+def _fuse_lora(pipe, lora: str):
+    """Load a LoRA through diffusers' API and fuse it into the UNet weights (then drop the adapters)."""
+    p = Path(lora).expanduser()
+    try:
+        if p.exists():
+            if p.is_file():
+                pipe.load_lora_weights(str(p.parent), weight_name=p.name)
+            else:
+                pipe.load_lora_weights(str(p))
+        else:
+            _hub_load(lambda r, **kw: pipe.load_lora_weights(r, **kw), lora, "the LoRA")
+    except V2VError:
+        raise
+    except Exception as e:
+        raise V2VError(f"Could not load the LoRA '{lora}': {e}") from None
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+
+
+def seeded_noise(shape, seed: int, device, dtype) -> torch.Tensor:
+    """Gaussian noise from a private CPU generator (identical on every device for a seed)."""
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+
+
+def to_tensor(frame: np.ndarray, device, dtype) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (1, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return x.to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+
+def to_uint8(x: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) in [-1, 1] -> list of uint8 (H, W, 3)."""
+    a = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [np.ascontiguousarray(f) for f in a]

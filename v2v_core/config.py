@@ -1,0 +1,71 @@
+"""Parameters declared once: dataclass fields carry their UI/CLI metadata, and both faces are built
+from it (never retyped).
+
+    @dataclass
+    class MySettings:
+        strength: float = param(0.4, "How far from the input", lo=0.05, hi=1.0, step=0.05)
+
+`add_cli_arguments(parser, MySettings)` adds `--strength`, and `from_cli(MySettings, args)` reads it
+back; `describe(MySettings)` lists (name, type, default, help, bounds) for UIs and docs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import field
+from typing import Any
+
+from .errors import V2VError
+
+
+def param(default: Any, help: str, lo=None, hi=None, step=None, choices=None, flag: str | None = None):
+    """A config field with metadata. Bounds are inclusive; `flag` overrides the CLI flag name."""
+    meta = dict(help=help, lo=lo, hi=hi, step=step, choices=choices, flag=flag)
+    return field(default=default, metadata=meta)
+
+
+def describe(cls) -> list[dict]:
+    out = []
+    for f in dataclasses.fields(cls):
+        m = dict(f.metadata)
+        out.append(dict(name=f.name, type=f.type if isinstance(f.type, str) else f.type.__name__,
+                        default=f.default, **{k: m.get(k) for k in ("help", "lo", "hi", "step", "choices")}))
+    return out
+
+
+def validate(obj) -> None:
+    """Raise V2VError for a value outside its declared bounds or choices."""
+    for f in dataclasses.fields(obj):
+        v, m = getattr(obj, f.name), f.metadata
+        if m.get("choices") and v not in m["choices"]:
+            raise V2VError(f"{f.name}={v!r} is not one of {', '.join(map(str, m['choices']))}.")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            lo, hi = m.get("lo"), m.get("hi")
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise V2VError(f"{f.name}={v} is outside its range [{lo}, {hi}].")
+
+
+def _flag(f) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        m = f.metadata
+        bounds = f" [{m['lo']}..{m['hi']}]" if m.get("lo") is not None else ""
+        help_ = f"{m.get('help', '')}{bounds} (default: {f.default})"
+        if isinstance(f.default, bool):
+            parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            parser.add_argument(_flag(f), dest=f.name, type=type(f.default), default=None, choices=m.get("choices"),
+                                help=help_)
+
+
+def from_cli(cls, args: argparse.Namespace, **overrides):
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    kw.update(overrides)
+    obj = cls(**kw)
+    validate(obj)
+    return obj

@@ -1,0 +1,1 @@
+"""The embedded toy model: styles, training data, architecture, trainer and evaluation."""

@@ -1,0 +1,92 @@
+"""Architecture of the embedded toy model, in diffusers' and transformers' own classes.
+
+Sized for a 2-core CPU (measured there, 256 px frames, 32x32 latents, channels_last):
+- VAE: ``AutoencoderTiny`` (f=8, 4 latent channels), 48 channels, no blocks at full resolution and
+  the extra capacity at latent resolution: about 25 ms to encode + 36 ms to decode a 256 px frame.
+- UNet: ``UNet2DConditionModel`` (48, 96, 192), cross-attention transformer blocks at 1/2 and 1/4 of
+  the latent resolution (16x16 and 8x8 tokens at 256 px), SD's block naming
+  (down_blocks / mid_block / up_blocks): about 35 ms a step.
+- Text: a 2-layer ``CLIPTextModel`` (width 64) over a character-level ``CLIPTokenizer`` whose
+  vocabulary this module writes itself (no download).
+- Scheduler: ``LCMScheduler`` with SD-1.5's beta schedule.
+"""
+from __future__ import annotations
+
+import torch
+
+TEXT_WIDTH = 64
+MAX_PROMPT_TOKENS = 32
+
+
+def build_tokenizer():
+    """A character-level CLIP tokenizer: every byte-level character (and its end-of-word form) is a
+    token, no merges. 514 tokens."""
+    from transformers import CLIPTokenizer
+
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    chars = [chr(c) for c in cs]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for ch in chars:
+            vocab.setdefault(ch + suffix, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_PROMPT_TOKENS)
+
+
+def build_text_encoder(vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH,
+                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=MAX_PROMPT_TOKENS,
+                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    return CLIPTextModel(cfg)
+
+
+def build_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(48, 96, 192),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=16,
+    )
+
+
+def build_vae():
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny(
+        in_channels=3, out_channels=3, latent_channels=4,
+        encoder_block_out_channels=(48, 48, 48, 48), decoder_block_out_channels=(48, 48, 48, 48),
+        num_encoder_blocks=(0, 1, 1, 3), num_decoder_blocks=(3, 1, 1, 0),
+        scaling_factor=1.0,  # set after VAE training to 1/std of the latents
+    )
+
+
+def build_scheduler():
+    from diffusers import LCMScheduler
+
+    return LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                        num_train_timesteps=1000, original_inference_steps=50, timestep_spacing="leading",
+                        steps_offset=1, prediction_type="epsilon", clip_sample=False, set_alpha_to_one=True)
+
+
+def build_random_pipeline(seed: int = 0):
+    """The toy architecture with seeded random weights (the fallback before weights exist, and the
+    starting point of training). Its output is coloured noise, never an edit."""
+    from diffusers import StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    tok = build_tokenizer()
+    return StableDiffusionPipeline(
+        vae=build_vae(), text_encoder=build_text_encoder(len(tok)), tokenizer=tok, unet=build_unet(),
+        scheduler=build_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )

@@ -1,0 +1,155 @@
+"""The toy model's styles: deterministic image filters that define what each prompt means.
+
+Every style is a pure function ``uint8 RGB (H, W, 3) -> uint8 RGB (H, W, 3)``. Deterministic styles
+depend on the image alone, so "recognisability" (is the output closer to this style's target than to
+every other style's?) is well defined. Two styles invent content (pointillism dots, snowflakes): their
+content is placed from the diffusion noise of the training sample, so the model learns to invent it
+from noise as a real diffusion model invents detail (and, like one, can flicker where it does).
+
+Filters are applied at the resolution the model sees (256 px frames in evaluation, the same scale in
+training) because their look (edge width, pixel-art block size) is defined in pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+
+PIXEL_BLOCK = 8  # pixel-art block in pixels: one latent cell of an f=8 VAE
+
+
+def photo(img: np.ndarray) -> np.ndarray:
+    """'a photo' is the input itself: the model must reproduce it (a fidelity check)."""
+    return img.copy()
+
+
+def black_and_white(img: np.ndarray) -> np.ndarray:
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+_SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32)
+
+
+def sepia(img: np.ndarray) -> np.ndarray:
+    out = img.astype(np.float32) @ _SEPIA.T  # rows of _SEPIA give output R, G, B
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def pencil_sketch(img: np.ndarray) -> np.ndarray:
+    """Colour-dodge sketch: grey divided by its blurred negative; white paper, dark strokes."""
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    blur = cv2.GaussianBlur(255.0 - gray, (0, 0), sigmaX=6.0)
+    sketch = np.clip(gray * 255.0 / np.maximum(255.0 - blur, 1.0), 0, 255)
+    # darken the strokes so they survive an f=8 autoencoder
+    sketch = 255.0 * (sketch / 255.0) ** 2.2
+    return np.repeat(sketch.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def cartoon(img: np.ndarray) -> np.ndarray:
+    """Flat colours (smoothed, posterised to 4 levels per channel) with thick black outlines."""
+    smooth = cv2.bilateralFilter(img, d=9, sigmaColor=60, sigmaSpace=9)
+    smooth = cv2.medianBlur(smooth, 7)
+    poster = (smooth.astype(np.int32) // 64) * 64 + 32
+    gray = cv2.medianBlur(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), 7)
+    edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 4)
+    edges = cv2.erode(edges, np.ones((2, 2), np.uint8))
+    out = np.where(edges[..., None] > 0, poster, 0)
+    return out.astype(np.uint8)
+
+
+def pixel_art(img: np.ndarray) -> np.ndarray:
+    """Blocks of PIXEL_BLOCK px, each one colour from a 27-colour palette (3 levels per channel)."""
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(1, w // PIXEL_BLOCK), max(1, h // PIXEL_BLOCK)), interpolation=cv2.INTER_AREA)
+    small = (np.round(small.astype(np.float32) / 127.5) * 127.5).clip(0, 255).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def thermal(img: np.ndarray) -> np.ndarray:
+    """A thermal-camera look: brightness mapped through the inferno colour map."""
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def _cells(eps: np.ndarray, h: int, w: int):
+    """Latent-cell grid of a noise tensor eps (4, h/8, w/8): yields (channel values, cell x0, cell y0)."""
+    gh, gw = min(eps.shape[1], h // 8), min(eps.shape[2], w // 8)
+    for i in range(gh):
+        for j in range(gw):
+            yield eps[:, i, j], 8 * j, 8 * i
+
+
+def pointillism(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """Dots on cream paper, each the (saturated) colour of the image where it falls. Dot k of a
+    latent cell sits in quadrant k and exists where noise channel k is positive: the model invents
+    the dots from the diffusion noise, as a real model invents texture."""
+    h, w = img.shape[:2]
+    out = np.full_like(img, (245, 238, 220))
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = np.clip(hsv[..., 1].astype(np.int32) * 3 // 2, 0, 255).astype(np.uint8)
+    vivid = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    for e, x0, y0 in _cells(eps, h, w):
+        for k in range(4):
+            if e[k] > 0:
+                x, y = x0 + 2 + 4 * (k % 2), y0 + 2 + 4 * (k // 2)
+                cv2.circle(out, (x, y), 2, tuple(int(c) for c in vivid[y, x]), -1)
+    return out
+
+
+def snowy_scene(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """A cold, bluish, darker scene with white snowflakes where noise channel 0 is high (about 8% of
+    latent cells), jittered and sized by the other channels."""
+    cold = img.astype(np.float32) * np.array([0.75, 0.85, 1.0], np.float32) + np.array([10, 20, 45], np.float32)
+    out = np.clip(cold * 0.85, 0, 255).astype(np.uint8)
+    h, w = img.shape[:2]
+    for e, x0, y0 in _cells(eps, h, w):
+        if e[0] > 1.4:
+            x = x0 + 4 + int(np.clip(e[1], -1.5, 1.5) * 2)
+            y = y0 + 4 + int(np.clip(e[2], -1.5, 1.5) * 2)
+            cv2.circle(out, (x, y), 1 + int(e[3] > 0) + int(e[3] > 1), (255, 255, 255), -1)
+    return out
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    prompts: tuple[str, ...]          # the first is the canonical prompt
+    fn: Callable = field(repr=False)
+    deterministic: bool = True
+
+    def apply(self, img: np.ndarray, eps: np.ndarray | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Filter an image. Random styles place their content from `eps` (4, H/8, W/8), the
+        diffusion noise of the sample; without it, from noise drawn with `rng`."""
+        if self.deterministic:
+            return self.fn(img)
+        if eps is None:
+            h, w = img.shape[:2]
+            eps = (rng or np.random.default_rng(0)).standard_normal((4, h // 8, w // 8)).astype(np.float32)
+        return self.fn(img, eps)
+
+
+STYLES: tuple[Style, ...] = (
+    Style("photo", ("a photo", "a photograph", "a realistic photo", "photo"), photo),
+    Style("black and white", ("a black and white photo", "black and white", "a monochrome photo", "grayscale"), black_and_white),
+    Style("sepia", ("a sepia photo", "sepia", "an old sepia photograph", "vintage sepia"), sepia),
+    Style("pencil sketch", ("a pencil sketch", "pencil drawing", "a sketch", "a graphite sketch"), pencil_sketch),
+    Style("cartoon", ("a cartoon", "cartoon style", "a comic drawing", "an animated cartoon"), cartoon),
+    Style("pixel art", ("pixel art", "a pixel art image", "8-bit pixel art", "retro pixel art"), pixel_art),
+    Style("thermal", ("a thermal image", "thermal camera", "an infrared heat map", "thermal vision"), thermal),
+    Style("pointillism", ("pointillism", "a pointillist painting", "painted with dots", "a dotted painting"), pointillism, False),
+    Style("snowy scene", ("a snowy scene", "snowing", "a winter scene with snow", "falling snow"), snowy_scene, False),
+)
+STYLE_BY_NAME = {s.name: s for s in STYLES}
+DETERMINISTIC_STYLES = tuple(s for s in STYLES if s.deterministic)
+
+
+def style_for_prompt(prompt: str) -> Style | None:
+    """The style whose phrasing matches the prompt (case-insensitive), or None."""
+    p = prompt.strip().lower()
+    for s in STYLES:
+        if p in (q.lower() for q in s.prompts):
+            return s
+    return None

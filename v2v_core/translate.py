@@ -1,0 +1,41 @@
+"""Translate a whole clip file to a file: the one function the CLI, the app and the tests call."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+from .backbones import Backbone
+from .engine import Stream, StreamSettings, fps_after_warmup, mean_timings
+from .errors import V2VError
+from .video import VideoWriter, iter_frames, probe
+
+
+def translate_video(backbone: Backbone, input_path: str | Path, prompt: str, out_path: str | Path,
+                    settings: StreamSettings | None = None, size: int = 256, frames: int | None = None,
+                    keep_aspect: bool = False, method=None, method_name: str = "streamdiffusion",
+                    progress: Callable[[int, int | None], None] | None = None) -> dict:
+    """Run one stream over the clip, write H.264 mp4 to out_path, return the report dict
+    (keys: frames, fps, settings, timings, ...). progress(done, total) is called per frame."""
+    settings = settings or StreamSettings()
+    if not prompt or not prompt.strip():
+        raise V2VError("The prompt is empty: describe the output, e.g. \"a pencil sketch\".")
+    if frames is not None and frames < 1:
+        raise V2VError("frames must be at least 1.")
+    info = probe(input_path)
+    total = min(frames, info.frames) if (frames and info.frames) else (frames or info.frames)
+    stream = Stream(backbone, prompt, settings, method)
+    with VideoWriter(out_path, fps=info.fps) as w:
+        for i, frame in enumerate(stream.run(iter_frames(input_path, frames, size, keep_aspect))):
+            w.write(frame)
+            if progress is not None:
+                progress(i + 1, total)
+    return {
+        "input": str(input_path), "output": str(out_path), "frames": stream.frames_out,
+        "fps": fps_after_warmup(stream.timings),
+        "settings": {"backbone": backbone.name, "method": method_name, "prompt": prompt, "size": size,
+                     "device": str(backbone.device), "dtype": str(backbone.dtype).replace("torch.", ""),
+                     "t_list": stream.t_list, **dataclasses.asdict(settings)},
+        "timings": {"mean": mean_timings(stream.timings), "per_frame": stream.timings},
+        "backbone_makes_edits": backbone.makes_edits,
+    }
