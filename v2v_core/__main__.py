@@ -3,6 +3,7 @@
     python -m v2v_core translate INPUT --prompt "a pencil sketch" --out out.mp4 [--backbone toy]
         [--strength 0.4] [--steps 2] [--size 256] [--frames N] [--seed 0] [--report report.json]
     python -m v2v_core toy-eval VIDEO [--frames 48]
+    python -m v2v_core metrics --source SRC --edited EDIT [--flow dis|raft] [--json out.json]
 
 Every flag of the engine comes from its config declaration (v2v_core.engine.StreamSettings).
 User mistakes print one line (V2VError) and exit with status 2.
@@ -81,6 +82,25 @@ def cmd_toy_eval(args) -> int:
     return 0
 
 
+def cmd_metrics(args) -> int:
+    from .metrics import evaluate_clip
+    from .video import read_video
+
+    source, _ = read_video(args.source, args.frames, args.size)
+    edited, _ = read_video(args.edited, args.frames)
+    report = evaluate_clip(source, edited, flow=args.flow, prompt=args.prompt,
+                           clip_model=None if args.no_clip else args.clip_model)
+    if not args.series:
+        report = {k: v for k, v in report.items() if not k.endswith("_series")}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    if report.get("note"):
+        print(f"note: {report['note']}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m v2v_core", description="V2V Studio core: streaming video-to-video")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -90,6 +110,18 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--size", type=int, default=256)
     p.set_defaults(fn=cmd_toy_eval)
+    p = sub.add_parser("metrics", help="warp error (both variants) and CLIP metrics of an edited clip")
+    p.add_argument("--source", required=True, help="the source clip (flows are computed on it)")
+    p.add_argument("--edited", required=True, help="the edited clip (frame i matches source frame i)")
+    p.add_argument("--flow", default="dis", choices=["dis", "raft"], help="optical flow estimator (default: dis)")
+    p.add_argument("--size", type=int, default=None, help="resize+crop the source to SIZE first (default: native)")
+    p.add_argument("--frames", type=int, default=None, help="use only the first N frames")
+    p.add_argument("--prompt", default=None, help="prompt for CLIP text alignment")
+    p.add_argument("--clip-model", default="openai/clip-vit-base-patch32", help="CLIP hub id or local folder")
+    p.add_argument("--no-clip", action="store_true", help="skip CLIP metrics")
+    p.add_argument("--series", action="store_true", help="include per-frame series")
+    p.add_argument("--json", default=None, help="also write the JSON here")
+    p.set_defaults(fn=cmd_metrics)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

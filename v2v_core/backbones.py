@@ -97,7 +97,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _hub_load(loader, repo_id: str, what: str, **kw):
+def _hub_load(loader, repo_id: str, what: str, hint: str = OFFLINE_HINT, **kw):
     """Load from the local cache, else from the hub if it answers, else fail fast and clearly."""
     try:
         return loader(repo_id, local_files_only=True, **kw)
@@ -105,11 +105,11 @@ def _hub_load(loader, repo_id: str, what: str, **kw):
         pass
     if not _hub_reachable():
         raise V2VError(f"Cannot load {what} '{repo_id}': it is not in the local cache and the model hub is not "
-                       f"reachable from this machine. {OFFLINE_HINT}")
+                       f"reachable from this machine. {hint}")
     try:
         return loader(repo_id, **kw)
     except Exception as e:
-        raise V2VError(f"Downloading {what} '{repo_id}' failed: {e}. {OFFLINE_HINT}") from None
+        raise V2VError(f"Downloading {what} '{repo_id}' failed: {e}. {hint}") from None
 
 
 def _is_hub_id(s: str) -> bool:
