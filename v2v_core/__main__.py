@@ -23,14 +23,18 @@ from .errors import V2VError
 def _translate_parser(sub):
     from .backbones import BACKBONES
     from .engine import StreamSettings
+    from .methods import ONLINE_METHODS
+    from .streamv2v import StreamV2VConfig
+    from .temporal_shift import TemporalShiftConfig
 
     p = sub.add_parser("translate", help="translate a clip with a streaming method")
     p.add_argument("input", help="input video (mp4, webm, mov, avi, gif)")
     p.add_argument("--prompt", required=True, help='what the output should look like, e.g. "a pencil sketch"')
     p.add_argument("--out", required=True, help="output .mp4 (H.264)")
     p.add_argument("--backbone", default="toy", help=f"{' | '.join(BACKBONES)} | PATH to a diffusers folder (default: toy)")
-    p.add_argument("--method", default="streamdiffusion", choices=["streamdiffusion"],
-                   help="temporal method (more arrive with their modules)")
+    p.add_argument("--method", default="streamdiffusion", choices=list(ONLINE_METHODS),
+                   help="temporal method: streamdiffusion (per-frame baseline), streamv2v (feature bank), "
+                        "window (attention over the previous 3 frames), temporal-shift (default: streamdiffusion)")
     p.add_argument("--size", type=int, default=256, help="frames are resized and centre-cropped to SIZE (multiple of 64)")
     p.add_argument("--keep-aspect", action="store_true", help="keep the aspect ratio (long side cropped to a multiple of 64)")
     p.add_argument("--frames", type=int, default=None, help="translate only the first N frames")
@@ -38,6 +42,8 @@ def _translate_parser(sub):
     p.add_argument("--dtype", default=None, help="float32 | float16 (default: float16 on CUDA, else float32)")
     p.add_argument("--report", default=None, help="write a JSON report (settings, fps, per-stage timings) here")
     add_cli_arguments(p, StreamSettings)
+    add_cli_arguments(p.add_argument_group("StreamV2V (--method streamv2v)"), StreamV2VConfig)
+    add_cli_arguments(p.add_argument_group("temporal shift (--method temporal-shift)"), TemporalShiftConfig)
     return p
 
 
@@ -46,10 +52,13 @@ def cmd_translate(args) -> int:
 
     from .backbones import load_backbone
     from .engine import StreamSettings
+    from .methods import config_class, make_method
     from .translate import translate_video
     from .video import probe
 
     settings = from_cli(StreamSettings, args)
+    cfg_cls = config_class(args.method)
+    method = make_method(args.method, from_cli(cfg_cls, args) if cfg_cls else None)
     probe(args.input)  # a bad input fails before the model loads
     t0 = time.perf_counter()
     backbone = load_backbone(args.backbone, device=args.device, dtype=args.dtype, seed=settings.seed)
@@ -65,7 +74,7 @@ def cmd_translate(args) -> int:
 
     try:
         report = translate_video(backbone, args.input, args.prompt, args.out, settings, args.size, args.frames,
-                                 args.keep_aspect, method_name=args.method, progress=progress)
+                                 args.keep_aspect, method=method, method_name=args.method, progress=progress)
     finally:
         bar.close()
     report["timings"]["load_seconds"] = load_s

@@ -91,6 +91,8 @@ class Stream:
         self.settings = settings or StreamSettings()
         validate(self.settings)
         self.method = method
+        if method is not None and hasattr(method, "install"):
+            method.install(backbone)      # idempotent; routed processors hold no stream state
         sched = copy.deepcopy(backbone.scheduler)  # set_timesteps mutates: never touch the shared one
         sched.set_timesteps(BASE_STEPS)
         self.t_list = [int(sched.timesteps[i]) for i in t_index_list(self.settings.strength, self.settings.steps)]
@@ -182,8 +184,9 @@ class Stream:
         self._sync()
         dt = (time.perf_counter() - t0) / len(slots)
         temporal = self.method_state.pop_seconds() if hasattr(self.method_state, "pop_seconds") else 0.0
+        acct = self.method_state.accounting() if hasattr(self.method_state, "accounting") else {}
         for s in slots:
-            s.timing.update(decode=dt, temporal=temporal / len(slots))
+            s.timing.update(decode=dt, temporal=temporal / len(slots), **acct)
             s.timing["total"] = s.timing["encode"] + s.timing["unet"] + s.timing["decode"]
             self.timings.append(s.timing)
         self.frames_out += len(slots)

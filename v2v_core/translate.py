@@ -35,7 +35,10 @@ def translate_video(backbone: Backbone, input_path: str | Path, prompt: str, out
         "fps": fps_after_warmup(stream.timings),
         "settings": {"backbone": backbone.name, "method": method_name, "prompt": prompt, "size": size,
                      "device": str(backbone.device), "dtype": str(backbone.dtype).replace("torch.", ""),
-                     "t_list": stream.t_list, **dataclasses.asdict(settings)},
+                     "t_list": stream.t_list, **dataclasses.asdict(settings),
+                     "method_config": dataclasses.asdict(method.config) if hasattr(method, "config") else {}},
         "timings": {"mean": mean_timings(stream.timings), "per_frame": stream.timings},
         "backbone_makes_edits": backbone.makes_edits,
+        "bank_bytes": [t.get("bank_bytes", 0) for t in stream.timings],
+        "bank_tokens": [t.get("bank_tokens", 0) for t in stream.timings],
     }
