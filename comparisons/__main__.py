@@ -1,0 +1,78 @@
+"""Command-line face of comparisons.
+
+    python -m comparisons list
+    python -m comparisons run INPUT --prompt P --methods "StreamDiffusion,StreamV2V" --out-dir DIR
+        [--backbone toy] [--frames N] [--size 256] [--seed 0] [--strength 0.4] [--steps 2]
+    (--methods all-online / all select every registered online method / every method)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from v2v_core.errors import V2VError
+
+
+def cmd_list(args) -> int:
+    from .registry import PRESETS
+
+    width = max(len(p.name) for p in PRESETS)
+    for p in PRESETS:
+        kind = "online " if p.online else "offline"
+        print(f"{p.name:{width}s}  {kind}  {p.description}")
+        print(f"{'':{width}s}           paper: {p.paper}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from tqdm import tqdm
+
+    from .runner import run_comparison
+
+    bar = tqdm(unit="frame", desc="lockstep")
+
+    def progress(done, total, stage):
+        if stage == "translating":
+            bar.total = total
+            bar.update(1)
+
+    try:
+        report = run_comparison(args.input, args.prompt, args.methods, args.out_dir, backbone=args.backbone,
+                                frames=args.frames, size=args.size, seed=args.seed, strength=args.strength,
+                                steps=args.steps, clip_model=args.clip_model, progress=progress)
+    finally:
+        bar.close()
+    from .runner import markdown_table
+
+    print(markdown_table(report))
+    print(f"\nwrote {args.out_dir}/report.json, report.md, mosaic.mp4 and one mp4 per method")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m comparisons", description="V2V Studio comparisons")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the registered methods").set_defaults(fn=cmd_list)
+    p = sub.add_parser("run", help="run methods side by side on one clip")
+    p.add_argument("input")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--methods", default="StreamDiffusion,StreamV2V", help='comma-separated names, "all-online" or "all"')
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--backbone", default="toy")
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strength", type=float, default=0.4)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
+    p.set_defaults(fn=cmd_run)
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except V2VError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

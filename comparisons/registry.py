@@ -1,0 +1,88 @@
+"""Named method presets: the one list the CLI, the UI and the evaluator show.
+
+A preset names a core method (v2v_core.methods) and a config. Methods the core does not implement
+yet are absent, never faked (SVDiff and TokenFlow join when their modules land).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from v2v_core.config import describe
+from v2v_core.methods import config_class, make_method
+from v2v_core.streamv2v import WINDOW_ATTENTION, StreamV2VConfig
+from v2v_core.temporal_shift import TemporalShiftConfig
+
+STREAMV2V_PAPER = "Liang et al., Looking Backward: Streaming Video-to-Video Translation with Feature Banks, ICLR 2025"
+STREAMDIFFUSION_PAPER = "Kodaira et al., StreamDiffusion: A Pipeline-level Solution for Real-time Interactive Generation, 2023"
+SVDIFF_PAPER = "Chen et al., Streaming Video Diffusion: Online Video Editing with Diffusion Models, 2024"
+
+
+@dataclass(frozen=True)
+class MethodPreset:
+    name: str
+    description: str
+    paper: str
+    core_method: str                   # a name of v2v_core.methods.ONLINE_METHODS
+    config: object = None              # the core method's config dataclass instance (None: defaults / none)
+    online: bool = True
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def build(self, config=None, recorder_factory=None):
+        """The method object for a Stream; `config` replaces the preset's (e.g. UI overrides)."""
+        return make_method(self.core_method, config if config is not None else self.config, recorder_factory)
+
+    def with_overrides(self, **overrides):
+        """The preset's config with some fields changed (validated by the core)."""
+        cls = config_class(self.core_method)
+        if cls is None:
+            if overrides:
+                raise ValueError(f"{self.name} has no settings to override")
+            return None
+        base = self.config if self.config is not None else cls()
+        return dataclasses.replace(base, **overrides)
+
+    def fields(self) -> list[dict]:
+        """Config fields with metadata (range, step, help) and this preset's values, for UIs."""
+        cls = config_class(self.core_method)
+        if cls is None:
+            return []
+        cfg = self.config if self.config is not None else cls()
+        return [dict(f, value=getattr(cfg, f["name"])) for f in describe(cls)]
+
+
+PRESETS: tuple[MethodPreset, ...] = (
+    MethodPreset("StreamDiffusion", "per-frame img2img with LCM steps and one fixed noise: the baseline that flickers",
+                 STREAMDIFFUSION_PAPER, "streamdiffusion", tags=("baseline",)),
+    MethodPreset("StreamV2V", "feature bank of past frames: extended attention + feature fusion + dynamic merging",
+                 STREAMV2V_PAPER, "streamv2v", StreamV2VConfig()),
+    MethodPreset("StreamV2V (EA only)", "StreamV2V ablation: extended attention without feature fusion",
+                 STREAMV2V_PAPER, "streamv2v", StreamV2VConfig(feature_fusion=False), tags=("ablation",)),
+    MethodPreset("StreamV2V (FF only)", "StreamV2V ablation: feature fusion without extended attention",
+                 STREAMV2V_PAPER, "streamv2v", StreamV2VConfig(extended_attention=False), tags=("ablation",)),
+    MethodPreset("StreamV2V (queue bank)", "StreamV2V with a first-in-first-out bank of the last 4 frames instead of DyMe",
+                 STREAMV2V_PAPER, "streamv2v", StreamV2VConfig(bank="queue"), tags=("ablation",)),
+    MethodPreset("Window attention", "training-free baseline: extended attention over the previous 3 frames only",
+                 SVDIFF_PAPER + " (baseline it names)", "window", WINDOW_ATTENTION, tags=("baseline",)),
+    MethodPreset("Temporal shift", "training-free baseline: 1/8 of each block's channels taken from the previous frame",
+                 SVDIFF_PAPER + " (baseline it names)", "temporal-shift", TemporalShiftConfig(), tags=("baseline",)),
+)
+REGISTRY: dict[str, MethodPreset] = {p.name: p for p in PRESETS}
+
+
+def resolve(names: str | list[str]) -> list[MethodPreset]:
+    """Presets from a comma-separated list, or "all" / "all-online"."""
+    from v2v_core.errors import V2VError
+
+    if isinstance(names, str):
+        if names.strip() in ("all", "all-online"):
+            return [p for p in PRESETS if p.online or names.strip() == "all"]
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out = []
+    for n in names:
+        if n not in REGISTRY:
+            raise V2VError(f"Unknown method '{n}'. Registered: {', '.join(REGISTRY)} (or all / all-online).")
+        out.append(REGISTRY[n])
+    if not out:
+        raise V2VError("No methods selected.")
+    return out
