@@ -1,6 +1,8 @@
 """Command-line face of comparisons.
 
     python -m comparisons list
+    python -m comparisons ablate INPUT --prompt P --grid streamv2v --out-dir DIR [--frames N]
+    python -m comparisons evaluate DATASET.jsonl --methods M1,M2 --out-dir DIR    (torchrun-shardable)
     python -m comparisons run INPUT --prompt P --methods "StreamDiffusion,StreamV2V" --out-dir DIR
         [--backbone toy] [--frames N] [--size 256] [--seed 0] [--strength 0.4] [--steps 2]
     (--methods all-online / all select every registered online method / every method)
@@ -49,6 +51,37 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .ablation import run_ablation
+
+    report = run_ablation(args.input, args.prompt, args.grid, args.out_dir, backbone=args.backbone,
+                          frames=args.frames, size=args.size, seed=args.seed, strength=args.strength, steps=args.steps)
+    print(report["ablation_table"])
+    print(f"\nwrote {args.out_dir}/ablation.md, ablation.png, ablation.plotly.json")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    res = evaluate(args.dataset, args.methods, args.out_dir, backbone=args.backbone, size=args.size,
+                   frames=args.frames, seed=args.seed, strength=args.strength, steps=args.steps,
+                   clip_model=args.clip_model)
+    if res is not None:
+        print(res["table"])
+        print(f"wrote {args.out_dir}/table.md and table.csv")
+    return 0
+
+
+def _common(p, out_default=None):
+    p.add_argument("--backbone", default="toy")
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strength", type=float, default=0.4)
+    p.add_argument("--steps", type=int, default=2)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m comparisons", description="V2V Studio comparisons")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -58,14 +91,23 @@ def main(argv=None) -> int:
     p.add_argument("--prompt", required=True)
     p.add_argument("--methods", default="StreamDiffusion,StreamV2V", help='comma-separated names, "all-online" or "all"')
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--backbone", default="toy")
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strength", type=float, default=0.4)
-    p.add_argument("--steps", type=int, default=2)
+    _common(p)
     p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("ablate", help="ablation grid on one clip (table + bar chart)")
+    p.add_argument("input")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--grid", default="streamv2v", choices=["streamv2v", "svdiff"])
+    p.add_argument("--out-dir", required=True)
+    _common(p)
+    p.set_defaults(fn=cmd_ablate)
+    p = sub.add_parser("evaluate", help="batch evaluation over a JSONL dataset (resumable, torchrun-shardable)")
+    p.add_argument("dataset")
+    p.add_argument("--methods", default="StreamDiffusion,StreamV2V")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--clip-model", default=None)
+    _common(p)
+    p.set_defaults(fn=cmd_evaluate)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

@@ -46,3 +46,56 @@ def test_runner_lockstep_equals_each_method_alone(tiny_backbone, tmp_path):
     mosaic = read_video(tmp_path / "mosaic.mp4")[0]
     assert len(mosaic) == 6 and mosaic[0].shape == (128, 128, 3)    # input + 3 methods in a 2x2 grid
     assert "| StreamV2V |" in (tmp_path / "report.md").read_text()
+
+
+def _dataset(tmp_path):
+    ds = tmp_path / "data.jsonl"
+    ds.write_text("\n".join(json.dumps(d) for d in [
+        {"video": str(ROOT / "examples" / "astronaut-pan.mp4"), "prompt": "a cartoon", "frames": 4},
+        {"video_path": str(ROOT / "examples" / "coffee-zoom.mp4"), "text": "pixel art", "frames": 4},
+    ]) + "\n")
+    return ds
+
+
+def test_evaluation_resumes_without_recomputing(tmp_path, tiny_pipe_dir, monkeypatch):
+    import comparisons.evaluate as ev
+
+    calls = []
+    real = ev.run_comparison
+    monkeypatch.setattr(ev, "run_comparison", lambda *a, **k: calls.append(a[2][0].name) or real(*a, **k))
+    ds = _dataset(tmp_path)
+    out = tmp_path / "out"
+    kw = dict(backbone=str(tiny_pipe_dir), size=64, log=lambda *_: None)
+    first = ev.evaluate(ds, "StreamDiffusion,StreamV2V", out, **kw)
+    assert len(calls) == 4
+    second = ev.evaluate(ds, "StreamDiffusion,StreamV2V", out, **kw)
+    assert len(calls) == 4                      # nothing recomputed
+    assert first["table"] == second["table"]
+    assert "| StreamV2V |" in (out / "table.md").read_text()
+    (out / "jobs" / "0002-coffee-zoom" / "streamv2v" / "result.json").unlink()
+    ev.evaluate(ds, "StreamDiffusion,StreamV2V", out, **kw)
+    assert calls[4:] == ["StreamV2V"]           # only the unfinished job runs again
+
+
+def test_two_rank_torchrun_matches_one_rank(tmp_path, tiny_pipe_dir):
+    import subprocess
+    import sys
+
+    ds = _dataset(tmp_path)
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    args = ["-m", "comparisons", "evaluate", str(ds), "--methods", "StreamDiffusion,StreamV2V",
+            "--backbone", str(tiny_pipe_dir), "--size", "64"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    for n, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        r = subprocess.run(base + [str(n)] + args + ["--out-dir", str(out)], cwd=ROOT, capture_output=True, text=True,
+                           env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    ranks = {json.loads(p.read_text())["rank"] for p in (tmp_path / "two").rglob("result.json")}
+    assert ranks == {0, 1}                      # both ranks did work
+    import csv
+
+    def table(d):   # every column but fps (a timing, different on every run)
+        rows = list(csv.DictReader(open(d / "table.csv")))
+        return [{k: v for k, v in r.items() if k != "fps"} for r in rows]
+
+    assert table(tmp_path / "one") == table(tmp_path / "two") and len(table(tmp_path / "one")) == 6
