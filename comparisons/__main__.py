@@ -3,6 +3,7 @@
     python -m comparisons list
     python -m comparisons ablate INPUT --prompt P --grid streamv2v --out-dir DIR [--frames N]
     python -m comparisons evaluate DATASET.jsonl --methods M1,M2 --out-dir DIR    (torchrun-shardable)
+    python -m comparisons study create --results DIR1 DIR2 --out study.db | report study.db | export study.db --csv F
     python -m comparisons run INPUT --prompt P --methods "StreamDiffusion,StreamV2V" --out-dir DIR
         [--backbone toy] [--frames N] [--size 256] [--seed 0] [--strength 0.4] [--steps 2]
     (--methods all-online / all select every registered online method / every method)
@@ -73,6 +74,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from . import study
+
+    if args.study_cmd == "create":
+        n = study.create(args.results, args.out)
+        print(f"wrote {args.out}: {n} blind pairs")
+    elif args.study_cmd == "report":
+        print(study.report(args.db, args.reference, args.png))
+    else:
+        n = study.export(args.db, args.csv)
+        print(f"wrote {args.csv}: {n} votes")
+    return 0
+
+
 def _common(p, out_default=None):
     p.add_argument("--backbone", default="toy")
     p.add_argument("--frames", type=int, default=None)
@@ -108,6 +123,19 @@ def main(argv=None) -> int:
     p.add_argument("--clip-model", default=None)
     _common(p)
     p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("study", help="user-study store: create / report / export")
+    ssub = p.add_subparsers(dest="study_cmd", required=True)
+    q = ssub.add_parser("create", help="blind pairs from runner output folders")
+    q.add_argument("--results", nargs="+", required=True)
+    q.add_argument("--out", required=True)
+    q = ssub.add_parser("report", help="win rates vs a reference + Bradley-Terry ranking")
+    q.add_argument("db")
+    q.add_argument("--reference", default="StreamDiffusion")
+    q.add_argument("--png", default=None, help="also draw the win-rate chart here")
+    q = ssub.add_parser("export", help="all votes as CSV")
+    q.add_argument("db")
+    q.add_argument("--csv", required=True)
+    p.set_defaults(fn=cmd_study)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
