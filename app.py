@@ -1,87 +1,317 @@
-"""V2V Studio web UI (Gradio). Layout and events only: every action is a call into v2v_core.
+"""V2V Studio web UI (Gradio Blocks). Layout and events only: every action is a call into
+comparisons.service (which calls v2v_core); no tensor math here.
 
-    python app.py                       # http://127.0.0.1:7860, embedded toy backbone (offline)
+    python app.py                                  # http://127.0.0.1:7860, embedded toy backbone (offline)
     python app.py --host 0.0.0.0 --port 7861 --share
-    V2V_BACKBONE=sd15 python app.py     # SD-1.5 + LCM-LoRA (needs the model hub or a local cache)
+    V2V_BACKBONE=sd15 python app.py                # SD-1.5 + LCM-LoRA (needs the hub or a local cache)
 
-Importing this module builds the Blocks (`demo`) without loading any model: the backbone loads on
-the first request.
+Environment: V2V_BACKBONE, V2V_MAX_FRAMES (120), V2V_MAX_SIZE (512), V2V_MAX_UPLOAD ("200mb"),
+V2V_STUDY_DB (study.db), V2V_STUDY_PASSWORD (admin view), V2V_CLIP_MODEL (CLIP metrics), V2V_HOST, V2V_PORT.
+Importing this module builds `demo` without loading any model: the backbone loads on first use.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from comparisons import service  # noqa: E402
+from comparisons.registry import PRESETS, REGISTRY  # noqa: E402
 from v2v_core.errors import V2VError  # noqa: E402
 
+try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
+    import spaces
+
+    GPU = spaces.GPU
+except ImportError:
+    def GPU(fn=None, **kw):
+        return fn if fn is not None else (lambda f: f)
+
 HERE = Path(__file__).parent
-EXAMPLES = sorted((HERE / "examples").glob("*.mp4"))
-BACKBONE = os.environ.get("V2V_BACKBONE", "toy")
-MAX_FRAMES = int(os.environ.get("V2V_MAX_FRAMES", "120"))
-
-_backbone = None
-_backbone_lock = threading.Lock()
-
-
-def get_backbone():
-    """Load the backbone once per process (shared by all sessions; streams keep their own state)."""
-    global _backbone
-    with _backbone_lock:
-        if _backbone is None:
-            from v2v_core.backbones import load_backbone
-
-            _backbone = load_backbone(BACKBONE)
-        return _backbone
+EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.mp4"))
+METHOD_NAMES = [p.name for p in PRESETS]
+STUDY_DB = os.environ.get("V2V_STUDY_DB", "study.db")
+CAMERA_HELP = ("Browsers only give the camera to pages served from **localhost** or over **HTTPS**. If no "
+               "picture appears, open the studio at http://127.0.0.1:7860 on this computer, use a Space's "
+               "https:// address, or allow the camera in the address bar.")
 
 
-def translate(video, prompt, size, frames, strength, steps, seed, progress=gr.Progress()):
-    from v2v_core.engine import StreamSettings
-    from v2v_core.translate import translate_video
-
-    if not video:
-        raise gr.Error("Upload a clip or pick an example first.")
-    out = Path(tempfile.mkdtemp(prefix="v2v-")) / "translated.mp4"
+def _call(fn, *args, **kw):
+    """Run a service call; user mistakes become a gr.Error message and the app stays up."""
     try:
-        settings = StreamSettings(strength=float(strength), steps=int(steps), seed=int(seed))
-        report = translate_video(get_backbone(), video, prompt, out, settings, int(size), int(frames),
-                                 progress=lambda d, t: progress((d, t), desc="translating", unit="frames"))
+        return fn(*args, **kw)
     except V2VError as e:
         raise gr.Error(str(e)) from None
-    report["timings"].pop("per_frame", None)
-    return str(out), report
 
 
-def build_translate_tab():
+def control_for(field: dict):
+    """A widget from a config field's metadata (never retyped by hand)."""
+    label, info = field["name"].replace("_", " "), field["help"]
+    if isinstance(field["value"], bool):
+        return gr.Checkbox(value=field["value"], label=label, info=info)
+    if field["choices"]:
+        return gr.Radio(list(field["choices"]), value=field["value"], label=label, info=info)
+    if isinstance(field["value"], (int, float)):
+        return gr.Slider(field["lo"], field["hi"], value=field["value"], step=field["step"], label=label, info=info)
+    return gr.Textbox(value=field["value"], label=label, info=info)
+
+
+# -- Compare ---------------------------------------------------------------------------------------
+@GPU(duration=120)
+def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *override_values,
+                progress=gr.Progress(track_tqdm=False), specs=()):
+    overrides: dict[str, dict] = {}
+    for (name, field), value in zip(specs, override_values):
+        default = next(f["value"] for f in REGISTRY[name].fields() if f["name"] == field)
+        if value != default:
+            overrides.setdefault(name, {})[field] = type(default)(value)
+    rep = _call(service.compare, video, prompt, methods, size, frames, seed, strength, steps, overrides,
+                progress=lambda d, t, stage: progress((d, t), desc=stage))
+    vids = [gr.update(visible=n in rep["videos"], value=rep["videos"].get(n), label=n) for n in METHOD_NAMES]
+    public = {k: v for k, v in rep.items() if k not in ("_frames",)}
+    return (*vids, rep["mosaic"], service.warp_error_figure(rep), service.bank_figure(rep), rep["table"],
+            rep["zip"], public)
+
+
+def compare_api(video, prompt, methods, size, frames, seed):
+    """/compare: (video file, prompt, method names, size px, frames, seed) -> (report JSON, result videos)."""
+    rep = _call(service.compare, video, prompt, list(methods or []), int(size), int(frames), int(seed))
+    report = {k: v for k, v in rep.items() if k not in ("videos", "zip", "table")}
+    return report, [rep["mosaic"], *rep["videos"].values()]
+
+
+def metrics_api(source, edited):
+    """/metrics: (source video, edited video) -> metrics JSON."""
+    return _call(service.metrics, source, edited)
+
+
+def build_compare_tab():
     with gr.Row():
-        with gr.Column():
+        with gr.Column(scale=1):
             video = gr.Video(label="Input clip", sources=["upload"])
             prompt = gr.Textbox(label="Prompt", value="a pencil sketch")
-            with gr.Accordion("Advanced", open=False):
-                size = gr.Slider(128, 512, value=256, step=64, label="Size (px)")
-                frames = gr.Slider(1, MAX_FRAMES, value=24, step=1, label="Frames")
+            methods = gr.CheckboxGroup(METHOD_NAMES, value=["StreamDiffusion", "StreamV2V"], label="Methods")
+            with gr.Accordion("Run settings", open=False):
+                size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)")
+                frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
                 strength = gr.Slider(0.1, 0.9, value=0.4, step=0.05, label="Strength")
                 steps = gr.Slider(1, 4, value=2, step=1, label="LCM steps")
                 seed = gr.Number(value=0, precision=0, label="Seed")
-            go = gr.Button("Translate", variant="primary")
+            specs, controls = [], []
+            for p in PRESETS:
+                fields = p.fields()
+                if fields:
+                    with gr.Accordion(f"Advanced: {p.name}", open=False):
+                        for f in fields:
+                            specs.append((p.name, f["name"]))
+                            controls.append(control_for(f))
+            with gr.Row():
+                go = gr.Button("Run", variant="primary")
+                stop = gr.Button("Stop")
+            if EXAMPLES:
+                gr.Examples([[e, "a pencil sketch"] for e in EXAMPLES], [video, prompt], label="Example clips")
+        with gr.Column(scale=2):
+            mosaic = gr.Video(label="Side by side (mosaic)", elem_id="mosaic")
+            with gr.Row():
+                vids = [gr.Video(label=n, visible=False, elem_classes=["result-video"]) for n in METHOD_NAMES]
+            warp_plot = gr.Plot(label="Warp error per frame", elem_id="warp-plot")
+            bank_plot = gr.Plot(label="Bank memory per frame")
+            table = gr.Dataframe(headers=service.SUMMARY_HEADERS, label="Summary", interactive=False)
+            zip_file = gr.File(label="Download everything (zip)")
+            report = gr.JSON(label="Report", open=False)
+
+    def handler(*args, progress=gr.Progress()):
+        return run_compare(*args, progress=progress, specs=specs)
+
+    ev = go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, *controls],
+                  [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report], api_name="compare_ui")
+    stop.click(None, None, None, cancels=[ev])
+    with gr.Row(visible=False):  # the stable public API (users' scripts call these two signatures)
+        a_video, a_prompt = gr.Video(), gr.Textbox()
+        a_methods = gr.Dropdown(METHOD_NAMES, multiselect=True)
+        a_size, a_frames, a_seed = gr.Number(value=256), gr.Number(value=24), gr.Number(value=0)
+        a_report, a_files = gr.JSON(), gr.Files()
+        a_go = gr.Button()
+        m_src, m_edit, m_out, m_go = gr.Video(), gr.Video(), gr.JSON(), gr.Button()
+    a_go.click(compare_api, [a_video, a_prompt, a_methods, a_size, a_frames, a_seed], [a_report, a_files],
+               api_name="compare")
+    m_go.click(metrics_api, [m_src, m_edit], m_out, api_name="metrics")
+
+
+# -- Ablation --------------------------------------------------------------------------------------
+def build_ablation_tab():
+    with gr.Row():
         with gr.Column():
-            result = gr.Video(label="Translated (StreamDiffusion baseline)")
-            report = gr.JSON(label="Report")
-    if EXAMPLES:
-        gr.Examples([[str(p), "a pencil sketch"] for p in EXAMPLES], [video, prompt])
-    go.click(translate, [video, prompt, size, frames, strength, steps, seed], [result, report], api_name="translate")
+            video = gr.Video(label="Input clip", sources=["upload"])
+            prompt = gr.Textbox(label="Prompt", value="a cartoon")
+            grid = gr.Radio(["streamv2v", "svdiff"], value="streamv2v", label="Grid",
+                            info="streamv2v: EA x FF x bank; svdiff: memory sizes (when SVDiff lands)")
+            frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
+            go = gr.Button("Run ablation", variant="primary")
+            if EXAMPLES:
+                gr.Examples([[e] for e in EXAMPLES], [video])
+        with gr.Column():
+            chart = gr.Image(label="Warp error by setting", elem_id="ablation-chart")
+            table = gr.Markdown()
+
+    def run(video, prompt, grid, frames, progress=gr.Progress(track_tqdm=True)):
+        rep = _call(service.ablation, video, prompt, grid, 256, frames)
+        return rep["png"], rep["ablation_table"]
+
+    go.click(run, [video, prompt, grid, frames], [chart, table], api_name="ablation")
 
 
-with gr.Blocks(title="V2V Studio") as demo:
-    gr.Markdown(f"# V2V Studio\nStreaming video-to-video translation. Backbone: `{BACKBONE}`.")
-    with gr.Tab("Translate"):
-        build_translate_tab()
+# -- Live ------------------------------------------------------------------------------------------
+def build_live_tab():
+    gr.Markdown(CAMERA_HELP)
+    with gr.Row():
+        with gr.Column():
+            cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam")
+            method = gr.Dropdown([p.name for p in PRESETS if p.online], value="StreamV2V", label="Method",
+                                 info="switchable while streaming (the stream restarts with a fresh bank)")
+            prompt = gr.Textbox(value="a cartoon", label="Prompt")
+            with gr.Row():
+                ea = gr.Checkbox(True, label="EA (StreamV2V)")
+                ff = gr.Checkbox(True, label="FF (StreamV2V)")
+                bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)")
+        with gr.Column():
+            out = gr.Image(label="Translated", elem_id="live-out")
+            stats = gr.JSON(label="Live stats (fps, latency)")
+    session = gr.State(None)
+
+    def step(frame, method, prompt, ea, ff, bank, sess):
+        sess = sess or service.LiveSession()
+        over = dict(extended_attention=ea, feature_fusion=ff, bank=bank) if REGISTRY[method].core_method == "streamv2v" else {}
+        img, info = _call(sess.process, frame, method, prompt, over)
+        return img, info, sess
+
+    cam.stream(step, [cam, method, prompt, ea, ff, bank, session], [out, stats, session], stream_every=0.2,
+               time_limit=120, concurrency_limit=2)
+    gr.Button("Translate one frame", visible=False).click(step, [cam, method, prompt, ea, ff, bank, session],
+                                                          [out, stats, session], api_name="live_frame")
+
+
+# -- Correspondence --------------------------------------------------------------------------------
+def build_correspondence_tab():
+    gr.Markdown("Run a method on a clip, then **click a point** on the last frame: the matched points and "
+                "attention heat maps on the four frames before it (from the UNet's self-attention queries and keys).")
+    with gr.Row():
+        with gr.Column():
+            video = gr.Video(label="Clip", sources=["upload"])
+            method = gr.Dropdown([n for n in METHOD_NAMES if REGISTRY[n].core_method in ("streamdiffusion", "streamv2v", "window")],
+                                 value="StreamV2V", label="Method")
+            frame = gr.Slider(4, 32, value=8, step=1, label="Frame n")
+            layer = gr.Dropdown([], label="Self-attention layer")
+            go = gr.Button("Run", variant="primary")
+            if EXAMPLES:
+                gr.Examples([[e] for e in EXAMPLES], [video])
+        with gr.Column():
+            last = gr.Image(label="Frame n: click a point", interactive=False, elem_id="corr-frame")
+            view = gr.Image(label="Matches in frames n-1 .. n-4", elem_id="corr-view")
+            matches = gr.JSON(label="Matched points")
+    state = gr.State(None)
+
+    def run(video, method, frame):
+        r = _call(service.correspondence_run, video, method, int(frame))
+        return r, r["frames"][r["frame"]], gr.update(choices=r["layers"], value=r["layers"][-1])
+
+    def click(r, layer, evt: gr.SelectData):
+        if r is None:
+            raise gr.Error("Run a method first.")
+        img, m = service.correspondence_view(r, evt.index[0], evt.index[1], layer)
+        return img, m
+
+    go.click(run, [video, method, frame], [state, last, layer])
+    last.select(click, [state, layer], [view, matches])
+
+
+# -- User study ------------------------------------------------------------------------------------
+def build_study_tab():
+    from comparisons import study
+
+    gr.Markdown("Blind pairwise comparison: for each pair, pick the better clip for each question.")
+    with gr.Tab("Participant"):
+        name = gr.Textbox(label="Your name or code")
+        start = gr.Button("Start / next pair", variant="primary")
+        info = gr.Markdown()
+        with gr.Row():
+            left, right = gr.Video(label="Left", elem_id="study-left"), gr.Video(label="Right", elem_id="study-right")
+        radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " ")) for c in study.CRITERIA]
+        submit = gr.Button("Submit vote")
+    with gr.Tab("Admin"):
+        password = gr.Textbox(type="password", label="Admin password (V2V_STUDY_PASSWORD)")
+        reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method")
+        show = gr.Button("Show results")
+        results = gr.Markdown()
+        plot = gr.Image(label="Win rates")
+        csv_file = gr.File(label="Votes (CSV)")
+    current = gr.State(None)
+
+    def open_db():
+        if not Path(STUDY_DB).exists():
+            raise gr.Error(f"No study database at {STUDY_DB}: create one with `python -m comparisons study create "
+                           "--results DIR1 DIR2 --out study.db` (DIRs from Compare runs).")
+        return study.connect(STUDY_DB)
+
+    def next_pair(annotator):
+        if not annotator or not annotator.strip():
+            raise gr.Error("Enter your name or participant code first.")
+        conn = open_db()
+        p = study.next_pair(conn, annotator.strip())
+        done, total = study.progress(conn, annotator.strip())
+        if p is None:
+            return None, f"All {total} pairs done — thank you!", None, None, *[None] * len(radios)
+        shown = study.present(conn, annotator.strip(), p)
+        return p, f"Pair {done + 1} of {total}. Prompt: **{shown['prompt']}**", shown["left"], shown["right"], \
+            *[None] * len(radios)
+
+    def vote(annotator, pair, *choices):
+        if pair is None:
+            raise gr.Error("Press Start first.")
+        if any(c is None for c in choices):
+            raise gr.Error("Answer every question before submitting.")
+        conn = open_db()
+        for c, ch in zip(study.CRITERIA, choices):
+            _call(study.vote, conn, annotator.strip(), pair, c, ch)
+        return next_pair(annotator)
+
+    def admin(pw, ref):
+        expected = os.environ.get("V2V_STUDY_PASSWORD")
+        if not expected:
+            raise gr.Error("The admin view is off: set V2V_STUDY_PASSWORD when starting the studio.")
+        if pw != expected:
+            raise gr.Error("Wrong password.")
+        open_db().close()
+        png = Path(STUDY_DB).with_suffix(".winrates.png")
+        csv_path = Path(STUDY_DB).with_suffix(".votes.csv")
+        text = study.report(STUDY_DB, ref, png)
+        study.export(STUDY_DB, csv_path)
+        return text, str(png), str(csv_path)
+
+    outs = [current, info, left, right, *radios]
+    start.click(next_pair, name, outs)
+    submit.click(vote, [name, current, *radios], outs)
+    show.click(admin, [password, reference], [results, plot, csv_file])
+
+
+with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
+    gr.Markdown(f"# V2V Studio\nStreaming video-to-video methods side by side. Backbone: `{service.BACKBONE}`"
+                + (" (the embedded toy model: simple styles such as *a pencil sketch*, *pixel art*, *a sepia photo*)."
+                   if service.BACKBONE == "toy" else "."))
+    with gr.Tab("Compare"):
+        build_compare_tab()
+    with gr.Tab("Ablation"):
+        build_ablation_tab()
+    with gr.Tab("Live"):
+        build_live_tab()
+    with gr.Tab("Correspondence"):
+        build_correspondence_tab()
+    with gr.Tab("User study"):
+        build_study_tab()
 
 
 def main():
@@ -91,8 +321,8 @@ def main():
     ap.add_argument("--share", action="store_true")
     args = ap.parse_args()
     demo.queue(default_concurrency_limit=1, max_size=20).launch(
-        server_name=args.host, server_port=args.port, share=args.share, max_file_size="200mb", show_error=True,
-        ssr_mode=False)
+        server_name=args.host, server_port=args.port, share=args.share, show_error=True, ssr_mode=False,
+        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,22 @@
-"""The web UI: cheap offline import, and the translate endpoint through gradio_client."""
+"""The web UI: cheap offline import, and the public API through gradio_client."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import ROOT
 
+EXAMPLE = ROOT / "examples" / "astronaut-pan.mp4"
+
 
 def test_import_app_is_cheap_and_loads_no_model():
-    code = ("import time, sys; t=time.time(); import app; "
-            "print(json.dumps({'s': time.time()-t, 'torch': 'torch' in sys.modules, 'bb': app._backbone is None}))")
-    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, cwd=ROOT)
+    code = ("import json, sys, time; t = time.time(); import app; "
+            "print(json.dumps({'s': time.time() - t, 'torch': 'torch' in sys.modules, 'tabs': len(app.demo.blocks)}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["bb"] and not r["torch"], r        # no model, not even torch, at import
+    assert not r["torch"], r          # no model, not even torch, at import
+    assert r["tabs"] > 20
 
 
 @pytest.fixture(scope="module")
@@ -23,33 +25,51 @@ def client():
 
     import app
 
-    _, url, _ = app.demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, show_error=True,
-                                ssr_mode=False)
+    _, url, _ = app.demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
+                                        show_error=True, ssr_mode=False)
     c = Client(url, verbose=False)
     yield c
     c.close()
     app.demo.close()
 
 
-def test_translate_endpoint(client, tmp_path):
+def test_api_endpoints_are_named(client):
+    eps = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "/compare" in eps and "/metrics" in eps
+    params = [p["parameter_name"] for p in eps["/compare"]["parameters"]]
+    assert params == ["video", "prompt", "methods", "size", "frames", "seed"]
+
+
+def test_compare_two_methods_returns_report_with_numbers(client):
     from gradio_client import handle_file
 
-    video, report = client.predict(handle_file(str(ROOT / "examples" / "astronaut-pan.mp4")), "a cartoon", 128, 4,
-                                   0.4, 2, 0, api_name="/translate")
-    assert report["frames"] == 4 and report["settings"]["prompt"] == "a cartoon"
-    assert str(video.get("video") if isinstance(video, dict) else video).endswith(".mp4")
+    report, files = client.predict(handle_file(str(EXAMPLE)), "a cartoon", ["StreamDiffusion", "StreamV2V"], 128, 6, 0,
+                                   api_name="/compare")
+    assert set(report["methods"]) == {"StreamDiffusion", "StreamV2V"}
+    for m in report["methods"].values():
+        assert isinstance(m["warp_error"], float) and m["fps"] > 0 and len(m["bank_bytes"]) == 6
+    assert len(files) == 3        # mosaic + one video per method
 
 
-def test_bad_input_is_a_message_not_a_crash(client, tmp_path):
+def test_metrics_endpoint(client):
+    from gradio_client import handle_file
+
+    r = client.predict(handle_file(str(EXAMPLE)), handle_file(str(EXAMPLE)), api_name="/metrics")
+    assert r["warp_error"] < 5.0 and r["warp_error"] < r["warp_error_paper_compatible"]
+    assert r["flow"] == "dis" and r["frames"] == 24
+
+
+def test_bad_upload_is_a_message_and_the_app_stays_up(client, tmp_path):
     from gradio_client import handle_file
 
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video " * 100)
     with pytest.raises(Exception) as e:
-        client.predict(handle_file(str(bad)), "a cartoon", 128, 4, 0.4, 2, 0, api_name="/translate")
-    assert "Could not read" in str(e.value) or "video" in str(e.value).lower()
-    # the app is still up
-    time.sleep(0.1)
-    _, report = client.predict(handle_file(str(ROOT / "examples" / "coffee-zoom.mp4")), "a sepia photo", 128, 2,
-                               0.4, 1, 0, api_name="/translate")
-    assert report["frames"] == 2
+        client.predict(handle_file(str(bad)), "a cartoon", ["StreamDiffusion"], 128, 4, 0, api_name="/compare")
+    assert "Could not read" in str(e.value)
+    with pytest.raises(Exception) as e:
+        client.predict(handle_file(str(EXAMPLE)), "  ", ["StreamDiffusion"], 128, 4, 0, api_name="/compare")
+    assert "prompt is empty" in str(e.value)
+    report, _ = client.predict(handle_file(str(EXAMPLE)), "a sepia photo", ["StreamDiffusion"], 128, 3, 0,
+                               api_name="/compare")
+    assert report["settings"]["frames"] == 3

@@ -21,12 +21,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from . import attention
 from .config import param
+
+if TYPE_CHECKING:  # torch loads on first use, so importing the config (e.g. by `import app`) stays cheap
+    import torch
 
 
 # -- pure tensor math --------------------------------------------------------------------------------
@@ -38,6 +38,9 @@ def dynamic_merge(k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, ratio: floa
     into the rest, B: each A token picks the B token whose KEY is most similar (cosine); every B token
     becomes the mean of itself and the A tokens that picked it. K, V and O share one assignment.
     `generator` (CPU) makes the split reproducible."""
+    import torch
+    import torch.nn.functional as F
+
     t = k.shape[0]
     r = int(ratio * t)
     if r <= 0:
@@ -58,6 +61,9 @@ def dynamic_merge(k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, ratio: floa
 def feature_fusion(o: torch.Tensor, bank_o: torch.Tensor, strength: float = 0.8, threshold: float = 0.98) -> torch.Tensor:
     """FF: o (N, C), bank_o (M, C). Tokens whose best cosine match in the bank reaches `threshold`
     become (1 - strength) o + strength o_match; the others are returned bit-identical."""
+    import torch
+    import torch.nn.functional as F
+
     cos = F.normalize(o.float(), dim=-1) @ F.normalize(bank_o.float(), dim=-1).T      # (N, M)
     best, idx = cos.max(dim=-1)
     fused = (1 - strength) * o + strength * bank_o[idx]
@@ -109,6 +115,8 @@ class FeatureBankState:
     correspondence recorder."""
 
     def __init__(self, config: StreamV2VConfig, seed: int = 0, recorder=None):
+        import torch
+
         self.config = config
         self.banks: dict[tuple[str, int], _Bank] = {}
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -129,6 +137,8 @@ class FeatureBankState:
 
     def update(self, key, k, v, o, frame: int):
         """Add a frame's tokens (N, C) to the bank of `key`, by the configured rule."""
+        import torch
+
         cfg = self.config
         if cfg.bank == "none":
             return
@@ -157,6 +167,10 @@ class _Call:
         self.ff_prefixes = tuple(p.strip() for p in config.ff_layers.split(",") if p.strip())
 
     def self_attention(self, name, attn, hidden_states, attention_mask):
+        import torch
+
+        from . import attention
+
         cfg, st = self.config, self.state
         p = attention.project(attn, hidden_states)                      # (B, N, C) each
         outs = []
@@ -191,6 +205,8 @@ class StreamV2V:
         self.recorder_factory = recorder_factory
 
     def install(self, backbone) -> None:
+        from . import attention
+
         attention.install(backbone.unet)
 
     def new_state(self, stream) -> FeatureBankState:

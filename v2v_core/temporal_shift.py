@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from . import attention
 from .config import param
+
+if TYPE_CHECKING:  # torch loads on first use: importing the config stays cheap
+    import torch
 
 _HOOKS_ATTR = "_v2v_temporal_shift_hooks"
 
@@ -75,6 +76,8 @@ def install(unet) -> None:
     """Pre-hooks on every BasicTransformerBlock (idempotent), plus routed attention processors so the
     context reaches the blocks without warnings."""
     from diffusers.models.attention import BasicTransformerBlock
+
+    from . import attention
 
     attention.install(unet)
     if getattr(unet, _HOOKS_ATTR, None):
