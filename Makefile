@@ -10,10 +10,14 @@ install-dev:
 app: install
 	$(PY) app.py
 
-test: install-dev
+test: install-dev browser-deps
 	$(PY) -m pytest -q
 
 test-slow: install-dev
 	$(PY) -m pytest -q -m slow
 
-.PHONY: install install-dev app test test-slow
+browser-deps:  ## Debian Chromium for the browser tests (Playwright drives it; no browser download)
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "Chromium could not be installed (not root?): the browser tests will skip"
+
+.PHONY: install install-dev app test test-slow browser-deps

@@ -87,7 +87,14 @@ def cmd_translate(args) -> int:
 def cmd_toy_eval(args) -> int:
     from .toy.evaluate import evaluate
 
-    print(json.dumps(evaluate(args.video, frames=args.frames, size=args.size), indent=2))
+    report = evaluate(args.video, frames=args.frames, size=args.size)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.grid:
+        from .toy.evaluate import style_grid
+
+        print("wrote", style_grid(args.video, args.grid, size=args.size))
     return 0
 
 
@@ -118,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("video")
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--json", default=None, help="also write the JSON here")
+    p.add_argument("--grid", default=None, help="also draw every style on frame 0 into this PNG")
     p.set_defaults(fn=cmd_toy_eval)
     p = sub.add_parser("metrics", help="warp error (both variants) and CLIP metrics of an edited clip")
     p.add_argument("--source", required=True, help="the source clip (flows are computed on it)")

@@ -29,6 +29,37 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
+def style_grid(video: str, out_png: str, frame: int = 0, size: int = 256, backbone=None, strength: float = 0.5,
+               steps: int = 2) -> str:
+    """A picture of every style on one frame: top row the filter targets, bottom row the model's
+    outputs (the engine's standard path), the input at the left of both rows."""
+    import cv2
+
+    from .styles import STYLES
+
+    bb = backbone or load_backbone("toy")
+    clip, _ = read_video(video, frame + 1, size)
+    f = clip[frame]
+    tops, bottoms = [f], [f]
+    rng = np.random.default_rng(0)
+    for s in STYLES:
+        tops.append(s.apply(f, rng=rng))
+        stream = Stream(bb, s.prompts[0], StreamSettings(strength=strength, steps=steps, seed=0))
+        bottoms.append(list(stream.run([f]))[0])
+
+    def label(img, text):
+        img = img.copy()
+        cv2.rectangle(img, (0, 0), (img.shape[1], 20), (0, 0, 0), -1)
+        cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        return img
+
+    names = ["input"] + [f'"{s.prompts[0]}"' for s in STYLES]
+    top = np.concatenate([label(t, n + (" target" if i else "")) for i, (t, n) in enumerate(zip(tops, names))], 1)
+    bottom = np.concatenate([label(b, n + (" toy output" if i else "")) for i, (b, n) in enumerate(zip(bottoms, names))], 1)
+    cv2.imwrite(str(out_png), cv2.cvtColor(np.concatenate([top, bottom], 0), cv2.COLOR_RGB2BGR))
+    return str(out_png)
+
+
 def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, strength: float = 0.5, steps: int = 2) -> dict:
     bb = backbone or load_backbone("toy")
     clip, _ = read_video(video, frames, size)

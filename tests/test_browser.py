@@ -1,0 +1,94 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright (installed by the test setup,
+`make browser-deps`; never a browser download). Screenshots go to test-artifacts/.
+
+Skips, saying why, when Chromium or Playwright is absent (a user's machine without them)."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.browser
+ART = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (run `make browser-deps`)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    port = _free_port()
+    env = {**os.environ, "V2V_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "V2V_STUDY_DB": str(tmp_path_factory.mktemp("study") / "study.db")}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(proc.stdout.read())
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ART.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        ctx = browser.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000})
+        pg = ctx.new_page()
+        pg.goto(server, wait_until="load")
+        yield pg
+        browser.close()
+
+
+def test_compare_two_methods_in_chromium(page):
+    page.get_by_role("tab", name="Compare").click()
+    n_videos = page.locator("video").count()                              # the example thumbnails
+    page.locator("tr.tr-body").first.click()                              # the first example clip (24 frames)
+    page.wait_for_function(f"document.querySelectorAll('video').length > {n_videos}", timeout=30_000)  # loaded
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=400_000)
+    page.wait_for_selector("#warp-plot .js-plotly-plot, #warp-plot svg", timeout=60_000)
+    page.screenshot(path=str(ART / "compare.png"), full_page=True)
+    assert page.locator(".result-video video").count() >= 2
+
+
+def test_live_webcam_with_fake_camera(page):
+    page.get_by_role("tab", name="Live").click()
+    cam = page.locator("#cam")
+    cam.wait_for()
+    access = page.get_by_text("Click to Access Webcam")
+    if access.count():
+        access.first.click()
+    page.locator("#cam button:has-text('Record')").click()
+    page.wait_for_selector("#live-out img", timeout=120_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(ART / "live.png"), full_page=True)
+    assert page.locator("#live-out img").count() >= 1
