@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from v2v_core.errors import V2VError
+from v2v_core.errors import run_cli
 
 
 def cmd_list(args) -> int:
@@ -136,12 +136,7 @@ def main(argv=None) -> int:
     q.add_argument("db")
     q.add_argument("--csv", required=True)
     p.set_defaults(fn=cmd_study)
-    args = ap.parse_args(argv)
-    try:
-        return args.fn(args)
-    except V2VError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(ap, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .config import add_cli_arguments, from_cli
-from .errors import V2VError
+from .errors import V2VError, run_cli
 
 
 def _translate_parser(sub):
@@ -140,12 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--series", action="store_true", help="include per-frame series")
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.set_defaults(fn=cmd_metrics)
-    args = ap.parse_args(argv)
-    try:
-        return args.fn(args)
-    except V2VError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(ap, argv)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def main(argv=None):
         torch.manual_seed(args.seed)
         fresh = build_random_pipeline(args.seed)  # fresh UNet + text encoder, trained VAE from --out
         pipe = StableDiffusionPipeline.from_pretrained(args.out, torch_dtype=torch.float32)
-        pipe.unet, pipe.text_encoder = fresh.unet, fresh.text_encoder
+        pipe.unet, pipe.text_encoder, pipe.scheduler = fresh.unet, fresh.text_encoder, fresh.scheduler
         t0 = time.time()
         train_unet(pipe, pool, args.unet_steps, args.seed)
         save(pipe, args.out, {"unet_steps": args.unet_steps, "unet_minutes": round((time.time() - t0) / 60, 1),

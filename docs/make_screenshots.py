@@ -1,0 +1,120 @@
+"""Screenshot every tab of the studio in Chromium (Debian's, driven by Playwright) into docs/.
+
+    python docs/make_screenshots.py [--study study.db]     # starts the app itself on a free port
+
+Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
+Live streams Chromium's fake camera, Correspondence clicks a point, User study votes and opens the
+admin view (the study database must exist: `python -m comparisons study create ...`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--study", default=None, help="a study database for the User study tab")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    env = {**os.environ, "V2V_PORT": str(port), "V2V_STUDY_PASSWORD": "demo"}
+    if args.study:
+        env["V2V_STUDY_DB"] = str(Path(args.study).resolve())
+    app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env)
+    try:
+        for _ in range(120):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+            pg = b.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000}).new_page()
+            pg.goto(f"http://127.0.0.1:{port}", wait_until="load")
+
+            def example(tab_panel):
+                n = pg.locator("video").count()
+                tab_panel.locator("tr.tr-body").first.click()
+                pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
+
+            # Compare
+            panel = pg.locator("#component-0").page
+            example(pg.locator("body"))
+            pg.get_by_role("button", name="Run", exact=True).click()
+            pg.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=600_000)
+            pg.wait_for_timeout(1500)
+            pg.screenshot(path=str(OUT / "tab_compare.png"), full_page=True)
+            # Ablation
+            pg.get_by_role("tab", name="Ablation").click()
+            pg.wait_for_timeout(500)
+            visible = pg.locator("tr.tr-body:visible")
+            n = pg.locator("video").count()
+            visible.first.click()
+            pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
+            pg.get_by_role("button", name="Run ablation").click()
+            pg.wait_for_selector("#ablation-chart img", timeout=900_000)
+            pg.wait_for_timeout(1000)
+            pg.screenshot(path=str(OUT / "tab_ablation.png"), full_page=True)
+            # Live
+            pg.get_by_role("tab", name="Live").click()
+            access = pg.get_by_text("Click to Access Webcam")
+            if access.count():
+                access.first.click()
+            pg.locator("#cam button:has-text('Record')").click()
+            pg.wait_for_selector("#live-out img", timeout=120_000)
+            pg.wait_for_timeout(4000)
+            pg.screenshot(path=str(OUT / "tab_live.png"), full_page=True)
+            pg.locator("#cam button:has-text('Stop')").click()
+            # Correspondence
+            pg.get_by_role("tab", name="Correspondence").click()
+            pg.wait_for_timeout(500)
+            n = pg.locator("video").count()
+            pg.locator("tr.tr-body:visible").first.click()
+            pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
+            pg.get_by_role("button", name="Run", exact=True).last.click()
+            pg.wait_for_selector("#corr-frame img", timeout=300_000)
+            box = pg.locator("#corr-frame img").bounding_box()
+            pg.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+            pg.wait_for_selector("#corr-view img", timeout=60_000)
+            pg.wait_for_timeout(1000)
+            pg.screenshot(path=str(OUT / "tab_correspondence.png"), full_page=True)
+            # User study
+            pg.get_by_role("tab", name="User study").click()
+            if args.study:
+                pg.get_by_label("Your name or code").fill("demo-participant")
+                pg.get_by_role("button", name="Start / next pair").click()
+                pg.wait_for_selector("#study-left video", timeout=60_000)
+                pg.wait_for_timeout(1500)
+            pg.screenshot(path=str(OUT / "tab_user_study.png"), full_page=True)
+            if args.study:
+                pg.get_by_role("tab", name="Admin").click()
+                pg.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill("demo")
+                pg.get_by_role("button", name="Show results").click()
+                pg.wait_for_timeout(4000)
+                pg.screenshot(path=str(OUT / "tab_user_study_admin.png"), full_page=True)
+            b.close()
+    finally:
+        app.terminate()
+        app.wait(10)
+    print("wrote", sorted(p.name for p in OUT.glob("tab_*.png")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Correspondence from diffusion features: on a clip translated by a known shift, the recovered point
+moves by that shift (within one latent cell) on at least one layer. Needs the trained toy model:
+random weights' queries and keys carry no correspondence."""
+import numpy as np
+import pytest
+
+from v2v_core.backbones import TOY_DIR, load_backbone
+from v2v_core.correspondence import CorrespondenceRecorder, render_view, token_grid
+from v2v_core.engine import Stream, StreamSettings
+from v2v_core.methods import make_method
+from v2v_core.synthetic import make_clip
+
+
+def test_token_grid():
+    assert token_grid(256, (256, 256)) == (16, 16)
+    assert token_grid(96, (256, 384)) == (8, 12)
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+@pytest.mark.xfail(strict=True, reason="KNOWN GAP (issue 3 stays open): on the current toy model the q.k matches "
+                   "land 48-92 px from the true point (median over 5 points x 4 frames; cells are 16-32 px): its small "
+                   "self-attention layers do not carry correspondence. strict: this turns red once it passes.")
+def test_recovered_point_follows_a_known_shift():
+    size, speed = 256, 8                      # 8 px a frame = one latent cell
+    clip = make_clip("shift", 5, size, speed=speed)
+    rec = CorrespondenceRecorder(keep=5)
+    method = make_method("streamdiffusion", recorder_factory=lambda: rec)
+    list(Stream(load_backbone("toy"), "a photo", StreamSettings(), method).run(list(clip.frames)))
+    points = [(96, 96), (128, 128), (160, 112), (112, 160), (144, 144)]
+    best = {}
+    for layer in rec.recorded_layers():
+        errs = []
+        for x, y in points:
+            for m in rec.match(layer, 4, x, y, (size, size)):
+                ex = x + speed * (4 - m.frame)          # content moves left: the point was further right
+                errs.append(max(abs(m.x - ex), abs(m.y - y)))
+        best[layer] = float(np.median(errs))
+    cell = {layer: size / token_grid(rec.data[layer][0][1].shape[0], (size, size))[0] for layer in best}
+    ok = [layer for layer in best if best[layer] <= cell[layer]]
+    assert ok, {k: (round(v, 1), cell[k]) for k, v in best.items()}
+    frames = dict(enumerate(clip.frames))
+    img = render_view(frames, 4, 128, 128, rec.match(ok[0], 4, 128, 128, (size, size)))
+    assert img.shape == (size, 5 * size, 3)
