@@ -5,6 +5,10 @@
 Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
 Live streams Chromium's fake camera, Correspondence clicks a point, User study votes and opens the
 admin view (the study database must exist: `python -m comparisons study create ...`).
+
+Status: not working yet. Its first run stopped at Compare: Run was pressed before the example clip
+had loaded into the input, so the app refused with "Upload a clip or pick an example first". The
+browser test waits for the input correctly (tests/test_browser.py); port that wait here.
 """
 from __future__ import annotations
 
