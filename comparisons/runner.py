@@ -88,7 +88,7 @@ def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out
     seconds = {p.name: 0.0 for p in online}
     total = min(frames, info.frames) if (frames and info.frames) else (frames or info.frames)
     try:
-        for i, frame in enumerate(iter_frames(input_path, frames, size)):
+        for i, frame in enumerate(iter_frames(input_path, frames, size, info=info)):
             source.append(frame)
             in_writer.write(frame)
             for name, s in streams.items():                      # lockstep: frame i of every method

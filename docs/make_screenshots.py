@@ -53,14 +53,10 @@ def main():
             pg = b.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000}).new_page()
             pg.goto(f"http://127.0.0.1:{port}", wait_until="load")
 
-            def example(tab_panel):
-                n = pg.locator("video").count()
-                tab_panel.locator("tr.tr-body").first.click()
-                pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
-
             # Compare
-            panel = pg.locator("#component-0").page
-            example(pg.locator("body"))
+            n = pg.locator("video").count()
+            pg.locator("tr.tr-body").first.click()
+            pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
             pg.get_by_role("button", name="Run", exact=True).click()
             pg.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=600_000)
             pg.wait_for_timeout(1500)

@@ -8,7 +8,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from v2v_core import attention
 from v2v_core.engine import Stream, StreamSettings
 from v2v_core.streamv2v import (WINDOW_ATTENTION, FeatureBankState, StreamV2V, StreamV2VConfig, _Call,
-                                dynamic_merge, feature_fusion)
+                                dynamic_merge, feature_fusion, ff_prefixes)
 
 LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
 
@@ -19,7 +19,7 @@ def attn_layer(tiny_backbone):
 
 
 def _call(cfg, state, frame=5, step=0):
-    return _Call(cfg, state, [frame], [step])
+    return _Call(cfg, state, [frame], [step], ff_prefixes(cfg))
 
 
 def test_ea_with_empty_bank_equals_stock_attention(attn_layer):

@@ -52,10 +52,6 @@ def remove(unet) -> None:
     unet.set_attn_processor(AttnProcessor2_0())
 
 
-def self_attention_layers(unet) -> list[str]:
-    return [k[: -len(".processor")] for k in unet.attn_processors if k.endswith("attn1.processor")]
-
-
 @dataclass
 class QKV:
     q: torch.Tensor   # (B, N, C) projected queries (before the head split)

@@ -159,12 +159,18 @@ class FeatureBankState:
                                                    torch.cat([bank.o, o]), cfg.merge_ratio, self.generator)
 
 
+def ff_prefixes(config: StreamV2VConfig) -> tuple[str, ...]:
+    """The layer-name prefixes where FF applies, from the comma-separated config field."""
+    return tuple(p.strip() for p in config.ff_layers.split(",") if p.strip())
+
+
 class _Call:
     """The context one UNet call passes to the routed processors (cross_attention_kwargs["v2v"])."""
 
-    def __init__(self, config: StreamV2VConfig, state: FeatureBankState, frames: list[int], steps: list[int]):
+    def __init__(self, config: StreamV2VConfig, state: FeatureBankState, frames: list[int], steps: list[int],
+                 ff_prefixes: tuple[str, ...]):
         self.config, self.state, self.frames, self.steps = config, state, frames, steps
-        self.ff_prefixes = tuple(p.strip() for p in config.ff_layers.split(",") if p.strip())
+        self.ff_prefixes = ff_prefixes
 
     def self_attention(self, name, attn, hidden_states, attention_mask):
         import torch
@@ -203,6 +209,7 @@ class StreamV2V:
         validate(self.config)
         self.name = name
         self.recorder_factory = recorder_factory
+        self.ff_prefixes = ff_prefixes(self.config)
 
     def install(self, backbone) -> None:
         from . import attention
@@ -214,4 +221,4 @@ class StreamV2V:
         return FeatureBankState(self.config, stream.settings.seed, rec)
 
     def unet_kwargs(self, state: FeatureBankState, frames: list[int], steps: list[int]) -> dict:
-        return {"v2v": _Call(self.config, state, frames, steps)}
+        return {"v2v": _Call(self.config, state, frames, steps, self.ff_prefixes)}

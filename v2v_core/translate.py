@@ -26,7 +26,7 @@ def translate_video(backbone: Backbone, input_path: str | Path, prompt: str, out
     total = min(frames, info.frames) if (frames and info.frames) else (frames or info.frames)
     stream = Stream(backbone, prompt, settings, method)
     with VideoWriter(out_path, fps=info.fps) as w:
-        for i, frame in enumerate(stream.run(iter_frames(input_path, frames, size, keep_aspect))):
+        for i, frame in enumerate(stream.run(iter_frames(input_path, frames, size, keep_aspect, info))):
             w.write(frame)
             if progress is not None:
                 progress(i + 1, total)

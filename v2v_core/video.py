@@ -101,9 +101,11 @@ def fit_frame(frame: np.ndarray, size: int, keep_aspect: bool = False) -> np.nda
 
 
 def iter_frames(path: str | os.PathLike, max_frames: int | None = None, size: int | None = None,
-                keep_aspect: bool = False) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 frames (H, W, 3), optionally fitted to `size`; stops after max_frames."""
-    probe(path)
+                keep_aspect: bool = False, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames (H, W, 3), optionally fitted to `size`; stops after max_frames.
+    Pass the caller's `info` from probe() to skip probing the file a second time."""
+    if info is None:
+        probe(path)
     r = _reader(str(path))
     frames = r.iter_data()
     n = 0
@@ -131,7 +133,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, size: int
                keep_aspect: bool = False) -> tuple[list[np.ndarray], float]:
     """All frames (as a list) and the container's fps."""
     info = probe(path)
-    return list(iter_frames(path, max_frames, size, keep_aspect)), info.fps
+    return list(iter_frames(path, max_frames, size, keep_aspect, info)), info.fps
 
 
 class VideoWriter:
