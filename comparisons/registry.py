@@ -1,7 +1,7 @@
 """Named method presets: the one list the CLI, the UI and the evaluator show.
 
 A preset names a core method (v2v_core.methods) and a config. Methods the core does not implement
-yet are absent, never faked (SVDiff and TokenFlow join when their modules land).
+yet are absent, never faked (TokenFlow joins when its module lands).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from v2v_core.config import describe
 from v2v_core.methods import config_class, make_method
 from v2v_core.streamv2v import WINDOW_ATTENTION, StreamV2VConfig
+from v2v_core.svdiff import SVDiffConfig
 from v2v_core.temporal_shift import TemporalShiftConfig
 
 STREAMV2V_PAPER = "Liang et al., Looking Backward: Streaming Video-to-Video Translation with Feature Banks, ICLR 2025"
@@ -66,6 +67,12 @@ PRESETS: tuple[MethodPreset, ...] = (
                  SVDIFF_PAPER + " (baseline it names)", "window", WINDOW_ATTENTION, tags=("baseline",)),
     MethodPreset("Temporal shift", "training-free baseline: 1/8 of each block's channels taken from the previous frame",
                  SVDIFF_PAPER + " (baseline it names)", "temporal-shift", TemporalShiftConfig(), tags=("baseline",)),
+    MethodPreset("SVDiff", "learned spatial-aware temporal memory (8x8 tokens) after every transformer block",
+                 SVDIFF_PAPER, "svdiff", SVDiffConfig(memory_size=8)),
+    MethodPreset("SVDiff (1x1 memory)", "SVDiff memory-size ablation: one memory token per block",
+                 SVDIFF_PAPER, "svdiff", SVDiffConfig(memory_size=1), tags=("ablation",)),
+    MethodPreset("SVDiff (16x16 memory)", "SVDiff memory-size ablation: 16x16 memory tokens per block",
+                 SVDIFF_PAPER, "svdiff", SVDiffConfig(memory_size=16), tags=("ablation",)),
 )
 REGISTRY: dict[str, MethodPreset] = {p.name: p for p in PRESETS}
 

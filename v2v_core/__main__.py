@@ -4,6 +4,7 @@
         [--strength 0.4] [--steps 2] [--size 256] [--frames N] [--seed 0] [--report report.json]
     python -m v2v_core toy-eval VIDEO [--frames 48]
     python -m v2v_core metrics --source SRC --edited EDIT [--flow dis|raft] [--json out.json]
+    python -m v2v_core train-svdiff (--videos DIR_OR_FILES | --synthetic N) --memory-size 8 --steps N --out ckpt.safetensors
 
 Every flag of the engine comes from its config declaration (v2v_core.engine.StreamSettings).
 User mistakes print one line (V2VError) and exit with status 2.
@@ -25,6 +26,7 @@ def _translate_parser(sub):
     from .engine import StreamSettings
     from .methods import ONLINE_METHODS
     from .streamv2v import StreamV2VConfig
+    from .svdiff import SVDiffConfig
     from .temporal_shift import TemporalShiftConfig
 
     p = sub.add_parser("translate", help="translate a clip with a streaming method")
@@ -34,7 +36,8 @@ def _translate_parser(sub):
     p.add_argument("--backbone", default="toy", help=f"{' | '.join(BACKBONES)} | PATH to a diffusers folder (default: toy)")
     p.add_argument("--method", default="streamdiffusion", choices=list(ONLINE_METHODS),
                    help="temporal method: streamdiffusion (per-frame baseline), streamv2v (feature bank), "
-                        "window (attention over the previous 3 frames), temporal-shift (default: streamdiffusion)")
+                        "window (attention over the previous 3 frames), temporal-shift, svdiff (learned temporal "
+                        "memory) (default: streamdiffusion)")
     p.add_argument("--size", type=int, default=256, help="frames are resized and centre-cropped to SIZE (multiple of 64)")
     p.add_argument("--keep-aspect", action="store_true", help="keep the aspect ratio (long side cropped to a multiple of 64)")
     p.add_argument("--frames", type=int, default=None, help="translate only the first N frames")
@@ -44,6 +47,7 @@ def _translate_parser(sub):
     add_cli_arguments(p, StreamSettings)
     add_cli_arguments(p.add_argument_group("StreamV2V (--method streamv2v)"), StreamV2VConfig)
     add_cli_arguments(p.add_argument_group("temporal shift (--method temporal-shift)"), TemporalShiftConfig)
+    add_cli_arguments(p.add_argument_group("SVDiff (--method svdiff)"), SVDiffConfig)
     return p
 
 
@@ -140,6 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--series", action="store_true", help="include per-frame series")
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.set_defaults(fn=cmd_metrics)
+    from .svdiff_train import add_parser as add_svdiff_train
+
+    add_svdiff_train(sub)
     return run_cli(ap, argv)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .errors import V2VError
 
-ONLINE_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift")
+ONLINE_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift", "svdiff")
 
 
 def config_class(name: str):
@@ -16,6 +16,9 @@ def config_class(name: str):
     if name == "temporal-shift":
         from .temporal_shift import TemporalShiftConfig
         return TemporalShiftConfig
+    if name == "svdiff":
+        from .svdiff import SVDiffConfig
+        return SVDiffConfig
     if name in ("streamdiffusion", "window"):
         return None
     raise V2VError(f"Unknown method '{name}'; choose one of {', '.join(ONLINE_METHODS)}.")
@@ -36,5 +39,8 @@ def make_method(name: str, config=None, recorder_factory=None):
         return StreamV2V(config, recorder_factory=recorder_factory)
     if name == "window":
         return StreamV2V(config or WINDOW_ATTENTION, name="window", recorder_factory=recorder_factory)
+    if name == "svdiff":
+        from .svdiff import SVDiff
+        return SVDiff(config)
     from .temporal_shift import TemporalShift
     return TemporalShift(config)

@@ -1,0 +1,261 @@
+"""Train SVDiff's temporal memory (METHODS.md section 3) with the backbone frozen.
+
+    python -m v2v_core train-svdiff --synthetic 12 --memory-size 8 --steps 300 --out toy-8x8.safetensors
+    python -m v2v_core train-svdiff --videos clips/ --backbone sd15 --prompt "a photo" --device cuda ...
+
+Only the memory parameters train. Clips are split into segments of `segment` frames; each batch item
+is a "chain" that walks one clip segment by segment at one timestep t, its memory carried from the
+last frame of a segment into the next with the graph cut there (truncated backpropagation). The loss
+is the standard noise-prediction MSE per frame, with fresh noise per frame: x_t = sqrt(abar) z +
+sqrt(1 - abar) eps, loss = |eps_theta(x_t, t, text) - eps|^2.
+
+What z and the text are: for the toy backbone each chain takes one of the toy's deterministic
+styles, z is the latent of the style-filtered frame and the text is the style's prompt (the toy
+knows its styles, as SD knows its captions); for other backbones z is the frame's own latent and the
+text is --prompt. Seeded; resumable (--resume CKPT keeps the weights, the Adam moments and the step).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import V2VError
+
+VIDEO_EXTS = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")
+SYNTHETIC_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "coins", "immunohistochemistry")
+SYNTHETIC_MOTIONS = ("pan", "zoom", "rotate", "object", "shift")
+
+
+def synthetic_clips(n: int, frames: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """n clips from the examples generator (known motion over scikit-image photos), varied photo,
+    motion and speed; deterministic for a seed."""
+    from .synthetic import make_clip
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        photo = SYNTHETIC_PHOTOS[k % len(SYNTHETIC_PHOTOS)]
+        motion = SYNTHETIC_MOTIONS[(k // len(SYNTHETIC_PHOTOS) + k) % len(SYNTHETIC_MOTIONS)]
+        speed = float(rng.uniform(1.0, 4.0))
+        out.append(np.stack(make_clip(motion, frames, size, photo, speed).frames))
+    return out
+
+
+def video_clips(sources: list[str], frames: int | None, size: int) -> list[np.ndarray]:
+    from .video import read_video
+
+    paths: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_EXTS)
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise V2VError(f"{s} does not exist: pass video files or a folder of videos to --videos.")
+    if not paths:
+        raise V2VError(f"No videos found in {', '.join(sources)} (looked for {', '.join(VIDEO_EXTS)}).")
+    return [np.stack(read_video(p, frames, size)[0]) for p in paths]
+
+
+class _Chain:
+    """One batch item: walks clip `clip` from frame `pos`, at timestep t, under one style/prompt."""
+
+    def __init__(self, clip: int, t: int, style: int):
+        self.clip, self.t, self.style, self.pos = clip, t, style, 0
+
+
+def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 300, segment: int = 8,
+          batch: int = 2, lr: float = 1e-3, seed: int = 0, t_range: tuple[int, int] = (100, 650),
+          prompt: str | None = None, resume: str | None = None, out: str | None = None, save_every: int = 100,
+          half: bool = False, progress: bool = True, log=None) -> dict:
+    """Train (or continue training) a memory for `backbone`; returns a summary with the loss curve.
+    Writes `out` every `save_every` steps and at the end."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from .backbones import to_tensor
+    from .svdiff import MemoryState, _Call, build_memory, install, load_checkpoint, save_checkpoint, transformer_blocks
+
+    if not clips or min(len(c) for c in clips) < segment:
+        raise V2VError(f"Every training clip needs at least {segment} frames (the segment length).")
+    dev, dt = backbone.device, torch.float32
+    unet = backbone.unet if backbone.dtype == dt else backbone.unet.to(dtype=dt)
+    unet.requires_grad_(False)
+    install(unet)
+    widths = transformer_blocks(unet)
+    if not widths:
+        raise V2VError(f"Backbone '{backbone.name}' has no transformer blocks to put a memory after.")
+    memory = build_memory(widths, memory_size, seed).to(dev)
+    params = list(memory.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    start = 0
+    if resume:
+        state, head, moments = load_checkpoint(resume, backbone.name, widths)
+        if int(head.get("memory_size", -1)) != memory_size:
+            raise V2VError(f"{resume} holds a {head.get('memory_size')}x{head.get('memory_size')} memory, not "
+                           f"{memory_size}x{memory_size}.")
+        memory.load_state_dict(state)
+        start = int(head.get("steps_trained", 0))
+        if moments:
+            for name, p in memory.named_parameters():
+                opt.state[p] = {"step": torch.tensor(float(head.get("adam_step", start))),
+                                "exp_avg": moments[f"{name}.exp_avg"].to(dev), "exp_avg_sq": moments[f"{name}.exp_avg_sq"].to(dev)}
+    memory.train()
+
+    styles = None
+    if backbone.name == "toy" and prompt is None:
+        from .toy.styles import DETERMINISTIC_STYLES
+
+        styles = list(DETERMINISTIC_STYLES)
+    prompts = [s.prompts[0] for s in styles] if styles else [prompt or "a photo"]
+    texts = [backbone.encode_prompt(p).to(dt).clone() for p in prompts]  # out of inference mode
+    abar = backbone.scheduler.alphas_cumprod.to(dev, torch.float64)
+
+    # a resumed run continues with generators seeded by (seed, start step): reproducible, though not the
+    # exact draws an uninterrupted run would have made
+    rng = np.random.default_rng([seed, start])
+    gen = torch.Generator("cpu").manual_seed(seed * 1_000_003 + start + 1)
+    cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def latents(clip: int, style: int) -> torch.Tensor:
+        if (clip, style) not in cache:
+            frames = clips[clip]
+            if styles:
+                frames = [styles[style].apply(f) for f in frames]
+            z = torch.cat([backbone.encode_images(to_tensor(f, dev, backbone.dtype)).to(dt) for f in frames])
+            cache[(clip, style)] = z.clone()  # a normal tensor (encode_images runs in inference mode)
+        return cache[(clip, style)]
+
+    def new_chain() -> _Chain:
+        return _Chain(int(rng.integers(len(clips))), int(rng.integers(t_range[0], t_range[1] + 1)),
+                      int(rng.integers(len(prompts))))
+
+    chains = [new_chain() for _ in range(batch)]
+    state = MemoryState()
+    slots = [(b, "cond") for b in range(batch)]
+    losses: list[float] = []
+    meta = {"memory_size": memory_size, "backbone": backbone.name, "widths": widths,
+            "heads": {b: memory[k].attn.num_heads for b, k in zip(widths, memory.keys())},
+            "segment": segment, "batch": batch, "lr": lr, "seed": seed, "t_range": list(t_range),
+            "prompts": prompts, "clips": len(clips), "objective": "noise-prediction MSE, fresh noise per frame"}
+    t_start = time.perf_counter()
+    bar = tqdm(range(start, steps), desc=f"svdiff {memory_size}x{memory_size}", unit="step", disable=not progress)
+    for step in bar:
+        for b, ch in enumerate(chains):                       # a finished clip: a new chain, a fresh memory
+            if ch.pos + segment > len(clips[ch.clip]):
+                chains[b] = new_chain()
+                state.forget(slots[b])
+        t = torch.tensor([c.t for c in chains], device=dev)
+        a = abar[t].to(dt)[:, None, None, None]
+        text = torch.cat([texts[c.style] for c in chains])
+        loss = 0.0
+        for k in range(segment):
+            z = torch.stack([latents(c.clip, c.style)[c.pos + k] for c in chains])
+            eps = torch.randn(z.shape, generator=gen).to(dev, dt)
+            x = a.sqrt() * z + (1 - a).sqrt() * eps
+            pred = unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": _Call(memory, state, slots)}).sample
+            loss = loss + F.mse_loss(pred, eps)
+        loss = loss / segment
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        state.detach()                                         # truncated backpropagation at the boundary
+        for c in chains:
+            c.pos += segment
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if log:
+            log(step + 1, losses[-1])
+        if out and ((step + 1) % save_every == 0 or step + 1 == steps):
+            save_checkpoint(out, memory, {**meta, "steps_trained": step + 1,
+                                          "train_minutes": round((time.perf_counter() - t_start) / 60, 2)},
+                            optimizer=opt, half=half)
+    memory.eval()
+    return {"memory": memory, "losses": losses, "steps_trained": steps, "seconds": time.perf_counter() - t_start,
+            "meta": meta}
+
+
+def eval_loss(backbone, memory, clips: list[np.ndarray], t: int = 400, segment: int = 8, seed: int = 123,
+              prompt: str = "a photo") -> float:
+    """Mean noise-prediction MSE over every frame of `clips` (memory carried through each clip), with
+    noise fixed by `seed`: the number training should lower. memory=None measures the bare backbone."""
+    import torch
+    import torch.nn.functional as F
+
+    from .backbones import to_tensor
+    from .svdiff import MemoryState, _Call
+
+    dev = backbone.device
+    gen = torch.Generator("cpu").manual_seed(seed)
+    text = backbone.encode_prompt(prompt)
+    a = backbone.scheduler.alphas_cumprod.to(dev)[t]
+    tt = torch.tensor([t], device=dev)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for clip in clips:
+            state = MemoryState()
+            for f in clip:
+                z = backbone.encode_images(to_tensor(f, dev, backbone.dtype))
+                eps = torch.randn(z.shape, generator=gen).to(dev, z.dtype)
+                x = a.sqrt() * z + (1 - a).sqrt() * eps
+                kw = {"v2v": _Call(memory, state, [(0, "cond")])} if memory is not None else None
+                pred = backbone.unet(x, tt, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
+                total += float(F.mse_loss(pred, eps))
+                n += 1
+    return total / max(n, 1)
+
+
+def add_parser(sub):
+    p = sub.add_parser("train-svdiff", help="train SVDiff's temporal memory (backbone frozen)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", nargs="+", help="video files or folders of videos")
+    src.add_argument("--synthetic", type=int, metavar="N", help="N clips made by the examples generator")
+    p.add_argument("--memory-size", type=int, default=8, choices=[1, 4, 8, 16], help="memory tokens per side")
+    p.add_argument("--steps", type=int, default=300, help="optimisation steps (each: batch x segment frames)")
+    p.add_argument("--out", required=True, help="checkpoint (.safetensors) written every --save-every steps")
+    p.add_argument("--backbone", default="toy", help="toy | sd15 | sd15-random | PATH (default: toy)")
+    p.add_argument("--prompt", default=None, help="text for every clip (default: toy: its style prompts; else 'a photo')")
+    p.add_argument("--size", type=int, default=256, help="frame size in px")
+    p.add_argument("--frames", type=int, default=32, help="frames per clip")
+    p.add_argument("--segment", type=int, default=8, help="frames per segment (truncated backpropagation)")
+    p.add_argument("--batch", type=int, default=2, help="clips trained side by side")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--t-min", type=int, default=100)
+    p.add_argument("--t-max", type=int, default=650)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", default=None, help="continue from this checkpoint (weights, Adam moments, step)")
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--half", action="store_true", help="write float16 weights without optimizer state (to ship)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.set_defaults(fn=cmd_train)
+    return p
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .backbones import load_backbone
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.segment < 1 or args.batch < 1 or args.steps < 1:
+        raise V2VError("--segment, --batch and --steps must be at least 1.")
+    clips = (synthetic_clips(args.synthetic, args.frames, args.size, args.seed) if args.synthetic
+             else video_clips(args.videos, args.frames, args.size))
+    backbone = load_backbone(args.backbone, device=args.device, dtype="float32", seed=args.seed)
+    res = train(backbone, clips, args.memory_size, args.steps, args.segment, args.batch, args.lr, args.seed,
+                (args.t_min, args.t_max), args.prompt, args.resume, args.out, args.save_every, args.half)
+    first, last = np.mean(res["losses"][:20]), np.mean(res["losses"][-20:])
+    print(f"wrote {args.out}: {res['steps_trained']} steps, loss {first:.4f} (first 20) -> {last:.4f} (last 20), "
+          f"{res['seconds'] / 60:.1f} min" if res["losses"] else f"{args.out} already has {res['steps_trained']} steps")
+    if not math.isfinite(last if res["losses"] else 0.0):
+        raise V2VError("Training diverged (loss is not finite): lower --lr.")
+    return 0
