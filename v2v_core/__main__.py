@@ -24,20 +24,22 @@ from .errors import V2VError, run_cli
 def _translate_parser(sub):
     from .backbones import BACKBONES
     from .engine import StreamSettings
-    from .methods import ONLINE_METHODS
+    from .methods import METHODS
     from .streamv2v import StreamV2VConfig
     from .svdiff import SVDiffConfig
     from .temporal_shift import TemporalShiftConfig
+    from .tokenflow import TokenFlowConfig
 
     p = sub.add_parser("translate", help="translate a clip with a streaming method")
     p.add_argument("input", help="input video (mp4, webm, mov, avi, gif)")
     p.add_argument("--prompt", required=True, help='what the output should look like, e.g. "a pencil sketch"')
     p.add_argument("--out", required=True, help="output .mp4 (H.264)")
     p.add_argument("--backbone", default="toy", help=f"{' | '.join(BACKBONES)} | PATH to a diffusers folder (default: toy)")
-    p.add_argument("--method", default="streamdiffusion", choices=list(ONLINE_METHODS),
+    p.add_argument("--method", default="streamdiffusion", choices=list(METHODS),
                    help="temporal method: streamdiffusion (per-frame baseline), streamv2v (feature bank), "
                         "window (attention over the previous 3 frames), temporal-shift, svdiff (learned temporal "
-                        "memory) (default: streamdiffusion)")
+                        "memory), tokenflow (offline reference: whole clip, keyframes + propagation) "
+                        "(default: streamdiffusion)")
     p.add_argument("--size", type=int, default=256, help="frames are resized and centre-cropped to SIZE (multiple of 64)")
     p.add_argument("--keep-aspect", action="store_true", help="keep the aspect ratio (long side cropped to a multiple of 64)")
     p.add_argument("--frames", type=int, default=None, help="translate only the first N frames")
@@ -48,6 +50,7 @@ def _translate_parser(sub):
     add_cli_arguments(p.add_argument_group("StreamV2V (--method streamv2v)"), StreamV2VConfig)
     add_cli_arguments(p.add_argument_group("temporal shift (--method temporal-shift)"), TemporalShiftConfig)
     add_cli_arguments(p.add_argument_group("SVDiff (--method svdiff)"), SVDiffConfig)
+    add_cli_arguments(p.add_argument_group("TokenFlow (--method tokenflow)"), TokenFlowConfig)
     return p
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from .errors import V2VError
 
 ONLINE_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift", "svdiff")
+OFFLINE_METHODS = ("tokenflow",)      # whole clip in, whole clip out (v2v_core.tokenflow)
+METHODS = ONLINE_METHODS + OFFLINE_METHODS
 
 
 def config_class(name: str):
@@ -19,9 +21,12 @@ def config_class(name: str):
     if name == "svdiff":
         from .svdiff import SVDiffConfig
         return SVDiffConfig
+    if name == "tokenflow":
+        from .tokenflow import TokenFlowConfig
+        return TokenFlowConfig
     if name in ("streamdiffusion", "window"):
         return None
-    raise V2VError(f"Unknown method '{name}'; choose one of {', '.join(ONLINE_METHODS)}.")
+    raise V2VError(f"Unknown method '{name}'; choose one of {', '.join(METHODS)}.")
 
 
 def make_method(name: str, config=None, recorder_factory=None):
@@ -42,5 +47,8 @@ def make_method(name: str, config=None, recorder_factory=None):
     if name == "svdiff":
         from .svdiff import SVDiff
         return SVDiff(config)
+    if name == "tokenflow":
+        from .tokenflow import TokenFlow
+        return TokenFlow(config)
     from .temporal_shift import TemporalShift
     return TemporalShift(config)

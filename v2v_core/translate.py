@@ -24,6 +24,9 @@ def translate_video(backbone: Backbone, input_path: str | Path, prompt: str, out
         raise V2VError("frames must be at least 1.")
     info = probe(input_path)
     total = min(frames, info.frames) if (frames and info.frames) else (frames or info.frames)
+    if method is not None and not getattr(method, "online", True):
+        return _translate_offline(backbone, input_path, prompt, out_path, settings, size, frames, keep_aspect, method,
+                                  method_name, progress, info, total)
     stream = Stream(backbone, prompt, settings, method)
     with VideoWriter(out_path, fps=info.fps) as w:
         for i, frame in enumerate(stream.run(iter_frames(input_path, frames, size, keep_aspect, info))):
@@ -41,4 +44,43 @@ def translate_video(backbone: Backbone, input_path: str | Path, prompt: str, out
         "backbone_makes_edits": backbone.makes_edits,
         "bank_bytes": [t.get("bank_bytes", 0) for t in stream.timings],
         "bank_tokens": [t.get("bank_tokens", 0) for t in stream.timings],
+    }
+
+
+def _translate_offline(backbone, input_path, prompt, out_path, settings, size, frames, keep_aspect, method, method_name,
+                       progress, info, total) -> dict:
+    """Offline methods (TokenFlow): the memory check runs from the probed size BEFORE any frame is
+    decoded; then the whole clip goes through method.run and is written."""
+    import time
+
+    from .video import fitted_size
+
+    if total is None:
+        raise V2VError("The container does not say how many frames it holds; pass --frames for an offline method.")
+    w, h = fitted_size(info.width, info.height, size, keep_aspect)
+    from .tokenflow import check_memory
+
+    estimate = check_memory(backbone, total, h, w, method.config)
+    clip = list(iter_frames(input_path, frames, size, keep_aspect, info))
+
+    def on_event(e):
+        if progress is not None and e["stage"] == "propagate":
+            progress((e["step"] - 1) * len(clip) + e["done"], settings.steps * len(clip))
+
+    t0 = time.perf_counter()
+    out = method.run(backbone, clip, prompt, settings, on_event)
+    seconds = time.perf_counter() - t0
+    with VideoWriter(out_path, fps=info.fps) as wr:
+        for frame in out:
+            wr.write(frame)
+    per = seconds / max(len(out), 1)
+    return {
+        "input": str(input_path), "output": str(out_path), "frames": len(out), "fps": len(out) / seconds,
+        "settings": {"backbone": backbone.name, "method": method_name, "prompt": prompt, "size": size,
+                     "device": str(backbone.device), "dtype": str(backbone.dtype).replace("torch.", ""),
+                     **dataclasses.asdict(settings), "method_config": dataclasses.asdict(method.config)},
+        "timings": {"mean": {"total": per}, "seconds": seconds, "per_frame": []},
+        "backbone_makes_edits": backbone.makes_edits,
+        "memory_estimate_bytes": estimate,
+        "bank_bytes": [], "bank_tokens": [],
     }

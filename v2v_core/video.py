@@ -29,7 +29,7 @@ class VideoInfo:
     fps: float
     width: int
     height: int
-    frames: int | None   # None when the container does not say
+    frames: int | None   # from the container (ffmpeg: duration x fps); None when it does not say
 
 
 def _reader(path: str):
@@ -83,7 +83,16 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     n = meta.get("nframes")
     n = int(n) if isinstance(n, (int, float)) and np.isfinite(n) else None
     fps = float(meta.get("fps") or 0.0) or 25.0
+    if n is None and Path(path).suffix.lower() != ".gif" and meta.get("duration") and meta.get("fps"):
+        n = max(1, int(round(float(meta["duration"]) * fps)))
     return VideoInfo(str(path), fps, w, h, n)
+
+
+def fitted_size(width: int, height: int, size: int, keep_aspect: bool = False) -> tuple[int, int]:
+    """(width, height) that fit_frame gives a width x height frame."""
+    k = size / min(height, width)
+    nw, nh = max(size, round(width * k)), max(size, round(height * k))
+    return (size, size) if not keep_aspect else (nw // SIZE_MULTIPLE * SIZE_MULTIPLE, nh // SIZE_MULTIPLE * SIZE_MULTIPLE)
 
 
 def fit_frame(frame: np.ndarray, size: int, keep_aspect: bool = False) -> np.ndarray:
@@ -95,7 +104,7 @@ def fit_frame(frame: np.ndarray, size: int, keep_aspect: bool = False) -> np.nda
     k = size / min(h, w)
     nw, nh = max(size, round(w * k)), max(size, round(h * k))
     img = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
-    tw, th = (size, size) if not keep_aspect else (nw // SIZE_MULTIPLE * SIZE_MULTIPLE, nh // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    tw, th = fitted_size(w, h, size, keep_aspect)
     y, x = (nh - th) // 2, (nw - tw) // 2
     return np.ascontiguousarray(img[y:y + th, x:x + tw])
 

@@ -39,13 +39,20 @@ from .styles import STYLES
 CROP = 128          # training crop in pixels (16x16 latents)
 T_MIN, T_MAX = 120, 620   # covers strength 0.3..0.6 with 1..4 LCM steps (t = 399/199 at 0.4, 499/259 at 0.5)
 IN_STYLE_P = 0.25
+# Every BIG_EVERY-th UNet step trains on BIG_CROP px crops (batch BIG_BATCH, about the same cost), so the
+# self-attention layers also see the token counts of 256 px inference (16x16 and 8x8), not only 8x8 / 4x4.
+BIG_CROP, BIG_BATCH, BIG_EVERY = 256, 4, 4
+# The structural styles are the hard ones (flat regions, hard edges): they are drawn twice as often.
+STYLE_WEIGHTS = {"cartoon": 2.0, "pixel art": 2.0}
 
 
 def _crop_batch(pool, rng, n, crop=CROP):
-    """n random crops (aligned to 8 px, random flip) -> list of (pool index, y, x, flip)."""
+    """n random crops (aligned to 8 px, random flip) -> list of (pool index, y, x, flip), from the
+    images at least `crop` px on each side."""
+    fits = [k for k, im in enumerate(pool) if min(im.shape[:2]) >= crop]
     out = []
     for _ in range(n):
-        i = int(rng.integers(len(pool)))
+        i = fits[int(rng.integers(len(fits)))]
         h, w = pool[i].shape[:2]
         y = int(rng.integers(0, (h - crop) // 8 + 1)) * 8
         x = int(rng.integers(0, (w - crop) // 8 + 1)) * 8
@@ -119,13 +126,16 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
     ema = [p.detach().clone() for p in params]
-    g = CROP // 8
+    w = np.array([STYLE_WEIGHTS.get(s.name, 1.0) for s in STYLES])
+    style_p = w / w.sum()
     bar = tqdm(range(steps), desc="unet", unit="step")
     for step in bar:
-        eps = torch.randn(batch, 4, g, g, generator=gen)
-        z_src, z_tgt, rand_jobs, pidx = [], [None] * batch, [], []
-        for b, (i, y, x, flip) in enumerate(_crop_batch(pool, rng, batch)):
-            si = int(rng.integers(len(STYLES)))
+        crop, n = (BIG_CROP, BIG_BATCH) if step % BIG_EVERY == BIG_EVERY - 1 else (CROP, batch)
+        g = crop // 8
+        eps = torch.randn(n, 4, g, g, generator=gen)
+        z_src, z_tgt, rand_jobs, pidx = [], [None] * n, [], []
+        for b, (i, y, x, flip) in enumerate(_crop_batch(pool, rng, n, crop)):
+            si = int(rng.choice(len(STYLES), p=style_p))
             style = STYLES[si]
             pidx.append(by_style[si][int(rng.integers(len(by_style[si])))])
             ly, lx = y // 8, x // 8
@@ -133,22 +143,23 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
             if style.deterministic:
                 z_tgt[b] = Z[i][style.name][:, ly:ly + g, lx:lx + g]
             else:
-                crop = np.ascontiguousarray(pool[i][y:y + CROP, x:x + CROP])
-                rand_jobs.append((b, style.apply(crop, eps=eps[b].numpy())))
+                img = pool[i][y:y + crop, x:x + crop]
+                img = np.ascontiguousarray(img[:, ::-1] if flip else img)  # rendered in the flipped frame, like eps
+                rand_jobs.append((b, style.apply(img, eps=eps[b].numpy())))
             if flip:
                 zs = zs.flip(-1)
                 if z_tgt[b] is not None:
                     z_tgt[b] = z_tgt[b].flip(-1)
             z_src.append(zs)
-        if rand_jobs:  # random styles: render from this sample's noise, then encode (flip after render)
+        if rand_jobs:  # random styles: rendered from this sample's noise, then encoded
             with torch.no_grad():
                 zr = _encode(vae, [img for _, img in rand_jobs])
             for (b, _), z in zip(rand_jobs, zr):
                 z_tgt[b] = z
         z_src, z_tgt = torch.stack(z_src), torch.stack(z_tgt)
-        keep = torch.rand(batch, generator=gen) < IN_STYLE_P
+        keep = torch.rand(n, generator=gen) < IN_STYLE_P
         z_src = torch.where(keep[:, None, None, None], z_tgt, z_src)
-        t = torch.randint(T_MIN, T_MAX + 1, (batch,), generator=gen)
+        t = torch.randint(T_MIN, T_MAX + 1, (n,), generator=gen)
         a = abar[t][:, None, None, None]
         x_t = a.sqrt() * z_src + (1 - a).sqrt() * eps
         emb = te(ids[pidx])[0]
@@ -188,7 +199,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
     ap.add_argument("--stage", choices=["all", "vae", "unet"], default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
-    ap.add_argument("--unet-steps", type=int, default=4000)
+    ap.add_argument("--unet-steps", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -212,7 +223,8 @@ def main(argv=None):
         t0 = time.time()
         train_unet(pipe, pool, args.unet_steps, args.seed)
         save(pipe, args.out, {"unet_steps": args.unet_steps, "unet_minutes": round((time.time() - t0) / 60, 1),
-                              "t_range": [T_MIN, T_MAX], "in_style_p": IN_STYLE_P, "crop": CROP})
+                              "t_range": [T_MIN, T_MAX], "in_style_p": IN_STYLE_P, "crop": CROP,
+                              "big_crop": [BIG_CROP, BIG_BATCH, BIG_EVERY], "style_weights": STYLE_WEIGHTS})
         print(f"UNet done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 

@@ -1,0 +1,109 @@
+"""TokenFlow: propagation of identical tokens is an identity, chunking changes nothing, and the
+memory check refuses an oversized request before anything is read or allocated."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from v2v_core.engine import Stream, StreamSettings
+from v2v_core.errors import V2VError
+from v2v_core.tokenflow import (
+    TokenFlow, TokenFlowConfig, check_memory, estimate_peak_bytes, keyframes_for_step, neighbours, tokenflow,
+)
+
+SETTINGS = StreamSettings(strength=0.5, steps=2, seed=5)
+
+
+def test_keyframes_one_per_group_seeded():
+    g = torch.Generator().manual_seed(0)
+    keys = keyframes_for_step(19, 8, g)
+    assert len(keys) == 3 and 0 <= keys[0] < 8 <= keys[1] < 16 <= keys[2] < 19
+    assert keys == keyframes_for_step(19, 8, torch.Generator().manual_seed(0))
+    draws = {tuple(keyframes_for_step(19, 8, g)) for _ in range(10)}
+    assert len(draws) > 1                       # a new draw each step
+
+
+def test_neighbour_weights_fall_linearly():
+    keys = [2, 6, 10]
+    assert neighbours(0, keys) == (0, 0, 1.0)         # before the first keyframe: that keyframe
+    assert neighbours(2, keys) == (0, 0, 1.0)         # a keyframe is its own neighbour
+    assert neighbours(3, keys) == (0, 1, 0.75)
+    assert neighbours(5, keys) == (0, 1, 0.25)
+    assert neighbours(8, keys) == (1, 2, 0.5)
+    assert neighbours(12, keys) == (2, 2, 1.0)        # after the last keyframe: that keyframe
+
+
+def test_identical_frames_give_the_per_frame_output(tiny_backbone, frames64):
+    frames = [frames64[0]] * 6
+    out = tokenflow(tiny_backbone, frames, "a photo", SETTINGS, TokenFlowConfig(keyframe_group=6, chunk=3))
+    per_frame = list(Stream(tiny_backbone, "a photo", SETTINGS).run(frames[:1]))[0]
+    for o in out:
+        assert np.abs(o.astype(int) - per_frame).max() <= 1
+
+
+def test_propagation_really_replaces_attention(tiny_backbone, frames64):
+    """On a moving clip, TokenFlow's latents differ from each frame translated alone (so the test above
+    can fail). The tiny random UNet's attention moves latents only by ~1e-2; float noise is ~1e-6."""
+    _, z = tokenflow(tiny_backbone, frames64[:4], "a photo", SETTINGS, TokenFlowConfig(keyframe_group=4),
+                     return_latents=True)
+    alone = torch.cat([tokenflow(tiny_backbone, [f], "a photo", SETTINGS, return_latents=True)[1] for f in frames64[:4]])
+    assert (z - alone).abs().max() > 1e-3
+
+
+def test_chunked_equals_unchunked(tiny_backbone, frames64):
+    frames = frames64[:7]
+    _, z_one = tokenflow(tiny_backbone, frames, "a photo", SETTINGS, TokenFlowConfig(keyframe_group=3, chunk=7),
+                         return_latents=True)
+    events = []
+    _, z_chunked = tokenflow(tiny_backbone, frames, "a photo", SETTINGS, TokenFlowConfig(keyframe_group=3, chunk=2),
+                             progress=events.append, return_latents=True)
+    torch.testing.assert_close(z_chunked, z_one, atol=1e-4, rtol=1e-4)
+    stages = [(e["stage"], e["step"]) for e in events]
+    assert ("propagate", 1) in stages and ("propagate", 2) in stages and ("keyframes", 2) in stages
+    assert events[-1] == {"stage": "decode", "step": 2, "steps": 2, "done": 7, "total": 7}
+
+
+def test_estimate_grows_with_the_clip_and_the_refusal_says_what_to_do(tiny_backbone):
+    cfg = TokenFlowConfig(keyframe_group=8, memory_limit_gb=1.0)
+    small = estimate_peak_bytes(tiny_backbone, 48, 256, 256, cfg)["total"]
+    assert estimate_peak_bytes(tiny_backbone, 480, 256, 256, cfg)["total"] > 5 * small
+    assert estimate_peak_bytes(tiny_backbone, 480, 256, 256, TokenFlowConfig(keyframe_group=32))["total"] < \
+        estimate_peak_bytes(tiny_backbone, 480, 256, 256, cfg)["total"]
+    check_memory(tiny_backbone, 48, 256, 256, cfg)                         # fits
+    with pytest.raises(V2VError, match=r"limit 1\.0 GB.*--keyframe-group.*--frames|limit 1\.0 GB.*fewer frames"):
+        check_memory(tiny_backbone, 9000, 1024, 1024, cfg)
+
+
+def test_oversized_request_is_refused_before_reading_frames(tiny_backbone, tmp_path, monkeypatch, pan_clip):
+    from v2v_core import translate as tr
+    from v2v_core.video import write_video
+
+    src = write_video(tmp_path / "in.mp4", pan_clip.frames, 10)
+
+    def no_read(*a, **k):
+        raise AssertionError("frames were read before the memory check")
+
+    monkeypatch.setattr(tr, "iter_frames", no_read)
+    with pytest.raises(V2VError, match="TokenFlow would need"):
+        tr.translate_video(tiny_backbone, src, "a photo", tmp_path / "out.mp4", SETTINGS, size=64,
+                           method=TokenFlow(TokenFlowConfig(memory_limit_gb=1e-6)), method_name="tokenflow")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cli_tokenflow(tiny_pipe_dir, tmp_path, pan_clip):
+    import json
+
+    from v2v_core.__main__ import main
+    from v2v_core.video import read_video, write_video
+
+    src = write_video(tmp_path / "in.mp4", pan_clip.frames, 10)
+    rc = main(["translate", str(src), "--prompt", "a photo", "--out", str(tmp_path / "o.mp4"), "--backbone",
+               str(tiny_pipe_dir), "--method", "tokenflow", "--keyframe-group", "4", "--size", "64",
+               "--report", str(tmp_path / "r.json")])
+    assert rc == 0
+    frames, _ = read_video(tmp_path / "o.mp4")
+    assert len(frames) == len(pan_clip.frames)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["settings"]["method"] == "tokenflow" and rep["settings"]["method_config"]["keyframe_group"] == 4
+    assert rep["memory_estimate_bytes"]["total"] > 0
