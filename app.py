@@ -64,17 +64,32 @@ def control_for(field: dict):
 @GPU(duration=120)
 def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *override_values,
                 progress=gr.Progress(track_tqdm=False), specs=()):
+    """A generator: each method's video, the plots and the table update as soon as that method is done."""
     overrides: dict[str, dict] = {}
     for (name, field), value in zip(specs, override_values):
         default = next(f["value"] for f in REGISTRY[name].fields() if f["name"] == field)
         if value != default:
             overrides.setdefault(name, {})[field] = type(default)(value)
-    rep = _call(service.compare, video, prompt, methods, size, frames, seed, strength, steps, overrides,
-                progress=lambda d, t, stage: progress((d, t), desc=stage))
-    vids = [gr.update(visible=n in rep["videos"], value=rep["videos"].get(n), label=n) for n in METHOD_NAMES]
-    public = {k: v for k, v in rep.items() if k not in ("_frames",)}
-    return (*vids, rep["mosaic"], service.warp_error_figure(rep), service.bank_figure(rep), rep["table"],
-            rep["zip"], public)
+    events = service.compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
+                                  progress=lambda d, t, stage: progress((d, t) if t else None, desc=stage))
+    partial: dict = {"methods": {}}
+    while True:
+        try:
+            kind, name, value = _call(next, events)
+        except StopIteration:
+            return
+        if kind == "result":
+            partial["methods"][name] = value
+            vids = [gr.update(visible=n in partial["methods"], value=partial["methods"][n]["video"], label=n)
+                    if n in partial["methods"] else gr.update(visible=False) for n in METHOD_NAMES]
+            yield (*vids, gr.update(), service.warp_error_figure(partial), service.bank_figure(partial),
+                   service.summary_rows(partial), gr.update(), gr.update())
+            continue
+        rep = value
+        vids = [gr.update(visible=n in rep["videos"], value=rep["videos"].get(n), label=n) for n in METHOD_NAMES]
+        public = {k: v for k, v in rep.items() if k not in ("_frames",)}
+        yield (*vids, rep["mosaic"], service.warp_error_figure(rep), service.bank_figure(rep), rep["table"],
+               rep["zip"], public)
 
 
 def compare_api(video, prompt, methods, size, frames, seed):
@@ -125,7 +140,7 @@ def build_compare_tab():
             report = gr.JSON(label="Report", open=False)
 
     def handler(*args, progress=gr.Progress()):
-        return run_compare(*args, progress=progress, specs=specs)
+        yield from run_compare(*args, progress=progress, specs=specs)
 
     ev = go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, *controls],
                   [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report], api_name="compare_ui")

@@ -32,12 +32,16 @@ def cmd_run(args) -> int:
 
     from .runner import run_comparison
 
-    bar = tqdm(unit="frame", desc="lockstep")
+    bar = tqdm(unit="frame")
 
     def progress(done, total, stage):
-        if stage == "translating":
-            bar.total = total
-            bar.update(1)
+        if total is None:
+            return
+        if bar.desc != stage:
+            bar.reset(total=total)
+            bar.set_description(stage)
+        bar.n = done
+        bar.refresh()
 
     try:
         report = run_comparison(args.input, args.prompt, args.methods, args.out_dir, backbone=args.backbone,

@@ -1,7 +1,7 @@
 """Named method presets: the one list the CLI, the UI and the evaluator show.
 
 A preset names a core method (v2v_core.methods) and a config. Methods the core does not implement
-yet are absent, never faked (TokenFlow joins when its module lands).
+yet are absent, never faked.
 """
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from v2v_core.config import describe
 from v2v_core.methods import config_class, make_method
 from v2v_core.streamv2v import WINDOW_ATTENTION, StreamV2VConfig
 from v2v_core.svdiff import SVDiffConfig
+from v2v_core.tokenflow import TokenFlowConfig
 from v2v_core.temporal_shift import TemporalShiftConfig
 
 STREAMV2V_PAPER = "Liang et al., Looking Backward: Streaming Video-to-Video Translation with Feature Banks, ICLR 2025"
+TOKENFLOW_PAPER = "Geyer et al., TokenFlow: Consistent Diffusion Features for Consistent Video Editing, ICLR 2024"
 STREAMDIFFUSION_PAPER = "Kodaira et al., StreamDiffusion: A Pipeline-level Solution for Real-time Interactive Generation, 2023"
 SVDIFF_PAPER = "Chen et al., Streaming Video Diffusion: Online Video Editing with Diffusion Models, 2024"
 
@@ -24,7 +26,7 @@ class MethodPreset:
     name: str
     description: str
     paper: str
-    core_method: str                   # a name of v2v_core.methods.ONLINE_METHODS
+    core_method: str                   # a name of v2v_core.methods.METHODS
     config: object = None              # the core method's config dataclass instance (None: defaults / none)
     online: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -73,6 +75,9 @@ PRESETS: tuple[MethodPreset, ...] = (
                  SVDIFF_PAPER, "svdiff", SVDiffConfig(memory_size=1), tags=("ablation",)),
     MethodPreset("SVDiff (16x16 memory)", "SVDiff memory-size ablation: 16x16 memory tokens per block",
                  SVDIFF_PAPER, "svdiff", SVDiffConfig(memory_size=16), tags=("ablation",)),
+    MethodPreset("TokenFlow", "offline reference: keyframes edited jointly, their attention tokens propagated along the "
+                              "source's feature correspondences (whole clip in, whole clip out)",
+                 TOKENFLOW_PAPER, "tokenflow", TokenFlowConfig(), online=False, tags=("offline",)),
 )
 REGISTRY: dict[str, MethodPreset] = {p.name: p for p in PRESETS}
 

@@ -1,8 +1,9 @@
 """Side-by-side runner: one clip, one prompt, one loaded backbone, the same settings and seed for
 every selected method.
 
-Online methods run in lockstep (frame n of every method before frame n+1), each in its own Stream,
-so a UI can show them advancing together; the outputs equal each method's output run alone (tested).
+The clip is read once; then each method runs in turn (online ones in their own Stream, offline ones such
+as TokenFlow on the whole clip) and its video and metrics are reported as soon as it finishes (on_result),
+so a UI shows results as they come. Outputs equal each method's output run alone (tested).
 Writes to out_dir: input.mp4 (the input as processed), one mp4 per method, mosaic.mp4 (labelled
 tiles), report.json and report.md.
 
@@ -65,10 +66,23 @@ def mosaic_frame(tiles: list[np.ndarray], labels: list[str], cols: int | None = 
 def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out_dir: str | Path, backbone="toy",
                    frames: int | None = None, size: int = 256, seed: int = 0, strength: float = 0.4, steps: int = 2,
                    configs: dict[str, object] | None = None, clip_model: str | None = None,
-                   progress: Callable[[int, int | None, str], None] | None = None, keep_frames: bool = False) -> dict:
+                   progress: Callable[[int, int | None, str], None] | None = None, keep_frames: bool = False,
+                   on_result: Callable[[str, dict], None] | None = None) -> dict:
     """Run the selected presets side by side; returns the report (also written to out_dir).
 
-    configs: preset name -> replacement config (UI overrides). progress(done, total, stage)."""
+    configs: preset name -> replacement config (UI overrides). progress(done, total, stage).
+    on_result(name, entry) is called as soon as each method's video and metrics are ready."""
+    for kind, name, value in iter_comparison(input_path, prompt, methods, out_dir, backbone, frames, size, seed,
+                                             strength, steps, configs, clip_model, progress, keep_frames):
+        if kind == "result" and on_result is not None:
+            on_result(name, value)
+    return value
+
+
+def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames=None, size=256, seed=0, strength=0.4,
+                    steps=2, configs=None, clip_model=None, progress=None, keep_frames=False):
+    """run_comparison as a generator, for UIs that show results as they come: yields
+    ("result", name, entry) as each method finishes, then ("report", None, report) at the end."""
     presets: list[MethodPreset] = resolve(methods) if not isinstance(methods, list) or isinstance(methods[0], str) \
         else methods
     if not prompt or not prompt.strip():
@@ -79,74 +93,80 @@ def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     settings = StreamSettings(strength=strength, steps=steps, seed=seed)
     configs = configs or {}
-    online = [p for p in presets if p.online]
-    streams = {p.name: Stream(bb, prompt, settings, p.build(configs.get(p.name))) for p in online}
-    source: list[np.ndarray] = []
-    outputs: dict[str, list[np.ndarray]] = {p.name: [] for p in online}
-    writers = {p.name: VideoWriter(out_dir / f"{slug(p.name)}.mp4", info.fps) for p in online}
-    in_writer = VideoWriter(out_dir / "input.mp4", info.fps)
-    seconds = {p.name: 0.0 for p in online}
     total = min(frames, info.frames) if (frames and info.frames) else (frames or info.frames)
-    try:
-        for i, frame in enumerate(iter_frames(input_path, frames, size, info=info)):
-            source.append(frame)
-            in_writer.write(frame)
-            for name, s in streams.items():                      # lockstep: frame i of every method
-                t0 = time.perf_counter()
-                outs = s.push(frame)
-                seconds[name] += time.perf_counter() - t0
-                for o in outs:
-                    outputs[name].append(o)
-                    writers[name].write(o)
-            if progress is not None:
-                progress(i + 1, total, "translating")
-        for name, s in streams.items():
-            for o in s.flush():
-                outputs[name].append(o)
-                writers[name].write(o)
-        in_writer.close()
-        for w in writers.values():
-            w.close()
-    except BaseException:
-        in_writer.abort()
-        for w in writers.values():
-            w.abort()
-        raise
+    built = {p.name: p.build(configs.get(p.name)) for p in presets}    # bad settings fail before any work
+    for p in presets:
+        if not p.online:
+            from v2v_core.tokenflow import check_memory
 
-    names = ["input"] + [p.name for p in online]
-    with VideoWriter(out_dir / "mosaic.mp4", info.fps) as w:
-        for i in range(len(source)):
-            w.write(mosaic_frame([source[i]] + [outputs[n][i] for n in names[1:]], names))
+            check_memory(bb, total or 1, size, size, built[p.name].config)
+    source = list(iter_frames(input_path, frames, size, info=info))
+    with VideoWriter(out_dir / "input.mp4", info.fps) as w:
+        for f in source:
+            w.write(f)
 
-    mem = peak_memory_bytes()
     report = {"settings": {"input": str(input_path), "prompt": prompt, "backbone": bb.name, "size": size,
                            "frames": len(source), "seed": seed, "strength": strength, "steps": steps,
                            "device": str(bb.device), "backbone_makes_edits": bb.makes_edits},
               "input": str(out_dir / "input.mp4"), "mosaic": str(out_dir / "mosaic.mp4"), "methods": {}}
-    for k, p in enumerate(online):
+    outputs: dict[str, list[np.ndarray]] = {}
+    n = len(source)
+    for k, p in enumerate(presets):
+        stage = f"{p.name} ({k + 1}/{len(presets)})"
+        t0 = time.perf_counter()
+        if p.online:
+            s = Stream(bb, prompt, settings, built[p.name])
+            outs: list[np.ndarray] = []
+            for i, frame in enumerate(source):
+                outs += s.push(frame)
+                if progress is not None:
+                    progress(i + 1, n, stage)
+            outs += s.flush()
+            timings = s.timings
+        else:
+            def on_event(e, stage=stage):
+                if progress is not None and e["stage"] == "propagate":
+                    progress((e["step"] - 1) * n + e["done"], steps * n, stage)
+
+            outs = built[p.name].run(bb, source, prompt, settings, on_event)
+            timings = None
+        seconds = time.perf_counter() - t0
+        outputs[p.name] = outs
+        with VideoWriter(out_dir / f"{slug(p.name)}.mp4", info.fps) as w:
+            for o in outs:
+                w.write(o)
         if progress is not None:
-            progress(k, len(online), "metrics")
-        s = streams[p.name]
-        m = evaluate_clip(source, outputs[p.name], prompt=prompt, clip_model=clip_model)
-        report["methods"][p.name] = {
+            progress(0, None, f"{p.name}: metrics")
+        m = evaluate_clip(source, outs, prompt=prompt, clip_model=clip_model)
+        mem = peak_memory_bytes()
+        entry = {
             "warp_error": m["warp_error"], "warp_error_paper_compatible": m["warp_error_paper_compatible"],
             "flow": m["flow"], "clip_consistency": m["clip_consistency"], "clip_text": m["clip_text"],
             "clip_unavailable_reason": m["clip_unavailable_reason"],
             "warp_error_series": m["warp_error_series"],
-            "fps": fps_after_warmup(s.timings), "seconds": seconds[p.name],
-            "timings_ms": {k2: 1000 * v for k2, v in mean_timings(s.timings).items()},
+            "fps": fps_after_warmup(timings) if timings else n / seconds, "seconds": seconds,
+            "online": p.online,
+            "timings_ms": {k2: 1000 * v for k2, v in mean_timings(timings).items()} if timings
+            else {"total": 1000 * seconds / max(n, 1)},
             "peak_memory_bytes": mem.get("peak_cuda_bytes", mem["peak_rss_bytes"]),
-            "peak_memory_scope": "process (all methods ran in one process)",
-            "bank_bytes": [t.get("bank_bytes", 0) for t in s.timings],
-            "bank_tokens": [t.get("bank_tokens", 0) for t in s.timings],
+            "peak_memory_scope": "process so far (methods run one after another in one process)",
+            "bank_bytes": [t.get("bank_bytes", 0) for t in timings] if timings else [],
+            "bank_tokens": [t.get("bank_tokens", 0) for t in timings] if timings else [],
             "video": str(out_dir / f"{slug(p.name)}.mp4"), "description": p.description, "paper": p.paper,
             "config": p.fields(),
         }
+        report["methods"][p.name] = entry
+        yield "result", p.name, entry
+
+    names = ["input"] + [p.name for p in presets]
+    with VideoWriter(out_dir / "mosaic.mp4", info.fps) as w:
+        for i in range(n):
+            w.write(mosaic_frame([source[i]] + [outputs[nm][i] for nm in names[1:]], names))
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out_dir / "report.md").write_text(markdown_table(report) + "\n")
     if keep_frames:
         report["_frames"] = {"input": source, **outputs}
-    return report
+    yield "report", None, report
 
 
 def markdown_table(report: dict) -> str:

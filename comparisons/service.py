@@ -54,24 +54,41 @@ def compare(video, prompt: str, methods: list[str], size: int = 256, frames: int
             strength: float = 0.4, steps: int = 2, overrides: dict[str, dict] | None = None, progress=None,
             backbone: str | None = None) -> dict:
     """Run methods side by side. overrides: preset name -> {field: value}. Returns the report plus
-    `videos` (name -> path), `mosaic`, `zip`, `figures` (plotly) and `table` (rows)."""
+    `videos` (name -> path), `mosaic`, `zip` and `table` (rows)."""
+    for kind, _, value in compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
+                                       progress, backbone):
+        if kind == "report":
+            return value
+    raise RuntimeError("the comparison ended without a report")
+
+
+def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames: int = 24, seed: int = 0,
+                 strength: float = 0.4, steps: int = 2, overrides: dict[str, dict] | None = None, progress=None,
+                 backbone: str | None = None):
+    """compare() as a generator: ("result", name, entry) as each method finishes (so a UI can show it at
+    once), then ("report", None, report) with `videos`, `zip` and `table` added."""
     check_request(video, prompt, methods, size, frames)
     configs = {n: REGISTRY[n].with_overrides(**o) for n, o in (overrides or {}).items() if o and n in methods}
     out = _work_dir("v2v-compare-")
-    from .runner import run_comparison
+    from .runner import iter_comparison
 
-    rep = run_comparison(video, prompt, list(methods), out, backbone=get_backbone(backbone or BACKBONE), size=int(size),
-                         frames=int(frames), seed=int(seed), strength=float(strength), steps=int(steps),
-                         configs=configs, progress=progress)
-    zpath = out / "results.zip"
-    with zipfile.ZipFile(zpath, "w") as z:
-        for p in sorted(out.iterdir()):
-            if p != zpath:
-                z.write(p, p.name)
-    rep["videos"] = {n: m["video"] for n, m in rep["methods"].items()}
-    rep["zip"] = str(zpath)
-    rep["table"] = summary_rows(rep)
-    return rep
+    for kind, name, value in iter_comparison(video, prompt, list(methods), out,
+                                             backbone=get_backbone(backbone or BACKBONE), size=int(size),
+                                             frames=int(frames), seed=int(seed), strength=float(strength),
+                                             steps=int(steps), configs=configs, progress=progress):
+        if kind == "result":
+            yield kind, name, value
+            continue
+        rep = value
+        zpath = out / "results.zip"
+        with zipfile.ZipFile(zpath, "w") as z:
+            for p in sorted(out.iterdir()):
+                if p != zpath:
+                    z.write(p, p.name)
+        rep["videos"] = {n: m["video"] for n, m in rep["methods"].items()}
+        rep["zip"] = str(zpath)
+        rep["table"] = summary_rows(rep)
+        yield "report", None, rep
 
 
 def summary_rows(rep: dict) -> list[list]:

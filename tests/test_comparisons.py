@@ -1,5 +1,6 @@
-"""comparisons/: registry and the lockstep runner."""
+"""comparisons/: registry and the side-by-side runner."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,27 +25,35 @@ def test_registry_lists_presets_with_metadata():
         resolve("StreamV2V,NoSuchMethod")
 
 
-def test_runner_lockstep_equals_each_method_alone(tiny_backbone, tmp_path):
+def test_runner_equals_each_method_alone(tiny_backbone, tmp_path):
+    from v2v_core.tokenflow import tokenflow
+
     clip = ROOT / "examples" / "astronaut-pan.mp4"
     names = ["StreamDiffusion", "StreamV2V", "Temporal shift"]
-    rep = run_comparison(clip, "a cartoon", names, tmp_path, backbone=tiny_backbone, frames=6, size=64, seed=3,
-                         keep_frames=True)
+    arrived = []
+    rep = run_comparison(clip, "a cartoon", names + ["TokenFlow"], tmp_path, backbone=tiny_backbone, frames=6, size=64,
+                         seed=3, keep_frames=True, on_result=lambda n, e: arrived.append((n, Path(e["video"]).exists())))
+    assert arrived == [(n, True) for n in names + ["TokenFlow"]]     # each reported as soon as it is done
     frames = rep["_frames"]
     assert len(frames["input"]) == 6
     for n in names:
         alone = list(Stream(tiny_backbone, "a cartoon", StreamSettings(seed=3), REGISTRY[n].build()).run(frames["input"]))
         assert all(np.array_equal(a, b) for a, b in zip(alone, frames[n])), n
+    alone = tokenflow(tiny_backbone, frames["input"], "a cartoon", StreamSettings(seed=3), REGISTRY["TokenFlow"].config)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, frames["TokenFlow"]))
+    assert rep["methods"]["TokenFlow"]["online"] is False and rep["methods"]["TokenFlow"]["bank_bytes"] == []
+    names = names + ["TokenFlow"]
     r = json.loads((tmp_path / "report.json").read_text())
     assert set(r["methods"]) == set(names)
     for n, m in r["methods"].items():
         for k in ("warp_error", "warp_error_paper_compatible", "fps", "seconds", "peak_memory_bytes", "bank_bytes"):
             assert k in m, (n, k)
-        assert np.isfinite(m["warp_error"]) and len(m["bank_bytes"]) == 6
+        assert np.isfinite(m["warp_error"]) and len(m["bank_bytes"]) == (6 if m["online"] else 0)
         assert read_video(m["video"])[0][0].shape == (64, 64, 3)
     assert r["methods"]["StreamDiffusion"]["bank_bytes"] == [0] * 6
     assert r["methods"]["StreamV2V"]["bank_bytes"][-1] > 0
     mosaic = read_video(tmp_path / "mosaic.mp4")[0]
-    assert len(mosaic) == 6 and mosaic[0].shape == (128, 128, 3)    # input + 3 methods in a 2x2 grid
+    assert len(mosaic) == 6 and mosaic[0].shape == (128, 192, 3)    # input + 4 methods: 3 columns, 2 rows
     assert "| StreamV2V |" in (tmp_path / "report.md").read_text()
 
 
