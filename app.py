@@ -107,7 +107,7 @@ def metrics_api(source, edited):
 def build_compare_tab():
     with gr.Row():
         with gr.Column(scale=1):
-            video = gr.Video(label="Input clip", sources=["upload"])
+            video = gr.Video(label="Input clip", sources=["upload"], elem_id="compare-input")
             prompt = gr.Textbox(label="Prompt", value="a pencil sketch")
             methods = gr.CheckboxGroup(METHOD_NAMES, value=["StreamDiffusion", "StreamV2V"], label="Methods")
             with gr.Accordion("Run settings", open=False):
@@ -161,10 +161,10 @@ def build_compare_tab():
 def build_ablation_tab():
     with gr.Row():
         with gr.Column():
-            video = gr.Video(label="Input clip", sources=["upload"])
+            video = gr.Video(label="Input clip", sources=["upload"], elem_id="ablation-input")
             prompt = gr.Textbox(label="Prompt", value="a cartoon")
             grid = gr.Radio(["streamv2v", "svdiff"], value="streamv2v", label="Grid",
-                            info="streamv2v: EA x FF x bank; svdiff: memory sizes (when SVDiff lands)")
+                            info="streamv2v: EA x FF x bank; svdiff: memory sizes 1x1, 8x8, 16x16 against the per-frame baseline")
             frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
             go = gr.Button("Run ablation", variant="primary")
             if EXAMPLES:
@@ -216,7 +216,7 @@ def build_correspondence_tab():
                 "attention heat maps on the four frames before it (from the UNet's self-attention queries and keys).")
     with gr.Row():
         with gr.Column():
-            video = gr.Video(label="Clip", sources=["upload"])
+            video = gr.Video(label="Clip", sources=["upload"], elem_id="corr-input")
             method = gr.Dropdown([n for n in METHOD_NAMES if REGISTRY[n].core_method in ("streamdiffusion", "streamv2v", "window")],
                                  value="StreamV2V", label="Method")
             frame = gr.Slider(4, 32, value=8, step=1, label="Frame n")

@@ -4,7 +4,7 @@
 
 streamv2v: EA x FF over the dyme and queue banks, plus bank=none (where EA and FF have nothing to
 work with, so all four EA/FF combinations are the per-frame baseline: one row, not four copies).
-svdiff: memory sizes (available once the SVDiff module lands).
+svdiff: the per-frame baseline and memory sizes 1x1, 8x8, 16x16 (SVDiff's Table 3), shipped checkpoints.
 Writes the runner's outputs plus ablation.md, ablation.png (bar chart) and ablation.plotly.json.
 """
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 
 from v2v_core.errors import V2VError
 from v2v_core.streamv2v import StreamV2VConfig
+from v2v_core.svdiff import SVDiffConfig
 
-from .registry import STREAMV2V_PAPER, MethodPreset
+from .registry import REGISTRY, STREAMV2V_PAPER, SVDIFF_PAPER, MethodPreset
 from .runner import run_comparison
 
 GRIDS = ("streamv2v", "svdiff")
@@ -38,7 +39,9 @@ def grid_presets(grid: str) -> list[MethodPreset]:
     if grid == "streamv2v":
         return streamv2v_grid()
     if grid == "svdiff":
-        raise V2VError("The SVDiff grid needs the SVDiff module, which has not landed yet; use --grid streamv2v.")
+        return [REGISTRY["StreamDiffusion"]] + [
+            MethodPreset(f"memory {m}x{m}", "SVDiff memory-size ablation", SVDIFF_PAPER, "svdiff",
+                         SVDiffConfig(memory_size=m), tags=("ablation",)) for m in (1, 8, 16)]
     raise V2VError(f"Unknown grid '{grid}'; choose one of {', '.join(GRIDS)}.")
 
 

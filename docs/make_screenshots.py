@@ -6,9 +6,9 @@ Each tab is used as a person would: Compare runs two methods on an example, Abla
 Live streams Chromium's fake camera, Correspondence clicks a point, User study votes and opens the
 admin view (the study database must exist: `python -m comparisons study create ...`).
 
-Status: not working yet. Its first run stopped at Compare: Run was pressed before the example clip
-had loaded into the input, so the app refused with "Upload a clip or pick an example first". The
-browser test waits for the input correctly (tests/test_browser.py); port that wait here.
+Before pressing Run it waits until the example clip has really loaded into that tab's input video
+(#compare-input / #ablation-input / #corr-input hold a <video> with a source): counting <video>
+elements on the page raced with the example thumbnails.
 """
 from __future__ import annotations
 
@@ -53,21 +53,22 @@ def main():
             pg = b.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000}).new_page()
             pg.goto(f"http://127.0.0.1:{port}", wait_until="load")
 
+            def load_example(input_id: str):
+                pg.locator("tr.tr-body:visible").first.click()
+                pg.wait_for_function(f"(() => {{ const v = document.querySelector('#{input_id} video'); "
+                                     "return v && (v.currentSrc || v.src); }})()", timeout=60_000)
+                pg.wait_for_timeout(500)
+
             # Compare
-            n = pg.locator("video").count()
-            pg.locator("tr.tr-body").first.click()
-            pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
-            pg.get_by_role("button", name="Run", exact=True).click()
+            load_example("compare-input")
+            pg.get_by_role("button", name="Run", exact=True).first.click()
             pg.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=600_000)
             pg.wait_for_timeout(1500)
             pg.screenshot(path=str(OUT / "tab_compare.png"), full_page=True)
             # Ablation
             pg.get_by_role("tab", name="Ablation").click()
             pg.wait_for_timeout(500)
-            visible = pg.locator("tr.tr-body:visible")
-            n = pg.locator("video").count()
-            visible.first.click()
-            pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
+            load_example("ablation-input")
             pg.get_by_role("button", name="Run ablation").click()
             pg.wait_for_selector("#ablation-chart img", timeout=900_000)
             pg.wait_for_timeout(1000)
@@ -85,9 +86,7 @@ def main():
             # Correspondence
             pg.get_by_role("tab", name="Correspondence").click()
             pg.wait_for_timeout(500)
-            n = pg.locator("video").count()
-            pg.locator("tr.tr-body:visible").first.click()
-            pg.wait_for_function(f"document.querySelectorAll('video').length > {n}", timeout=30_000)
+            load_example("corr-input")
             pg.get_by_role("button", name="Run", exact=True).last.click()
             pg.wait_for_selector("#corr-frame img", timeout=300_000)
             box = pg.locator("#corr-frame img").bounding_box()

@@ -55,7 +55,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...
             continue
         m = f.metadata
         bounds = f" [{m['lo']}..{m['hi']}]" if m.get("lo") is not None else ""
-        help_ = f"{m.get('help', '')}{bounds} (default: {f.default})"
+        help_ = f"{m.get('help', '')}{bounds} (default: {f.default})".replace("%", "%%")  # argparse formats help
         if isinstance(f.default, bool):
             parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
