@@ -33,15 +33,16 @@ def cmd_run(args) -> int:
     from .runner import run_comparison
 
     bar = tqdm(unit="frame")
+    current = {"stage": None}
 
     def progress(done, total, stage):
         if total is None:
             return
-        if bar.desc != stage:
+        if current["stage"] != stage:
+            current["stage"] = stage
             bar.reset(total=total)
             bar.set_description(stage)
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         report = run_comparison(args.input, args.prompt, args.methods, args.out_dir, backbone=args.backbone,

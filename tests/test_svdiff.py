@@ -148,3 +148,15 @@ def test_a_real_backbone_needs_a_trained_memory(tiny_backbone):
     real = dataclasses.replace(tiny_backbone, name="not-shipped", makes_edits=True)
     with pytest.raises(V2VError, match="train-svdiff"):
         SVDiff(SVDiffConfig(memory_size=8)).install(real)
+
+
+@pytest.mark.parametrize("size", [1, 8, 16])
+def test_shipped_toy_checkpoints_exist_and_fit_the_toy(size):
+    from v2v_core.toy.arch import build_unet
+
+    path = shipped_checkpoint("toy", size)
+    assert path.is_file(), f"missing shipped checkpoint {path}"
+    assert path.stat().st_size < 8 * 2 ** 20
+    head = read_header(path)
+    assert head["memory_size"] == size and head["backbone"] == "toy" and head["steps_trained"] > 0
+    assert head["widths"] == transformer_blocks(build_unet())

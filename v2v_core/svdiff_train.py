@@ -5,14 +5,21 @@
 
 Only the memory parameters train. Clips are split into segments of `segment` frames; each batch item
 is a "chain" that walks one clip segment by segment at one timestep t, its memory carried from the
-last frame of a segment into the next with the graph cut there (truncated backpropagation). The loss
-is the standard noise-prediction MSE per frame, with fresh noise per frame: x_t = sqrt(abar) z +
-sqrt(1 - abar) eps, loss = |eps_theta(x_t, t, text) - eps|^2.
-
-What z and the text are: for the toy backbone each chain takes one of the toy's deterministic
-styles, z is the latent of the style-filtered frame and the text is the style's prompt (the toy
-knows its styles, as SD knows its captions); for other backbones z is the frame's own latent and the
-text is --prompt. Seeded; resumable (--resume CKPT keeps the weights, the Adam moments and the step).
+last frame of a segment into the next with the graph cut there (truncated backpropagation). Two
+objectives, both noise-prediction MSE per frame:
+- standard (SD and other backbones): x_t = sqrt(abar) z + sqrt(1 - abar) eps with fresh noise per
+  frame, z the frame's latent, text --prompt; loss = |eps_theta(x_t, t, text) - eps|^2.
+- sdedit (the toy backbone's default): the toy's own training objective, applied to clips. Each chain
+  takes one of the toy's deterministic styles; x_t is the noised SOURCE latent (fresh noise per frame
+  by default; --noise chain keeps one noise per clip, as the engine streams), and eps_theta is trained
+  so that its x0 estimate lands on the style-filtered frame's latent (loss measured on x0, as the toy
+  was trained); a quarter of the chains start already in the style, as the engine's second step does.
+What was measured on the toy (woman-running, 48 frames, "a pencil sketch", per-frame baseline 4.38):
+standard objective on styled clips 5.22; sdedit with one noise per clip 7.34 (its training loss halved:
+it learns the fixed noise of smooth synthetic motion, which does not transfer); sdedit with fresh noise,
+in-style chains and clips over the toy's whole image pool (the shipped recipe) 6.49. None beats the
+baseline yet: the open SVDiff issue says so.
+Seeded; resumable (--resume CKPT keeps the weights, the Adam moments and the step).
 """
 from __future__ import annotations
 
@@ -25,22 +32,25 @@ import numpy as np
 from .errors import V2VError
 
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")
-SYNTHETIC_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "coins", "immunohistochemistry")
+IN_STYLE_P = 0.25   # sdedit: share of chains whose input is already styled (as in the toy's own training)
 SYNTHETIC_MOTIONS = ("pan", "zoom", "rotate", "object", "shift")
 
 
 def synthetic_clips(n: int, frames: int, size: int, seed: int = 0) -> list[np.ndarray]:
-    """n clips from the examples generator (known motion over scikit-image photos), varied photo,
-    motion and speed; deterministic for a seed."""
+    """n clips from the examples generator (known pan / zoom / rotation / moving object / shift) over
+    the toy's training images (scikit-image photos and procedural scenes, never ../shared clips), with
+    varied image, motion and speed; deterministic for a seed."""
     from .synthetic import make_clip
+    from .toy.data import image_pool
 
     rng = np.random.default_rng(seed)
+    pool = [im for im in image_pool(seed, short_sides=(320,)) if min(im.shape[:2]) >= 320]
     out = []
     for k in range(n):
-        photo = SYNTHETIC_PHOTOS[k % len(SYNTHETIC_PHOTOS)]
-        motion = SYNTHETIC_MOTIONS[(k // len(SYNTHETIC_PHOTOS) + k) % len(SYNTHETIC_MOTIONS)]
+        image = pool[int(rng.integers(len(pool)))]
+        motion = SYNTHETIC_MOTIONS[int(rng.integers(len(SYNTHETIC_MOTIONS)))]
         speed = float(rng.uniform(1.0, 4.0))
-        out.append(np.stack(make_clip(motion, frames, size, photo, speed).frames))
+        out.append(np.stack(make_clip(motion, frames, size, speed=speed, image=image).frames))
     return out
 
 
@@ -64,14 +74,15 @@ def video_clips(sources: list[str], frames: int | None, size: int) -> list[np.nd
 class _Chain:
     """One batch item: walks clip `clip` from frame `pos`, at timestep t, under one style/prompt."""
 
-    def __init__(self, clip: int, t: int, style: int):
-        self.clip, self.t, self.style, self.pos = clip, t, style, 0
+    def __init__(self, clip: int, t: int, style: int, eps=None):
+        self.clip, self.t, self.style, self.pos, self.eps = clip, t, style, 0, eps
+        self.in_style = False       # sdedit: the input is already in the style (what the second LCM step sees)
 
 
 def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 300, segment: int = 8,
           batch: int = 2, lr: float = 1e-3, seed: int = 0, t_range: tuple[int, int] = (100, 650),
           prompt: str | None = None, resume: str | None = None, out: str | None = None, save_every: int = 100,
-          half: bool = False, progress: bool = True, log=None) -> dict:
+          half: bool = False, progress: bool = True, log=None, objective: str = "auto", noise: str = "frame") -> dict:
     """Train (or continue training) a memory for `backbone`; returns a summary with the loss curve.
     Writes `out` every `save_every` steps and at the end."""
     import torch
@@ -112,6 +123,10 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
         from .toy.styles import DETERMINISTIC_STYLES
 
         styles = list(DETERMINISTIC_STYLES)
+    if objective == "auto":
+        objective = "sdedit" if styles else "standard"
+    if objective == "sdedit" and not styles:
+        raise V2VError("The sdedit objective needs the toy backbone's styles; use --objective standard.")
     prompts = [s.prompts[0] for s in styles] if styles else [prompt or "a photo"]
     texts = [backbone.encode_prompt(p).to(dt).clone() for p in prompts]  # out of inference mode
     abar = backbone.scheduler.alphas_cumprod.to(dev, torch.float64)
@@ -133,8 +148,12 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
         return cache[(clip, style)]
 
     def new_chain() -> _Chain:
-        return _Chain(int(rng.integers(len(clips))), int(rng.integers(t_range[0], t_range[1] + 1)),
-                      int(rng.integers(len(prompts))))
+        c = _Chain(int(rng.integers(len(clips))), int(rng.integers(t_range[0], t_range[1] + 1)),
+                   int(rng.integers(len(prompts))))
+        c.in_style = objective == "sdedit" and bool(rng.random() < IN_STYLE_P)
+        if objective == "sdedit" and noise == "chain":   # one noise per chain, as the engine uses one per stream
+            c.eps = torch.randn(latents(c.clip, 0).shape[1:], generator=gen).to(dev, dt)
+        return c
 
     chains = [new_chain() for _ in range(batch)]
     state = MemoryState()
@@ -143,7 +162,7 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     meta = {"memory_size": memory_size, "backbone": backbone.name, "widths": widths,
             "heads": {b: memory[k].attn.num_heads for b, k in zip(widths, memory.keys())},
             "segment": segment, "batch": batch, "lr": lr, "seed": seed, "t_range": list(t_range),
-            "prompts": prompts, "clips": len(clips), "objective": "noise-prediction MSE, fresh noise per frame"}
+            "prompts": prompts, "clips": len(clips), "objective": objective, "noise": noise}
     t_start = time.perf_counter()
     bar = tqdm(range(start, steps), desc=f"svdiff {memory_size}x{memory_size}", unit="step", disable=not progress)
     for step in bar:
@@ -157,10 +176,17 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
         loss = 0.0
         for k in range(segment):
             z = torch.stack([latents(c.clip, c.style)[c.pos + k] for c in chains])
-            eps = torch.randn(z.shape, generator=gen).to(dev, dt)
-            x = a.sqrt() * z + (1 - a).sqrt() * eps
-            pred = unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": _Call(memory, state, slots)}).sample
-            loss = loss + F.mse_loss(pred, eps)
+            kw = {"v2v": _Call(memory, state, slots)}
+            if objective == "standard":
+                eps = torch.randn(z.shape, generator=gen).to(dev, dt)
+                x = a.sqrt() * z + (1 - a).sqrt() * eps
+                loss = loss + F.mse_loss(unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample, eps)
+            else:                   # source latent in, style latent as the x0 target
+                src = torch.stack([latents(c.clip, c.style if c.in_style else 0)[c.pos + k] for c in chains])
+                e = torch.stack([c.eps for c in chains]) if noise == "chain" else torch.randn(src.shape, generator=gen).to(dev, dt)
+                x = a.sqrt() * src + (1 - a).sqrt() * e
+                pred = unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
+                loss = loss + F.mse_loss((x - (1 - a).sqrt() * pred) / a.sqrt(), z)
         loss = loss / segment
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -222,6 +248,11 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="checkpoint (.safetensors) written every --save-every steps")
     p.add_argument("--backbone", default="toy", help="toy | sd15 | sd15-random | PATH (default: toy)")
     p.add_argument("--prompt", default=None, help="text for every clip (default: toy: its style prompts; else 'a photo')")
+    p.add_argument("--noise", default="frame", choices=["frame", "chain"],
+                   help="sdedit objective: fresh noise per frame, or one noise per clip (as the engine streams)")
+    p.add_argument("--objective", default="auto", choices=["auto", "standard", "sdedit"],
+                   help="standard: eps-MSE on the clip's own latents; sdedit: the toy's objective (source in, style "
+                        "latent as the x0 target, one noise per clip); auto: sdedit for the toy, else standard")
     p.add_argument("--size", type=int, default=256, help="frame size in px")
     p.add_argument("--frames", type=int, default=32, help="frames per clip")
     p.add_argument("--segment", type=int, default=8, help="frames per segment (truncated backpropagation)")
@@ -252,7 +283,8 @@ def cmd_train(args) -> int:
              else video_clips(args.videos, args.frames, args.size))
     backbone = load_backbone(args.backbone, device=args.device, dtype="float32", seed=args.seed)
     res = train(backbone, clips, args.memory_size, args.steps, args.segment, args.batch, args.lr, args.seed,
-                (args.t_min, args.t_max), args.prompt, args.resume, args.out, args.save_every, args.half)
+                (args.t_min, args.t_max), args.prompt, args.resume, args.out, args.save_every, args.half,
+                objective=args.objective, noise=args.noise)
     first, last = np.mean(res["losses"][:20]), np.mean(res["losses"][-20:])
     print(f"wrote {args.out}: {res['steps_trained']} steps, loss {first:.4f} (first 20) -> {last:.4f} (last 20), "
           f"{res['seconds'] / 60:.1f} min" if res["losses"] else f"{args.out} already has {res['steps_trained']} steps")

@@ -55,13 +55,14 @@ def _render(src: np.ndarray, a: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def make_clip(motion: str = "pan", frames: int = 16, size: int = 256, photo: str = "astronaut",
-              speed: float = 3.0) -> SyntheticClip:
+              speed: float = 3.0, image: np.ndarray | None = None) -> SyntheticClip:
     """motion: pan (speed px/frame diagonal), zoom (1% a frame), rotate (1 degree a frame),
     object (a disc crossing a slowly panning background at `speed` px/frame), shift (a pure
-    horizontal translation by `speed` px/frame; handy for correspondence tests)."""
+    horizontal translation by `speed` px/frame; handy for correspondence tests). `image` (uint8 RGB)
+    replaces the named photo (e.g. the toy's training images for SVDiff's trainer)."""
     if motion not in MOTIONS:
         raise ValueError(f"motion must be one of {MOTIONS}")
-    src = _photo(photo)
+    src = _photo(photo) if image is None else np.ascontiguousarray(image[..., :3])
     sh, sw = src.shape[:2]
     c_src, c_dst = (sw / 2, sh / 2), (size / 2, size / 2)
     base = 1.4 * size / min(sh, sw)  # a margin so that motion never runs off the photo

@@ -1,15 +1,19 @@
 """Train the embedded toy model from scratch, on a CPU, reproducibly.
 
-    python -m v2v_core.toy.train --out v2v_core/toy/model            # both stages (about 80 min on 2 cores)
+    python -m v2v_core.toy.train --out v2v_core/toy/model            # all three stages (about 80 min on 2 cores)
     python -m v2v_core.toy.train --stage vae --vae-steps 2500 ...    # one stage
-    python -m v2v_core.toy.train --stage unet --unet-steps 4000 ...  # reuses the VAE in --out
+    python -m v2v_core.toy.train --stage decoder ...                 # fine-tunes the decoder in --out
+    python -m v2v_core.toy.train --stage unet --unet-steps 8000 ...  # reuses the VAE in --out
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
 latent scaling factor is set to 1/std of the latents (the role 0.18215 plays for SD), so the UNet
 sees unit-variance latents.
 
-Stage 2, UNet + text encoder (VAE frozen): SDEdit-shaped noise prediction. A sample is a crop, a
+Stage 2, decoder: the encoder frozen, the decoder fine-tuned to decode noisy latents (std up to
+DECODER_SIGMA) to the clean image, so the UNet's small errors do not come out as coloured blotches.
+
+Stage 3, UNet + text encoder (VAE frozen): SDEdit-shaped noise prediction. A sample is a crop, a
 style and a timestep t in [T_MIN, T_MAX]; the input is the noised SOURCE latent
 ``x_t = sqrt(abar) z_src + sqrt(1-abar) eps`` and the UNet's epsilon is trained so that its x0
 estimate lands on the STYLE target latent: loss = MSE(x0(eps_pred), z_style). A quarter of samples
@@ -42,6 +46,7 @@ IN_STYLE_P = 0.25
 # Every BIG_EVERY-th UNet step trains on BIG_CROP px crops (batch BIG_BATCH, about the same cost), so the
 # self-attention layers also see the token counts of 256 px inference (16x16 and 8x8), not only 8x8 / 4x4.
 BIG_CROP, BIG_BATCH, BIG_EVERY = 256, 4, 4
+DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
 # The structural styles are the hard ones (flat regions, hard edges): they are drawn twice as often.
 STYLE_WEIGHTS = {"cartoon": 2.0, "pixel art": 2.0}
 
@@ -94,6 +99,41 @@ def train_vae(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 2e
                          for _ in range(8)])
     vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
     return float(lat.std())
+
+
+def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 5e-4, sigma_max: float = DECODER_SIGMA):
+    """Stage 2: fine-tune the DECODER only (encoder frozen, so latents and the UNet are unaffected) to
+    decode latents with added Gaussian noise of std U(0, sigma_max) (in unit-variance latent units)
+    back to the clean image. A plain autoencoder's decoder is not smooth: the UNet's small x0 errors
+    (about 0.2 std) came out as coloured blotches; SD's VAE gets this smoothness from its KL term."""
+    rng = np.random.default_rng(seed + 2)
+    gen = torch.Generator().manual_seed(seed + 2)
+    vae = pipe.vae.to(memory_format=torch.channels_last)
+    vae.encoder.requires_grad_(False).eval()
+    vae.decoder.requires_grad_(True).train()
+    sf = float(vae.config.scaling_factor)
+    opt = torch.optim.Adam(vae.decoder.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    bar = tqdm(range(steps), desc="decoder", unit="step")
+    for step in bar:
+        imgs = []
+        for i, y, x, flip in _crop_batch(pool, rng, batch):
+            c = pool[i][y:y + CROP, x:x + CROP]
+            c = c[:, ::-1] if flip else c
+            imgs.append(STYLES[int(rng.integers(len(STYLES)))].apply(np.ascontiguousarray(c), rng=rng))
+        xb = _to_tensor(imgs)
+        with torch.no_grad():
+            z = vae.encode(xb).latents
+        sigma = torch.rand(batch, generator=gen)[:, None, None, None] * sigma_max / sf
+        rec = vae.decode(z + sigma * torch.randn(z.shape, generator=gen)).sample
+        loss = F.l1_loss(rec, xb) + F.mse_loss(rec, xb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.requires_grad_(False).eval()
 
 
 def _encode(vae, imgs) -> torch.Tensor:
@@ -197,8 +237,9 @@ def save(pipe, out: Path, meta: dict):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "unet"], default="all")
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet"], default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
+    ap.add_argument("--decoder-steps", type=int, default=800)
     ap.add_argument("--unet-steps", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -213,6 +254,15 @@ def main(argv=None):
         save(pipe, args.out, {"seed": args.seed, "vae_steps": args.vae_steps, "vae_minutes": round((time.time() - t0) / 60, 1),
                               "latent_std": std, "scaling_factor": pipe.vae.config.scaling_factor})
         print(f"VAE done in {(time.time() - t0) / 60:.1f} min; latent std {std:.3f}", flush=True)
+    if args.stage in ("all", "decoder"):
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline.from_pretrained(args.out, torch_dtype=torch.float32)
+        t0 = time.time()
+        train_decoder(pipe, pool, args.decoder_steps, args.seed)
+        save(pipe, args.out, {"decoder_steps": args.decoder_steps, "decoder_minutes": round((time.time() - t0) / 60, 1),
+                              "decoder_sigma_max": DECODER_SIGMA})
+        print(f"decoder done in {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.stage in ("all", "unet"):
         from diffusers import StableDiffusionPipeline
 
