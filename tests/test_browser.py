@@ -70,9 +70,9 @@ def page(server):
 
 def test_compare_two_methods_in_chromium(page):
     page.get_by_role("tab", name="Compare").click()
-    n_videos = page.locator("video").count()                              # the example thumbnails
     page.locator("tr.tr-body").first.click()                              # the first example clip (24 frames)
-    page.wait_for_function(f"document.querySelectorAll('video').length > {n_videos}", timeout=30_000)  # loaded
+    page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
+                           "return v && (v.currentSrc || v.src); })()", timeout=60_000)   # loaded into the input
     page.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=400_000)
     page.wait_for_selector("#warp-plot .js-plotly-plot, #warp-plot svg", timeout=60_000)
