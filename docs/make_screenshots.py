@@ -2,6 +2,11 @@
 
     python docs/make_screenshots.py [--study study.db]     # starts the app itself on a free port
 
+The committed screenshots used a study made from two `python -m comparisons run` results on the
+example clips (astronaut-pan "a pencil sketch", coffee-zoom "a sepia photo"; StreamDiffusion,
+StreamV2V, TokenFlow; 24 frames); the script casts a few demo votes (always "left") before the
+admin screenshot so its table and chart have something to show.
+
 Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
 Live streams Chromium's fake camera, Correspondence clicks a point, User study votes and opens the
 admin view (the study database must exist: `python -m comparisons study create ...`).
@@ -54,9 +59,10 @@ def main():
             pg.goto(f"http://127.0.0.1:{port}", wait_until="load")
 
             def load_example(input_id: str):
-                pg.locator("tr.tr-body:visible").first.click()
+                # examples render as a table (several inputs) or as a gallery (one input)
+                pg.locator("tr.tr-body:visible, button.gallery-item:visible, .gallery-item:visible").first.click()
                 pg.wait_for_function(f"(() => {{ const v = document.querySelector('#{input_id} video'); "
-                                     "return v && (v.currentSrc || v.src); }})()", timeout=60_000)
+                                     "return v && (v.currentSrc || v.src); })()", timeout=60_000)
                 pg.wait_for_timeout(500)
 
             # Compare
@@ -102,6 +108,14 @@ def main():
                 pg.wait_for_selector("#study-left video", timeout=60_000)
                 pg.wait_for_timeout(1500)
             pg.screenshot(path=str(OUT / "tab_user_study.png"), full_page=True)
+            if args.study:  # a few demo votes (always "left") so the admin view has something to show
+                for _ in range(3):
+                    for group in pg.locator("fieldset:visible").all():
+                        opt = group.get_by_label("left", exact=True)
+                        if opt.count():
+                            opt.first.check()
+                    pg.get_by_role("button", name="Submit vote").click()
+                    pg.wait_for_timeout(1500)
             if args.study:
                 pg.get_by_role("tab", name="Admin").click()
                 pg.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill("demo")
