@@ -70,6 +70,17 @@ def _to_tensor(imgs) -> torch.Tensor:
     return a.contiguous(memory_format=torch.channels_last)
 
 
+def _styled_crop_batch(pool, rng, batch: int) -> torch.Tensor:
+    """A batch of random crops, each under a random style (the autoencoder must draw every style)."""
+    imgs = []
+    for i, y, x, flip in _crop_batch(pool, rng, batch):
+        c = pool[i][y:y + CROP, x:x + CROP]
+        c = c[:, ::-1] if flip else c
+        style = STYLES[int(rng.integers(len(STYLES)))]
+        imgs.append(style.apply(np.ascontiguousarray(c), rng=rng))
+    return _to_tensor(imgs)
+
+
 def train_vae(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 2e-3):
     rng = np.random.default_rng(seed)
     vae = pipe.vae.to(memory_format=torch.channels_last).train()
@@ -77,13 +88,7 @@ def train_vae(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 2e
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     bar = tqdm(range(steps), desc="vae", unit="step")
     for step in bar:
-        imgs = []
-        for i, y, x, flip in _crop_batch(pool, rng, batch):
-            c = pool[i][y:y + CROP, x:x + CROP]
-            c = c[:, ::-1] if flip else c
-            style = STYLES[int(rng.integers(len(STYLES)))]
-            imgs.append(style.apply(np.ascontiguousarray(c), rng=rng))
-        xb = _to_tensor(imgs)
+        xb = _styled_crop_batch(pool, rng, batch)
         rec = vae.decode(vae.encode(xb).latents).sample
         loss = F.l1_loss(rec, xb) + F.mse_loss(rec, xb)
         opt.zero_grad(set_to_none=True)
@@ -116,12 +121,7 @@ def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     bar = tqdm(range(steps), desc="decoder", unit="step")
     for step in bar:
-        imgs = []
-        for i, y, x, flip in _crop_batch(pool, rng, batch):
-            c = pool[i][y:y + CROP, x:x + CROP]
-            c = c[:, ::-1] if flip else c
-            imgs.append(STYLES[int(rng.integers(len(STYLES)))].apply(np.ascontiguousarray(c), rng=rng))
-        xb = _to_tensor(imgs)
+        xb = _styled_crop_batch(pool, rng, batch)
         with torch.no_grad():
             z = vae.encode(xb).latents
         sigma = torch.rand(batch, generator=gen)[:, None, None, None] * sigma_max / sf
