@@ -52,6 +52,24 @@ def remove(unet) -> None:
     unet.set_attn_processor(AttnProcessor2_0())
 
 
+def add_block_hooks(unet, attr: str, module_class, make_hook, pre: bool) -> None:
+    """PyTorch hooks (with kwargs) on every `module_class` module of the UNet, made by make_hook(name)
+    and kept under `unet.<attr>` (idempotent), plus the routed processors, so a method's stream
+    context reaches the blocks through cross_attention_kwargs without warnings."""
+    install(unet)
+    if getattr(unet, attr, None):
+        return
+    register = "register_forward_pre_hook" if pre else "register_forward_hook"
+    setattr(unet, attr, [getattr(m, register)(make_hook(n), with_kwargs=True)
+                         for n, m in unet.named_modules() if isinstance(m, module_class)])
+
+
+def remove_block_hooks(unet, attr: str) -> None:
+    for h in getattr(unet, attr, None) or []:
+        h.remove()
+    setattr(unet, attr, None)
+
+
 @dataclass
 class QKV:
     q: torch.Tensor   # (B, N, C) projected queries (before the head split)

@@ -270,18 +270,13 @@ def install(unet) -> None:
 
     from . import attention
 
-    attention.install(unet)
-    if getattr(unet, _HOOKS_ATTR, None):
-        return
-    handles = [m.register_forward_hook(_make_hook(n), with_kwargs=True)
-               for n, m in unet.named_modules() if isinstance(m, Transformer2DModel)]
-    setattr(unet, _HOOKS_ATTR, handles)
+    attention.add_block_hooks(unet, _HOOKS_ATTR, Transformer2DModel, _make_hook, pre=False)
 
 
 def remove(unet) -> None:
-    for h in getattr(unet, _HOOKS_ATTR, None) or []:
-        h.remove()
-    setattr(unet, _HOOKS_ATTR, None)
+    from . import attention
+
+    attention.remove_block_hooks(unet, _HOOKS_ATTR)
 
 
 class SVDiff:
