@@ -96,10 +96,8 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
     total = min(frames, info.frames) if (frames and info.frames) else (frames or info.frames)
     built = {p.name: p.build(configs.get(p.name)) for p in presets}    # bad settings fail before any work
     for p in presets:
-        if not p.online:
-            from v2v_core.tokenflow import check_memory
-
-            check_memory(bb, total or 1, size, size, built[p.name].config)
+        if not p.online:                                               # offline: refuse before reading
+            built[p.name].check_memory(bb, total or 1, size, size)
     source = list(iter_frames(input_path, frames, size, info=info))
     with VideoWriter(out_dir / "input.mp4", info.fps) as w:
         for f in source:

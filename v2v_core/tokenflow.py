@@ -298,5 +298,9 @@ class TokenFlow:
         validate(self.config)
         self.name = name
 
+    def check_memory(self, backbone, n_frames: int, height: int, width: int) -> dict:
+        """What every offline method offers its callers: refuse (V2VError) before any frame is read."""
+        return check_memory(backbone, n_frames, height, width, self.config)
+
     def run(self, backbone, frames, prompt, settings=None, progress=None):
         return tokenflow(backbone, frames, prompt, settings, self.config, progress)

@@ -49,7 +49,7 @@ def translate_video(backbone: Backbone, input_path: str | Path, prompt: str, out
 
 def _translate_offline(backbone, input_path, prompt, out_path, settings, size, frames, keep_aspect, method, method_name,
                        progress, info, total) -> dict:
-    """Offline methods (TokenFlow): the memory check runs from the probed size BEFORE any frame is
+    """Offline methods (TokenFlow): method.check_memory runs from the probed size BEFORE any frame is
     decoded; then the whole clip goes through method.run and is written."""
     import time
 
@@ -58,9 +58,7 @@ def _translate_offline(backbone, input_path, prompt, out_path, settings, size, f
     if total is None:
         raise V2VError("The container does not say how many frames it holds; pass --frames for an offline method.")
     w, h = fitted_size(info.width, info.height, size, keep_aspect)
-    from .tokenflow import check_memory
-
-    estimate = check_memory(backbone, total, h, w, method.config)
+    estimate = method.check_memory(backbone, total, h, w)
     clip = list(iter_frames(input_path, frames, size, keep_aspect, info))
 
     def on_event(e):
