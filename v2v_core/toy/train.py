@@ -81,22 +81,32 @@ def _styled_crop_batch(pool, rng, batch: int) -> torch.Tensor:
     return _to_tensor(imgs)
 
 
+def _cosine(opt, steps: int):
+    """Cosine decay of the learning rate to 5% over `steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def _reconstruction_step(opt, sched, bar, step: int, rec: torch.Tensor, target: torch.Tensor) -> None:
+    """One L1 + MSE reconstruction step (the VAE and decoder stages)."""
+    loss = F.l1_loss(rec, target) + F.mse_loss(rec, target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    if step % 20 == 0:
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+
+
 def train_vae(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 2e-3):
     rng = np.random.default_rng(seed)
     vae = pipe.vae.to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = _cosine(opt, steps)
     bar = tqdm(range(steps), desc="vae", unit="step")
     for step in bar:
         xb = _styled_crop_batch(pool, rng, batch)
         rec = vae.decode(vae.encode(xb).latents).sample
-        loss = F.l1_loss(rec, xb) + F.mse_loss(rec, xb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        _reconstruction_step(opt, sched, bar, step, rec, xb)
     vae.eval()
     # latent scale: 1/std over crops of the pool, so the UNet works on unit-variance latents
     with torch.no_grad():
@@ -118,7 +128,7 @@ def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float 
     vae.decoder.requires_grad_(True).train()
     sf = float(vae.config.scaling_factor)
     opt = torch.optim.Adam(vae.decoder.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = _cosine(opt, steps)
     bar = tqdm(range(steps), desc="decoder", unit="step")
     for step in bar:
         xb = _styled_crop_batch(pool, rng, batch)
@@ -126,13 +136,7 @@ def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float 
             z = vae.encode(xb).latents
         sigma = torch.rand(batch, generator=gen)[:, None, None, None] * sigma_max / sf
         rec = vae.decode(z + sigma * torch.randn(z.shape, generator=gen)).sample
-        loss = F.l1_loss(rec, xb) + F.mse_loss(rec, xb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        _reconstruction_step(opt, sched, bar, step, rec, xb)
     vae.requires_grad_(False).eval()
 
 
