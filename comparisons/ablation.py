@@ -73,9 +73,10 @@ def run_ablation(input_path, prompt: str, grid: str, out_dir, **kw) -> dict:
     presets = grid_presets(grid)
     out_dir = Path(out_dir)
     report = run_comparison(input_path, prompt, presets, out_dir, **kw)
-    rows = ["| setting | warp error ↓ | paper-compatible ↓ | fps | bank MiB |", "|---|---|---|---|---|"]
+    rows = ["| setting | warp error ↓ | paper-compatible ↓ | style MAE ↓ | fps | bank MiB |", "|---|---|---|---|---|---|"]
     for n, m in report["methods"].items():
-        rows.append(f"| {n} | {m['warp_error']:.2f} | {m['warp_error_paper_compatible']:.2f} | {m['fps']:.2f} | "
+        style = f"{m['style_mae']:.2f}" if m.get("style_mae") is not None else "n/a"
+        rows.append(f"| {n} | {m['warp_error']:.2f} | {m['warp_error_paper_compatible']:.2f} | {style} | {m['fps']:.2f} | "
                     f"{(m['bank_bytes'][-1] if m['bank_bytes'] else 0) / 2**20:.2f} |")
     s = report["settings"]
     title = f"{grid} ablation: {Path(str(s['input'])).name}, \"{s['prompt']}\", {s['frames']} frames, {s['backbone']}"

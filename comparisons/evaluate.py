@@ -24,7 +24,7 @@ from v2v_core.errors import V2VError
 from .registry import resolve
 from .runner import run_comparison, slug
 
-COLUMNS = ("warp_error", "warp_error_paper_compatible", "clip_consistency", "clip_text", "fps")
+COLUMNS = ("warp_error", "warp_error_paper_compatible", "style_mae", "clip_consistency", "clip_text", "fps")
 
 
 def load_dataset(path: str | Path) -> list[dict]:
@@ -107,12 +107,12 @@ def merge(out_dir: Path, clips: list[str], methods: list[str]) -> dict:
         return "n/a" if v is None else f"{v:.2f}"
 
     means = {m: {c: (float(np.mean(vals)) if (vals := [results[(k, m)][c] for k in clips
-                                                           if results[(k, m)][c] is not None]) else None)
+                                                           if results[(k, m)].get(c) is not None]) else None)
                  for c in COLUMNS} for m in methods}
     lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     lines += [f"| {m} | " + " | ".join(fmt(means[m][c]) for c in COLUMNS) + " |" for m in methods]
     lines += ["", "Per clip:", "", "| clip | method | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
-    lines += [f"| {c} | {m} | " + " | ".join(fmt(results[(c, m)][k]) for k in COLUMNS) + " |"
+    lines += [f"| {c} | {m} | " + " | ".join(fmt(results[(c, m)].get(k)) for k in COLUMNS) + " |"
               for c in clips for m in methods]
     table = "\n".join(lines) + "\n"
     (out_dir / "table.md").write_text(table)
@@ -123,5 +123,5 @@ def merge(out_dir: Path, clips: list[str], methods: list[str]) -> dict:
             w.writerow(["mean", m, *[means[m][c] for c in COLUMNS]])
         for c in clips:
             for m in methods:
-                w.writerow([c, m, *[results[(c, m)][k] for k in COLUMNS]])
+                w.writerow([c, m, *[results[(c, m)].get(k) for k in COLUMNS]])
     return {"means": means, "table": table}

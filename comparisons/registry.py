@@ -69,7 +69,8 @@ PRESETS: tuple[MethodPreset, ...] = (
                  SVDIFF_PAPER + " (baseline it names)", "window", WINDOW_ATTENTION, tags=("baseline",)),
     MethodPreset("Temporal shift", "training-free baseline: 1/8 of each block's channels taken from the previous frame",
                  SVDIFF_PAPER + " (baseline it names)", "temporal-shift", TemporalShiftConfig(), tags=("baseline",)),
-    MethodPreset("SVDiff", "learned spatial-aware temporal memory (8x8 tokens) after every transformer block",
+    MethodPreset("SVDiff", "learned spatial-aware temporal memory (8x8 tokens) after every transformer block; the toy's "
+                 "shipped memories are trained on this project's flow-consistent teacher, not the paper's video data",
                  SVDIFF_PAPER, "svdiff", SVDiffConfig(memory_size=8)),
     MethodPreset("SVDiff (1x1 memory)", "SVDiff memory-size ablation: one memory token per block",
                  SVDIFF_PAPER, "svdiff", SVDiffConfig(memory_size=1), tags=("ablation",)),

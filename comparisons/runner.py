@@ -8,7 +8,7 @@ Writes to out_dir: input.mp4 (the input as processed), one mp4 per method, mosai
 tiles), report.json and report.md.
 
 report.json: {"settings": {...}, "input": ..., "mosaic": ...,
-              "methods": {name: {"warp_error", "warp_error_paper_compatible", "fps", "seconds",
+              "methods": {name: {"warp_error", "warp_error_paper_compatible", "style_mae", "fps", "seconds",
                                  "peak_memory_bytes", "bank_bytes": [per frame], "timings_ms", "clip_*",
                                  "video", ...}}}
 """
@@ -27,6 +27,7 @@ import numpy as np
 from v2v_core.engine import Stream, StreamSettings, fps_after_warmup, mean_timings
 from v2v_core.errors import V2VError
 from v2v_core.metrics import evaluate_clip, peak_memory_bytes
+from v2v_core.toy.styles import style_mae
 from v2v_core.video import VideoWriter, iter_frames, probe
 
 from .registry import MethodPreset, resolve
@@ -142,6 +143,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
             "flow": m["flow"], "clip_consistency": m["clip_consistency"], "clip_text": m["clip_text"],
             "clip_unavailable_reason": m["clip_unavailable_reason"],
             "warp_error_series": m["warp_error_series"],
+            "style_mae": style_mae(source, outs, prompt),
             "fps": fps_after_warmup(timings) if timings else n / seconds, "seconds": seconds,
             "online": p.online,
             "timings_ms": {k2: 1000 * v for k2, v in mean_timings(timings).items()} if timings
@@ -171,15 +173,17 @@ def markdown_table(report: dict) -> str:
     s = report["settings"]
     lines = [f"Input `{Path(s['input']).name}`, prompt \"{s['prompt']}\", backbone `{s['backbone']}`, "
              f"{s['frames']} frames at {s['size']} px, seed {s['seed']}, strength {s['strength']}, {s['steps']} steps.",
-             "", "| method | warp error ↓ | warp error (paper-compatible) ↓ | CLIP consistency | fps | s total | "
-             "bank MiB (last frame) |", "|---|---|---|---|---|---|---|"]
+             "", "| method | warp error ↓ | warp error (paper-compatible) ↓ | style MAE ↓ | CLIP consistency | fps | s total | "
+             "bank MiB (last frame) |", "|---|---|---|---|---|---|---|---|"]
     for name, m in report["methods"].items():
         clip = f"{m['clip_consistency']:.2f}" if m["clip_consistency"] is not None else "n/a"
         bank = (m["bank_bytes"][-1] if m["bank_bytes"] else 0) / 2 ** 20
-        lines.append(f"| {name} | {m['warp_error']:.2f} | {m['warp_error_paper_compatible']:.2f} | {clip} | "
+        style = f"{m['style_mae']:.2f}" if m.get("style_mae") is not None else "n/a"
+        lines.append(f"| {name} | {m['warp_error']:.2f} | {m['warp_error_paper_compatible']:.2f} | {style} | {clip} | "
                      f"{m['fps']:.2f} | {m['seconds']:.1f} | {bank:.2f} |")
     flow = next(iter(report["methods"].values()))["flow"] if report["methods"] else "?"
     lines.append("")
     lines.append(f"Warp error: flow `{flow}` on the source; the paper-compatible column reproduces the reference "
-                 "script's uint8 wrap-around (see README).")
+                 "script's uint8 wrap-around (see README). Style MAE: mean absolute error (0-255) to the toy "
+                 "prompt's filter target (n/a for other prompts): what steadiness costs in fidelity.")
     return "\n".join(lines)

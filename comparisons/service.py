@@ -94,12 +94,14 @@ def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames
 def summary_rows(rep: dict) -> list[list]:
     rows = []
     for n, m in rep["methods"].items():
-        rows.append([n, round(m["warp_error"], 2), round(m["warp_error_paper_compatible"], 2), round(m["fps"], 2),
+        style = None if m.get("style_mae") is None else round(m["style_mae"], 2)
+        rows.append([n, round(m["warp_error"], 2), round(m["warp_error_paper_compatible"], 2), style, round(m["fps"], 2),
                      round(m["seconds"], 1), round((m["bank_bytes"][-1] if m["bank_bytes"] else 0) / 2 ** 20, 2)])
     return rows
 
 
-SUMMARY_HEADERS = ["method", "warp error ↓", "warp error (paper-compatible) ↓", "fps", "seconds", "bank MiB"]
+SUMMARY_HEADERS = ["method", "warp error ↓", "warp error (paper-compatible) ↓", "style MAE ↓ (toy prompts)", "fps",
+                   "seconds", "bank MiB"]
 
 
 def warp_error_figure(rep: dict):

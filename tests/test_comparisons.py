@@ -51,6 +51,8 @@ def test_runner_equals_each_method_alone(tiny_backbone, tmp_path):
         assert np.isfinite(m["warp_error"]) and len(m["bank_bytes"]) == (6 if m["online"] else 0)
         assert read_video(m["video"])[0][0].shape == (64, 64, 3)
     assert r["methods"]["StreamDiffusion"]["bank_bytes"] == [0] * 6
+    from v2v_core.toy.styles import style_mae   # the style-fidelity column is the cartoon filter's distance
+    assert r["methods"]["StreamV2V"]["style_mae"] == pytest.approx(style_mae(frames["input"], frames["StreamV2V"], "a cartoon"))
     assert r["methods"]["StreamV2V"]["bank_bytes"][-1] > 0
     mosaic = read_video(tmp_path / "mosaic.mp4")[0]
     assert len(mosaic) == 6 and mosaic[0].shape == (128, 192, 3)    # input + 4 methods: 3 columns, 2 rows

@@ -160,3 +160,37 @@ def test_shipped_toy_checkpoints_exist_and_fit_the_toy(size):
     head = read_header(path)
     assert head["memory_size"] == size and head["backbone"] == "toy" and head["steps_trained"] > 0
     assert head["widths"] == transformer_blocks(build_unet())
+
+
+def test_consistent_teacher_is_the_engines_own_run_smoothed_along_the_flow(tiny_backbone, frames64):
+    from v2v_core.backbones import seeded_noise, to_tensor
+    from v2v_core.svdiff_train import consistent_teacher
+
+    frames = frames64[:4]
+    settings = StreamSettings(strength=0.5, steps=2, seed=3)
+    stream = Stream(tiny_backbone, "a photo", settings)
+    outs = list(stream.run(frames))
+    with torch.inference_mode():
+        own = torch.cat([tiny_backbone.encode_images(to_tensor(o, tiny_backbone.device, tiny_backbone.dtype)) for o in outs])
+        src = torch.cat([tiny_backbone.encode_images(to_tensor(f, tiny_backbone.device, tiny_backbone.dtype)) for f in frames])
+    x, ts, z = consistent_teacher(tiny_backbone, frames, "a photo", 0.5, 2, 3, blend=0.0)
+    assert x.shape == (4, 2, *src.shape[1:]) and ts == stream.t_list
+    # step 0's input is the engine's: sqrt(abar) z_src + sqrt(1 - abar) eps0, eps0 the stream's seeded noise
+    abar = tiny_backbone.scheduler.alphas_cumprod[ts[0]].double()
+    eps0 = seeded_noise(src.shape[1:], 3, src.device, src.dtype)
+    assert torch.allclose(x[:, 0], (abar.sqrt() * src + (1 - abar).sqrt() * eps0).float(), atol=1e-5)
+    assert torch.equal(z, own)                                   # blend 0: the target is the backbone's own output
+    _, _, zb = consistent_teacher(tiny_backbone, frames, "a photo", 0.5, 2, 3, blend=0.5)
+    assert torch.equal(zb[0], own[0])                           # nothing to carry into the first frame
+    assert (zb[1:] - own[1:]).abs().mean() > 1e-3               # later frames carry the warped past
+
+
+def test_consistent_objective_trains_and_is_recorded(tiny_backbone, tmp_path):
+    clips = synthetic_clips(1, 4, 64)
+    ckpt = tmp_path / "c.safetensors"
+    res = train(tiny_backbone, clips, memory_size=4, steps=3, segment=2, batch=1, out=str(ckpt), progress=False,
+                objective="consistent", blend=0.5)
+    head = read_header(ckpt)
+    assert head["objective"] == "consistent" and head["teacher_blend"] == 0.5 and head["steps_trained"] == 3
+    assert all(np.isfinite(res["losses"]))
+    assert any(float(p.abs().max()) > 0 for k, p in res["memory"].state_dict().items() if "proj_out" in k)

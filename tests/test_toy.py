@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from v2v_core.backbones import TOY_DIR
-from v2v_core.toy.styles import DETERMINISTIC_STYLES, STYLES, style_for_prompt
+from v2v_core.toy.styles import DETERMINISTIC_STYLES, STYLES, black_and_white, style_for_prompt, style_mae
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,14 @@ def test_trained_toy_makes_prompt_dependent_edits(frame):
         s = next(s for s in DETERMINISTIC_STYLES if s.name == name)
         tgt = {t.name: t.apply(frame).astype(int) for t in DETERMINISTIC_STYLES}
         assert min(tgt, key=lambda n: d(out[name], tgt[n])) == name
+
+
+def test_style_mae_is_the_distance_to_the_prompts_filter_target(frame):
+    src = [frame, frame[:, ::-1].copy()]
+    bw = [black_and_white(f) for f in src]
+    assert style_mae(src, bw, "a black and white photo") == 0.0
+    expected = np.mean([np.abs(f.astype(int) - b).mean() for f, b in zip(src, bw)])
+    assert style_mae(src, src, "grayscale") == pytest.approx(expected) and expected > 1
+    assert style_mae(src, src, "a photo") == 0.0
+    assert style_mae(src, bw, "a watercolor of a castle") is None      # not a toy style
+    assert style_mae(src, bw, "pointillism") is None                  # invented content: no single target

@@ -92,16 +92,18 @@ def cmd_translate(args) -> int:
 
 
 def cmd_toy_eval(args) -> int:
+    from .backbones import load_backbone
     from .toy.evaluate import evaluate
 
-    report = evaluate(args.video, frames=args.frames, size=args.size)
+    backbone = load_backbone(args.model or "toy")
+    report = evaluate(args.video, frames=args.frames, size=args.size, backbone=backbone)
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     if args.grid:
         from .toy.evaluate import style_grid
 
-        print("wrote", style_grid(args.video, args.grid, size=args.size))
+        print("wrote", style_grid(args.video, args.grid, size=args.size, backbone=backbone))
     return 0
 
 
@@ -134,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--grid", default=None, help="also draw every style on frame 0 into this PNG")
+    p.add_argument("--model", default=None, help="a toy model folder written by `python -m v2v_core.toy.train --out "
+                                                 "DIR` (default: the shipped one), e.g. to compare a re-run")
     p.set_defaults(fn=cmd_toy_eval)
     p = sub.add_parser("metrics", help="warp error (both variants) and CLIP metrics of an edited clip")
     p.add_argument("--source", required=True, help="the source clip (flows are computed on it)")

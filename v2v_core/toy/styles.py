@@ -153,3 +153,15 @@ def style_for_prompt(prompt: str) -> Style | None:
         if p in (q.lower() for q in s.prompts):
             return s
     return None
+
+
+def style_mae(sources, outputs, prompt: str) -> float | None:
+    """Style fidelity for the toy's prompts: the mean absolute error (0-255) between each output frame
+    and the prompt's filter target of its source frame; None when the prompt is not one of the toy's
+    deterministic styles. Warp error alone rewards an output that drops detail; this says what a
+    steadier output costs in fidelity to what was asked."""
+    style = style_for_prompt(prompt)
+    if style is None or not style.deterministic or not len(outputs):
+        return None
+    return float(np.mean([np.abs(o.astype(np.int16) - style.apply(f).astype(np.int16)).mean()
+                          for f, o in zip(sources, outputs)]))
