@@ -341,8 +341,10 @@ def add_parser(sub):
     p.add_argument("--blend", type=float, default=TEACHER_BLEND,
                    help="consistent objective: weight of the flow-warped previous teacher frame (0..1)")
     p.add_argument("--objective", default="auto", choices=["auto", "standard", "sdedit", "consistent"],
-                   help="standard: eps-MSE on the clip's own latents; sdedit: the toy's objective (source in, style "
-                        "latent as the x0 target, one noise per clip); auto: sdedit for the toy, else standard")
+                   help="standard: eps-MSE on the clip's own latents (the paper's); sdedit: the toy's objective (source "
+                        "in, style latent as the x0 target); consistent: this project's variant (the engine's own inputs "
+                        "in, the backbone's output smoothed along the flow as the x0 target); auto: consistent for the "
+                        "toy, else standard")
     p.add_argument("--size", type=int, default=256, help="frame size in px")
     p.add_argument("--frames", type=int, default=32, help="frames per clip")
     p.add_argument("--segment", type=int, default=8, help="frames per segment (truncated backpropagation)")
