@@ -27,7 +27,7 @@ import numpy as np
 from v2v_core.engine import Stream, StreamSettings, fps_after_warmup, mean_timings
 from v2v_core.errors import V2VError
 from v2v_core.metrics import evaluate_clip, peak_memory_bytes
-from v2v_core.toy.styles import style_mae
+from v2v_core.toy.styles import style_mae, style_targets
 from v2v_core.video import VideoWriter, iter_frames, probe
 
 from .registry import MethodPreset, resolve
@@ -110,6 +110,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
               "input": str(out_dir / "input.mp4"), "mosaic": str(out_dir / "mosaic.mp4"), "methods": {}}
     outputs: dict[str, list[np.ndarray]] = {}
     n = len(source)
+    targets = style_targets(source, prompt)        # filtered once, scored against every method's output
     for k, p in enumerate(presets):
         stage = f"{p.name} ({k + 1}/{len(presets)})"
         t0 = time.perf_counter()
@@ -143,7 +144,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
             "flow": m["flow"], "clip_consistency": m["clip_consistency"], "clip_text": m["clip_text"],
             "clip_unavailable_reason": m["clip_unavailable_reason"],
             "warp_error_series": m["warp_error_series"],
-            "style_mae": style_mae(source, outs, prompt),
+            "style_mae": style_mae(source, outs, prompt, targets),
             "fps": fps_after_warmup(timings) if timings else n / seconds, "seconds": seconds,
             "online": p.online,
             "timings_ms": {k2: 1000 * v for k2, v in mean_timings(timings).items()} if timings

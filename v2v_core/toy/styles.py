@@ -155,13 +155,22 @@ def style_for_prompt(prompt: str) -> Style | None:
     return None
 
 
-def style_mae(sources, outputs, prompt: str) -> float | None:
+def style_targets(sources, prompt: str) -> list[np.ndarray] | None:
+    """The prompt's filter target of every source frame; None when the prompt is not one of the toy's
+    deterministic styles."""
+    style = style_for_prompt(prompt)
+    if style is None or not style.deterministic:
+        return None
+    return [style.apply(f) for f in sources]
+
+
+def style_mae(sources, outputs, prompt: str, targets: list[np.ndarray] | None = None) -> float | None:
     """Style fidelity for the toy's prompts: the mean absolute error (0-255) between each output frame
     and the prompt's filter target of its source frame; None when the prompt is not one of the toy's
     deterministic styles. Warp error alone rewards an output that drops detail; this says what a
-    steadier output costs in fidelity to what was asked."""
-    style = style_for_prompt(prompt)
-    if style is None or not style.deterministic or not len(outputs):
+    steadier output costs in fidelity to what was asked. `targets` (from style_targets) saves filtering
+    the sources again when several outputs of one source are scored."""
+    targets = style_targets(sources, prompt) if targets is None else targets
+    if targets is None or not len(outputs):
         return None
-    return float(np.mean([np.abs(o.astype(np.int16) - style.apply(f).astype(np.int16)).mean()
-                          for f, o in zip(sources, outputs)]))
+    return float(np.mean([np.abs(o.astype(np.int16) - t.astype(np.int16)).mean() for t, o in zip(targets, outputs)]))
