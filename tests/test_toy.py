@@ -79,3 +79,75 @@ def test_style_mae_is_the_distance_to_the_prompts_filter_target(frame):
     assert style_mae(src, src, "a photo") == 0.0
     assert style_mae(src, bw, "a watercolor of a castle") is None      # not a toy style
     assert style_mae(src, bw, "pointillism") is None                  # invented content: no single target
+
+
+def test_shift_targets_point_where_the_content_came_from():
+    from v2v_core.toy.train import shift_targets
+
+    tgt, valid = shift_targets(4, 1, 0)                  # B[i, j] = A[i + 1, j]
+    assert tgt.shape == (16, 16) and valid.view(4, 4)[:3].all() and not valid.view(4, 4)[3].any()
+    assert tgt[1 * 4 + 2].argmax() == 2 * 4 + 2 and tgt[1 * 4 + 2].max() == 1.0
+    tgt, valid = shift_targets(4, 0.5, -1)               # half-way between two rows, one column left
+    row = tgt[1 * 4 + 1].view(4, 4)
+    assert row[1, 0] == row[2, 0] == 0.5 and row.sum() == 1.0
+    assert not valid.view(4, 4)[:, 0].any()
+
+
+def test_correspondence_loss_is_lowest_for_the_true_shift():
+    import torch
+
+    from v2v_core.toy.train import correspondence_loss
+
+    class Cap:  # one 4x4 layer; partner B = anchor A shifted by (1, -1) tokens; distinct random features
+        pass
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1, 6, 6, 16, generator=g) * 3
+    A, B = a[:, 1:5, 1:5], a[:, 2:6, 0:4]                # B[i, j] = A[i + 1, j - 1]
+    feats = torch.cat([A, B]).reshape(2, 16, 16)
+    cap = Cap()
+    cap.q, cap.k = {"l": feats}, {"l": feats}
+    losses = {s: float(correspondence_loss(cap, [s], 8)) for s in [(2, -2), (0, 0), (-2, 2), (2, 2)]}
+    assert min(losses, key=losses.get) == (2, -2), losses   # 8 latent cells over 4 tokens: 2 cells a token
+
+
+def test_pair_batches_are_shifted_crops_of_one_image():
+    """The tuning stage's partner crop must hold the anchor's content moved by the recorded shift (in the
+    crops' own, possibly flipped, coordinates), with the same style, prompt and timestep."""
+    import torch
+
+    from v2v_core.toy.arch import build_random_pipeline
+    from v2v_core.toy.data import procedural_scene
+    from v2v_core.toy.train import _SdeditBatches
+
+    pipe = build_random_pipeline(0)
+    rng = np.random.default_rng(3)
+    pool = [procedural_scene(rng, 256), procedural_scene(rng, 320)]
+    data = _SdeditBatches(pipe, pool, seed=5, style_weights={})
+    batch_z = {}
+    orig = data.latents
+    data.latents = lambda items, eps, crop: batch_z.setdefault("z", orig(items, eps, crop))
+    for _ in range(3):
+        batch_z.clear()
+        b = data.sample_pairs(4, 128, allowed=[0, 1], max_shift=3)
+        z_src = batch_z["z"][0]
+        assert torch.equal(b["t"][:4], b["t"][4:]) and b["pidx"][:4] == b["pidx"][4:]
+        for a, (dy, dx) in enumerate(b["shifts"]):
+            A, B = z_src[a], z_src[4 + a]
+            ys, xs = slice(max(0, -dy), 16 - max(0, dy)), slice(max(0, -dx), 16 - max(0, dx))
+            ya, xa = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
+            assert torch.equal(B[:, ys, xs], A[:, ya, xa]), (dy, dx)
+
+
+def test_photo_indices_find_the_named_photos_in_the_pool():
+    """The tuning stage keeps the correspondence test's photos out of its pairs by these indices."""
+    import cv2
+
+    from v2v_core.toy.data import SHORT_SIDES, SKIMAGE_PHOTOS, image_pool, photo_indices, skimage_photos
+
+    pool, photos = image_pool(0), skimage_photos()
+    for name in ("astronaut", "coffee"):
+        src = cv2.resize(photos[SKIMAGE_PHOTOS.index(name)], (32, 32), interpolation=cv2.INTER_AREA).astype(int)
+        for idx, side in zip(photo_indices([name]), SHORT_SIDES):
+            assert min(pool[idx].shape[:2]) == side
+            assert np.abs(cv2.resize(pool[idx], (32, 32), interpolation=cv2.INTER_AREA) - src).mean() < 3, (name, side)

@@ -84,7 +84,15 @@ def procedural_scene(rng: np.random.Generator, size: int = 320) -> np.ndarray:
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
-def image_pool(seed: int = 0, n_procedural: int = 60, short_sides: tuple[int, ...] = (192, 256, 320)) -> list[np.ndarray]:
+SHORT_SIDES = (192, 256, 320)
+
+
+def photo_indices(names, short_sides: tuple[int, ...] = SHORT_SIDES) -> list[int]:
+    """Indices in image_pool() of the named scikit-image photos (every scale)."""
+    return [SKIMAGE_PHOTOS.index(n) * len(short_sides) + k for n in names for k in range(len(short_sides))]
+
+
+def image_pool(seed: int = 0, n_procedural: int = 60, short_sides: tuple[int, ...] = SHORT_SIDES) -> list[np.ndarray]:
     """All training images, each resized so its short side is one of `short_sides` (the scale at
     which styles are defined), centre-cropped to at most 2:1. Deterministic for a seed."""
     rng = np.random.default_rng(seed)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .arch import build_random_pipeline
-from .data import image_pool
+from .data import image_pool, photo_indices
 from .styles import STYLES
 
 CROP = 128          # training crop in pixels (16x16 latents)
@@ -49,12 +49,24 @@ BIG_CROP, BIG_BATCH, BIG_EVERY = 256, 4, 4
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
 # The structural styles are the hard ones (flat regions, hard edges): they are drawn twice as often.
 STYLE_WEIGHTS = {"cartoon": 2.0, "pixel art": 2.0}
+# Stage 4 (tuning): pairs of crops displaced by up to CORR_MAX_SHIFT latent cells; the self-attention
+# queries of one must find the other's keys at the displaced position (cross-entropy, weight CORR_WEIGHT).
+# The correspondence test's photos are never used for pairs (they stay in the diffusion data, as before).
+CORR_HOLDOUT = ("astronaut", "coffee", "chelsea")
+CORR_WEIGHT, CORR_MAX_SHIFT, TUNE_LR = 0.1, 6, 2e-4
+# The cross-entropy's logits are q.k / sqrt(C) times CORR_SHARPEN: a sharp match then needs no large q/k
+# norms, which would make the UNet's own attention (same q.k per head) peaked and cost the styles.
+CORR_SHARPEN = 8.0
+# Only the contracting path and the middle learn correspondence: they read the (noised) source, while the
+# expanding path draws the style (trained on every layer, the pixel-art style was lost).
+CORR_LAYERS = ("down_blocks", "mid_block")
+TUNE_STYLE_WEIGHTS = {"cartoon": 4.0, "pixel art": 3.0}
 
 
-def _crop_batch(pool, rng, n, crop=CROP):
+def _crop_batch(pool, rng, n, crop=CROP, allowed=None):
     """n random crops (aligned to 8 px, random flip) -> list of (pool index, y, x, flip), from the
-    images at least `crop` px on each side."""
-    fits = [k for k, im in enumerate(pool) if min(im.shape[:2]) >= crop]
+    images at least `crop` px on each side (and among `allowed` indices when given)."""
+    fits = [k for k, im in enumerate(pool) if min(im.shape[:2]) >= crop and (allowed is None or k in allowed)]
     out = []
     for _ in range(n):
         i = fits[int(rng.integers(len(fits)))]
@@ -144,50 +156,45 @@ def _encode(vae, imgs) -> torch.Tensor:
     return vae.encode(_to_tensor(imgs)).latents * vae.config.scaling_factor
 
 
-def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1e-3, ema_decay: float = 0.998):
-    rng = np.random.default_rng(seed + 1)
-    gen = torch.Generator().manual_seed(seed + 1)
-    vae, unet, te, tok = pipe.vae.eval(), pipe.unet.train(), pipe.text_encoder.train(), pipe.tokenizer
-    vae.requires_grad_(False)
-    vae.to(memory_format=torch.channels_last)
-    abar = pipe.scheduler.alphas_cumprod.float()
+class _SdeditBatches:
+    """Batches of the SDEdit-shaped objective (stage 3 and the tuning stage): crops of the pool's latents
+    (every deterministic style encoded once; crops taken in latent space, aligned to the 8 px cells), a
+    style and prompt per sample, noise, a timestep, and the noised source."""
 
-    # Latents of every pool image under every deterministic style, encoded once (whole images; crops
-    # are taken in latent space, aligned to the 8 px cells).
-    det = [s for s in STYLES if s.deterministic]
-    print(f"encoding {len(pool)} images x {len(det)} deterministic styles ...", flush=True)
-    with torch.no_grad():
-        Z = [{s.name: _encode(vae, [s.apply(img)])[0] for s in det} for img in tqdm(pool, desc="latents")]
+    def __init__(self, pipe, pool, seed: int, style_weights: dict):
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.pool, self.vae = pool, pipe.vae
+        self.abar = pipe.scheduler.alphas_cumprod.float()
+        det = [s for s in STYLES if s.deterministic]
+        print(f"encoding {len(pool)} images x {len(det)} deterministic styles ...", flush=True)
+        with torch.no_grad():
+            self.Z = [{s.name: _encode(self.vae, [s.apply(img)])[0] for s in det} for img in tqdm(pool, desc="latents")]
+        self.prompts = [(si, p) for si, s in enumerate(STYLES) for p in s.prompts]
+        tok = pipe.tokenizer
+        self.ids = tok([p for _, p in self.prompts], padding="max_length", max_length=tok.model_max_length,
+                       truncation=True, return_tensors="pt").input_ids
+        self.by_style = {si: [k for k, (sj, _) in enumerate(self.prompts) if sj == si] for si in range(len(STYLES))}
+        w = np.array([style_weights.get(s.name, 1.0) for s in STYLES])
+        self.style_p = w / w.sum()
 
-    prompts = [(si, p) for si, s in enumerate(STYLES) for p in s.prompts]
-    ids = tok([p for _, p in prompts], padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
-    by_style = {si: [k for k, (sj, _) in enumerate(prompts) if sj == si] for si in range(len(STYLES))}
+    def draw_style(self) -> tuple[int, int]:
+        si = int(self.rng.choice(len(STYLES), p=self.style_p))
+        return si, self.by_style[si][int(self.rng.integers(len(self.by_style[si])))]
 
-    params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    warm = 100
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
-    ema = [p.detach().clone() for p in params]
-    w = np.array([STYLE_WEIGHTS.get(s.name, 1.0) for s in STYLES])
-    style_p = w / w.sum()
-    bar = tqdm(range(steps), desc="unet", unit="step")
-    for step in bar:
-        crop, n = (BIG_CROP, BIG_BATCH) if step % BIG_EVERY == BIG_EVERY - 1 else (CROP, batch)
+    def latents(self, items, eps: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """items: (pool index, y, x, flip, style index) per sample -> (source latents, style target latents).
+        Random styles are rendered from the sample's own noise, then encoded."""
         g = crop // 8
-        eps = torch.randn(n, 4, g, g, generator=gen)
-        z_src, z_tgt, rand_jobs, pidx = [], [None] * n, [], []
-        for b, (i, y, x, flip) in enumerate(_crop_batch(pool, rng, n, crop)):
-            si = int(rng.choice(len(STYLES), p=style_p))
+        z_src, z_tgt, rand_jobs = [], [None] * len(items), []
+        for b, (i, y, x, flip, si) in enumerate(items):
             style = STYLES[si]
-            pidx.append(by_style[si][int(rng.integers(len(by_style[si])))])
             ly, lx = y // 8, x // 8
-            zs = Z[i]["photo"][:, ly:ly + g, lx:lx + g]
+            zs = self.Z[i]["photo"][:, ly:ly + g, lx:lx + g]
             if style.deterministic:
-                z_tgt[b] = Z[i][style.name][:, ly:ly + g, lx:lx + g]
+                z_tgt[b] = self.Z[i][style.name][:, ly:ly + g, lx:lx + g]
             else:
-                img = pool[i][y:y + crop, x:x + crop]
+                img = self.pool[i][y:y + crop, x:x + crop]
                 img = np.ascontiguousarray(img[:, ::-1] if flip else img)  # rendered in the flipped frame, like eps
                 rand_jobs.append((b, style.apply(img, eps=eps[b].numpy())))
             if flip:
@@ -195,21 +202,87 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
                 if z_tgt[b] is not None:
                     z_tgt[b] = z_tgt[b].flip(-1)
             z_src.append(zs)
-        if rand_jobs:  # random styles: rendered from this sample's noise, then encoded
+        if rand_jobs:
             with torch.no_grad():
-                zr = _encode(vae, [img for _, img in rand_jobs])
+                zr = _encode(self.vae, [img for _, img in rand_jobs])
             for (b, _), z in zip(rand_jobs, zr):
                 z_tgt[b] = z
-        z_src, z_tgt = torch.stack(z_src), torch.stack(z_tgt)
-        keep = torch.rand(n, generator=gen) < IN_STYLE_P
+        return torch.stack(z_src), torch.stack(z_tgt)
+
+    def noised(self, z_src, z_tgt, eps, keep, t):
+        """The in-style quarter, then x_t = sqrt(abar) z_src + sqrt(1-abar) eps."""
         z_src = torch.where(keep[:, None, None, None], z_tgt, z_src)
-        t = torch.randint(T_MIN, T_MAX + 1, (n,), generator=gen)
-        a = abar[t][:, None, None, None]
-        x_t = a.sqrt() * z_src + (1 - a).sqrt() * eps
-        emb = te(ids[pidx])[0]
-        eps_pred = unet(x_t, t, encoder_hidden_states=emb).sample
+        a = self.abar[t][:, None, None, None]
+        return a.sqrt() * z_src + (1 - a).sqrt() * eps, a
+
+    def sample(self, n: int, crop: int) -> dict:
+        g = crop // 8
+        eps = torch.randn(n, 4, g, g, generator=self.gen)
+        items, pidx = [], []
+        for i, y, x, flip in _crop_batch(self.pool, self.rng, n, crop):
+            si, pi = self.draw_style()
+            items.append((i, y, x, flip, si))
+            pidx.append(pi)
+        z_src, z_tgt = self.latents(items, eps, crop)
+        keep = torch.rand(n, generator=self.gen) < IN_STYLE_P
+        t = torch.randint(T_MIN, T_MAX + 1, (n,), generator=self.gen)
+        x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx}
+
+    def sample_pairs(self, n_pairs: int, crop: int, allowed: list[int], max_shift: int) -> dict:
+        """n_pairs anchors and, after them, n_pairs partners: the same image, style, prompt, timestep and
+        in-style draw, cropped `(dy, dx)` latent cells away (|d| <= max_shift), like two frames of a
+        moving camera. Half of the partners reuse the anchor's noise (the streaming engine keeps one
+        noise for every frame), half draw their own. Returns the batch plus, per pair, the shift in
+        latent cells in the crops' own (possibly flipped) coordinates: partner[i, j] = anchor[i + dy, j + dx]."""
+        g = crop // 8
+        anchors = _crop_batch(self.pool, self.rng, n_pairs, crop, allowed)
+        items, pidx, shifts = [], [], []
+        partners = []
+        for i, y, x, flip in anchors:
+            si, pi = self.draw_style()
+            h, w = self.pool[i].shape[:2]
+            dy, dx = (int(v) for v in self.rng.integers(-max_shift, max_shift + 1, 2))
+            y2 = min(max(y + 8 * dy, 0), (h - crop) // 8 * 8)
+            x2 = min(max(x + 8 * dx, 0), (w - crop) // 8 * 8)
+            items.append((i, y, x, flip, si))
+            partners.append((i, y2, x2, flip, si))
+            pidx.append(pi)
+            shifts.append(((y2 - y) // 8, (x - x2) // 8 if flip else (x2 - x) // 8))
+        eps_a = torch.randn(n_pairs, 4, g, g, generator=self.gen)
+        own = torch.randn(n_pairs, 4, g, g, generator=self.gen)
+        same = torch.rand(n_pairs, generator=self.gen) < 0.5
+        eps = torch.cat([eps_a, torch.where(same[:, None, None, None], eps_a, own)])
+        z_src, z_tgt = self.latents(items + partners, eps, crop)
+        keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
+        t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
+        x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts}
+
+
+def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None):
+    """The UNet + text encoder optimisation loop shared by stage 3 and the tuning stage: x0-MSE against
+    the style target (+ extra_loss(batch) when given), AdamW with warm-up and cosine decay, gradient
+    clipping, EMA weights copied in at the end."""
+    unet, te = pipe.unet.train(), pipe.text_encoder.train()
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    warm = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    ema = [p.detach().clone() for p in params]
+    ids = data.ids
+    bar = tqdm(range(steps), desc=desc, unit="step")
+    for step in bar:
+        batch = make_batch(step)
+        x_t, a = batch["x_t"], batch["a"]
+        emb = te(ids[batch["pidx"]])[0]
+        eps_pred = unet(x_t, batch["t"], encoder_hidden_states=emb).sample
         x0 = (x_t - (1 - a).sqrt() * eps_pred) / a.sqrt()
-        loss = F.mse_loss(x0, z_tgt)
+        loss = mse = F.mse_loss(x0, batch["z_tgt"])
+        aux = extra_loss(batch) if extra_loss is not None else None
+        if aux is not None:
+            loss = loss + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -220,12 +293,102 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
             for e, p in zip(ema, params):
                 e.mul_(d).add_(p.detach(), alpha=1 - d)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{mse.item():.4f}", **({"corr": f"{aux.item():.3f}"} if aux is not None else {}))
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
     unet.eval()
     te.eval()
+
+
+def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1e-3, ema_decay: float = 0.998):
+    pipe.vae.eval().requires_grad_(False)
+    pipe.vae.to(memory_format=torch.channels_last)
+    data = _SdeditBatches(pipe, pool, seed + 1, STYLE_WEIGHTS)
+
+    def draw(step):  # every BIG_EVERY-th step on 256 px crops
+        big = step % BIG_EVERY == BIG_EVERY - 1
+        return data.sample(BIG_BATCH, BIG_CROP) if big else data.sample(batch, CROP)
+
+    _fit(pipe, data, steps, lr, ema_decay, "unet", draw)
+
+
+class _QKCapture:
+    """Forward hooks on every self-attention layer's to_q / to_k: their outputs (B, N, C), with grad
+    (the correspondence loss shapes the features below them too: the projections of the features the
+    diffusion objective alone learns were measured not to be enough)."""
+
+    def __init__(self, unet):
+        self.q, self.k, self.handles = {}, {}, []
+        for name, m in unet.named_modules():
+            if name.endswith("attn1") and name.startswith(CORR_LAYERS):
+                for lin, store in ((m.to_q, self.q), (m.to_k, self.k)):
+                    self.handles.append(lin.register_forward_hook(lambda _m, _i, out, n=name, d=store: d.__setitem__(n, out)))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def shift_targets(gt: int, dy: float, dx: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a (gt x gt) token grid B with B[i, j] = A[i + dy, j + dx] (token units, fractional allowed):
+    (targets (N, N), valid (N,)): row p is the bilinear distribution over A's tokens that p's content
+    came from; valid where that position lies inside A."""
+    i, j = torch.meshgrid(torch.arange(gt, dtype=torch.float32), torch.arange(gt, dtype=torch.float32), indexing="ij")
+    y, x = (i + dy).reshape(-1), (j + dx).reshape(-1)
+    valid = (y >= 0) & (y <= gt - 1) & (x >= 0) & (x <= gt - 1)
+    tgt = torch.zeros(gt * gt, gt * gt)
+    y0, x0 = y.floor().clamp(0, gt - 1), x.floor().clamp(0, gt - 1)
+    fy, fx = (y - y0).clamp(0, 1), (x - x0).clamp(0, 1)
+    rows = torch.arange(gt * gt)
+    for oy, wy in ((0, 1 - fy), (1, fy)):
+        for ox, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = (y0 + oy).clamp(max=gt - 1), (x0 + ox).clamp(max=gt - 1)
+            tgt.index_put_((rows, (yy * gt + xx).long()), wy * wx, accumulate=True)
+    return tgt, valid
+
+
+def correspondence_loss(cap: _QKCapture, shifts: list[tuple[int, int]], g: int) -> torch.Tensor:
+    """Cross-entropy of softmax(CORR_SHARPEN q_B k_A^T / sqrt(C)) (and A -> B) against where each token's content
+    is in the other crop, averaged over pairs, directions and self-attention layers. The first
+    len(shifts) samples of the batch are the anchors A, the next len(shifts) their partners B."""
+    n, losses = len(shifts), []
+    for name, q in cap.q.items():
+        k = cap.k[name]
+        gt = int(round(q.shape[1] ** 0.5))
+        r = g / gt                                            # latent cells per token
+        for a, (dy, dx) in enumerate(shifts):
+            for qi, ki, sy, sx in ((n + a, a, dy / r, dx / r), (a, n + a, -dy / r, -dx / r)):
+                tgt, valid = shift_targets(gt, sy, sx)
+                if not valid.any():
+                    continue
+                logp = torch.log_softmax(CORR_SHARPEN * (q[qi] @ k[ki].T) / math.sqrt(q.shape[-1]), dim=-1)
+                losses.append(-(tgt[valid] * logp[valid]).sum(-1).mean())
+    return torch.stack(losses).mean()
+
+
+def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
+              corr_weight: float = CORR_WEIGHT):
+    """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
+    cross-entropy on the self-attention queries and keys (see correspondence_loss)."""
+    pipe.vae.eval().requires_grad_(False)
+    pipe.vae.to(memory_format=torch.channels_last)
+    data = _SdeditBatches(pipe, pool, seed + 3, STYLE_WEIGHTS)
+    allowed = [k for k in range(len(pool)) if k not in set(photo_indices(CORR_HOLDOUT))]
+    cap = _QKCapture(pipe.unet)
+
+    def draw(step):
+        big = step % BIG_EVERY == BIG_EVERY - 1
+        crop, n = (BIG_CROP, BIG_BATCH) if big else (CROP, batch)
+        out = data.sample_pairs(n // 2, crop, allowed, CORR_MAX_SHIFT)
+        out["g"] = crop // 8
+        return out
+
+    try:
+        _fit(pipe, data, steps, lr, ema_decay, "tune", draw,
+             lambda b: corr_weight * correspondence_loss(cap, b["shifts"], b["g"]))
+    finally:
+        cap.remove()
 
 
 def save(pipe, out: Path, meta: dict):
@@ -241,10 +404,13 @@ def save(pipe, out: Path, meta: dict):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet"], default="all")
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune"], default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--decoder-steps", type=int, default=800)
     ap.add_argument("--unet-steps", type=int, default=8000)
+    ap.add_argument("--tune-steps", type=int, default=1500)
+    ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
+    ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -280,6 +446,17 @@ def main(argv=None):
                               "t_range": [T_MIN, T_MAX], "in_style_p": IN_STYLE_P, "crop": CROP,
                               "big_crop": [BIG_CROP, BIG_BATCH, BIG_EVERY], "style_weights": STYLE_WEIGHTS})
         print(f"UNet done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    if args.stage in ("all", "tune"):
+        from diffusers import StableDiffusionPipeline
+
+        torch.manual_seed(args.seed)
+        pipe = StableDiffusionPipeline.from_pretrained(args.out, torch_dtype=torch.float32)
+        t0 = time.time()
+        tune_unet(pipe, pool, args.tune_steps, args.seed, lr=args.tune_lr, corr_weight=args.corr_weight)
+        save(pipe, args.out, {"tune_steps": args.tune_steps, "tune_minutes": round((time.time() - t0) / 60, 1),
+                              "tune_lr": args.tune_lr, "corr_weight": args.corr_weight, "corr_sharpen": CORR_SHARPEN, "corr_layers": list(CORR_LAYERS), "corr_max_shift": CORR_MAX_SHIFT,
+                              "corr_holdout": list(CORR_HOLDOUT), "tune_style_weights": TUNE_STYLE_WEIGHTS})
+        print(f"tuning done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
