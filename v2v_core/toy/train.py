@@ -395,6 +395,10 @@ def save(pipe, out: Path, meta: dict):
     out.mkdir(parents=True, exist_ok=True)
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
     pipe.to(torch.float32)
+    for cfg in [out / "model_index.json", *out.glob("*/config.json")]:  # no machine-local paths in the folder
+        d = json.loads(cfg.read_text())
+        if d.pop("_name_or_path", None) is not None:
+            cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
     info_path = out / "training.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.update(meta)
