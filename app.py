@@ -232,7 +232,7 @@ def build_correspondence_tab():
 
     def run(video, method, frame):
         r = _call(service.correspondence_run, video, method, int(frame))
-        return r, r["frames"][r["frame"]], gr.update(choices=r["layers"], value=r["layers"][-1])
+        return r, r["frames"][r["frame"]], gr.update(choices=r["layers"], value=r["default_layer"])
 
     def click(r, layer, evt: gr.SelectData):
         if r is None:

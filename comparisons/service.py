@@ -200,16 +200,18 @@ def correspondence_run(video, method: str = "StreamV2V", frame: int = 4, size: i
     core = preset.build(recorder_factory=lambda: rec)
     if not hasattr(core, "recorder_factory"):
         raise V2VError(f"{method} has no attention features to record; pick StreamDiffusion or a StreamV2V variant.")
-    outputs = list(Stream(get_backbone(BACKBONE), prompt, StreamSettings(), core).run(frames))
+    bb = get_backbone(BACKBONE)
+    outputs = list(Stream(bb, prompt, StreamSettings(), core).run(frames))
     layers = rec.recorded_layers()
+    default = bb.correspondence_layer if bb.correspondence_layer in layers else layers[-1]
     return {"recorder": rec, "frames": dict(enumerate(frames)), "outputs": outputs, "frame": len(frames) - 1,
-            "layers": layers, "size": (frames[0].shape[0], frames[0].shape[1])}
+            "layers": layers, "default_layer": default, "size": (frames[0].shape[0], frames[0].shape[1])}
 
 
 def correspondence_view(run: dict, x: float, y: float, layer: str | None = None) -> tuple[np.ndarray, list[dict]]:
     from v2v_core.correspondence import render_view
 
-    layer = layer or run["layers"][0]
+    layer = layer or run["default_layer"]
     matches = run["recorder"].match(layer, run["frame"], x, y, run["size"])
     img = render_view(run["frames"], run["frame"], x, y, matches)
     return img, [dict(dataclasses.asdict(m), heat=None) for m in matches]

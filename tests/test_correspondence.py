@@ -49,3 +49,24 @@ def test_recovered_point_follows_a_known_shift(image):
     frames = dict(enumerate(clip.frames))
     img = render_view(frames, 4, 128, 128, rec.match(ok[0], 4, 128, 128, (size, size)))
     assert img.shape == (size, 5 * size, 3)
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_correspondence_view_opens_on_a_layer_that_follows_the_motion(tmp_path):
+    """The studio's Correspondence tab (service level): with no layer chosen, the view uses the
+    backbone's default layer, and a click there lands where the content was."""
+    from comparisons import service
+    from v2v_core.backbones import TOY_CORRESPONDENCE_LAYER
+    from v2v_core.video import write_video
+
+    size, speed = 256, 8
+    clip = make_clip("shift", 5, size, speed=speed, image=_heldout_scene())
+    path = write_video(tmp_path / "shift.mp4", list(clip.frames))
+    run = service.correspondence_run(str(path), "StreamDiffusion", frame=4, size=size)
+    assert run["default_layer"] == TOY_CORRESPONDENCE_LAYER and run["frame"] == 4
+    errs = []
+    for x, y in [(96, 96), (128, 128), (160, 112), (112, 160), (144, 144)]:
+        img, matches = service.correspondence_view(run, x, y)
+        assert img.shape == (size, 5 * size, 3) and [m["frame"] for m in matches] == [3, 2, 1, 0]
+        errs += [max(abs(m["x"] - (x + speed * (4 - m["frame"]))), abs(m["y"] - y)) for m in matches]
+    assert np.median(errs) <= 16, errs                  # one 16 px token of that layer

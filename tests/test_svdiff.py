@@ -2,17 +2,24 @@
 trainer (loss goes down, checkpoints round-trip, mismatched backbones refused) and the CLI."""
 from __future__ import annotations
 
+import copy
+import functools
+
 import numpy as np
 import pytest
 import torch
 
+from v2v_core.backbones import TOY_DIR, load_backbone
 from v2v_core.engine import Stream, StreamSettings
 from v2v_core.errors import V2VError
 from v2v_core.svdiff import (
-    MemoryState, SVDiff, SVDiffConfig, _Call, build_memory, install, load_checkpoint, read_header, remove,
-    save_checkpoint, shipped_checkpoint, transformer_blocks,
+    MemoryState, SVDiff, SVDiffConfig, _Call, backbone_fingerprint, build_memory, install, load_checkpoint, read_header,
+    remove, save_checkpoint, shipped_checkpoint, transformer_blocks,
 )
 from v2v_core.svdiff_train import eval_loss, synthetic_clips, train
+
+
+_toy = functools.lru_cache(maxsize=1)(lambda: load_backbone("toy"))
 
 
 def _perturbed(bb, size=4, seed=1):
@@ -123,6 +130,13 @@ def test_checkpoint_round_trip_resume_and_refusals(tiny_backbone, frames64, tmp_
         load_checkpoint(ckpt, "toy", transformer_blocks(tiny_backbone.unet))
     with pytest.raises(V2VError, match="channel widths"):
         load_checkpoint(ckpt, "tiny", {"down_blocks.0.attentions.0": 48})
+    # same name and widths but retrained weights: refused by the fingerprint
+    assert head["backbone_fingerprint"] == backbone_fingerprint(tiny_backbone.unet)
+    retrained = copy.deepcopy(tiny_backbone.unet)
+    with torch.no_grad():
+        next(p for n, p in retrained.named_parameters() if n.endswith("attn1.to_q.weight")).add_(0.01)
+    with pytest.raises(V2VError, match="other weights of this backbone"):
+        load_checkpoint(ckpt, "tiny", transformer_blocks(tiny_backbone.unet), backbone_fingerprint(retrained))
     with pytest.raises(V2VError, match="4x4 memory, not 8x8"):
         SVDiff(SVDiffConfig(memory_size=8, memory_checkpoint=str(ckpt))).install(tiny_backbone)
     bad = tmp_path / "bad.safetensors"
@@ -160,6 +174,8 @@ def test_shipped_toy_checkpoints_exist_and_fit_the_toy(size):
     head = read_header(path)
     assert head["memory_size"] == size and head["backbone"] == "toy" and head["steps_trained"] > 0
     assert head["widths"] == transformer_blocks(build_unet())
+    if (TOY_DIR / "model_index.json").exists():   # trained against the toy weights shipped beside it
+        assert head["backbone_fingerprint"] == backbone_fingerprint(_toy().unet)
 
 
 def test_consistent_teacher_is_the_engines_own_run_smoothed_along_the_flow(tiny_backbone, frames64):

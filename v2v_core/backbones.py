@@ -44,6 +44,9 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
     makes_edits: bool = True     # False for random weights: their output is noise, never an edit
+    # The self-attention layer the correspondence view opens on (None: the last one recorded). The toy's
+    # tuning stage trained its contracting path to match content across frames; its expanding path does not.
+    correspondence_layer: str | None = None
     _prompt_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -148,6 +151,9 @@ def _from_folder(path: str, dtype: torch.dtype, **kw):
                                                        requires_safety_checker=False, **kw)
 
 
+TOY_CORRESPONDENCE_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn1"
+
+
 def load_backbone(source: str = "toy", device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
                   lora: str | None = None, taesd: bool | str = False, seed: int = 0) -> Backbone:
     """Return a ready backbone (UNet, VAE or TAESD decoder, text encoder + tokenizer, LCM scheduler).
@@ -212,8 +218,9 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     name = source if source in BACKBONES else str(source)
+    corr = TOY_CORRESPONDENCE_LAYER if source == "toy" and makes_edits else None
     return Backbone(name, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype,
-                    makes_edits)
+                    makes_edits, correspondence_layer=corr)
 
 
 def _fuse_lora(pipe, lora: str):

@@ -67,6 +67,22 @@ def _key(block: str) -> str:
     return block.replace(".", "-")   # ModuleDict keys may not contain dots
 
 
+def backbone_fingerprint(unet) -> str:
+    """A short hash of the UNet's weights (conv_in and every self-attention query projection, rounded to
+    float16 so fp16 and fp32 loads of the same weights agree). A memory is trained against one frozen
+    backbone: the same name and widths with retrained weights must not pass as a match."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, p in unet.named_parameters():
+        if name == "conv_in.weight" or name.endswith("attn1.to_q.weight"):
+            h.update(name.encode())
+            h.update(p.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def build_memory(widths: dict[str, int], memory_size: int, seed: int = 0):
     """A ModuleDict of MemoryBlocks, one per transformer block (seeded initialisation)."""
     import torch
@@ -177,15 +193,19 @@ def read_header(path) -> dict:
     return out
 
 
-def load_checkpoint(path, backbone_name: str, widths: dict[str, int]) -> tuple[dict, dict, dict]:
-    """(memory state dict, header, optimizer moments). Refuses a checkpoint made for another backbone."""
+def load_checkpoint(path, backbone_name: str, widths: dict[str, int], fingerprint: str | None = None
+                    ) -> tuple[dict, dict, dict]:
+    """(memory state dict, header, optimizer moments). Refuses a checkpoint made for another backbone,
+    or (when both sides have a fingerprint) for other weights of this one."""
     from safetensors.torch import load_file
 
     head = read_header(path)
     theirs = {str(k): int(v) for k, v in head.get("widths", {}).items()}
-    if head.get("backbone") != backbone_name or theirs != widths:
+    stale = fingerprint is not None and head.get("backbone_fingerprint") not in (None, fingerprint)
+    if head.get("backbone") != backbone_name or theirs != widths or stale:
         why = (f"it was trained for backbone '{head.get('backbone')}'" if head.get("backbone") != backbone_name
-               else "its transformer blocks' channel widths differ from this backbone's")
+               else "its transformer blocks' channel widths differ from this backbone's" if theirs != widths
+               else "it was trained against other weights of this backbone (retrained since)")
         raise V2VError(f"SVDiff checkpoint {path} does not fit backbone '{backbone_name}': {why}. Use a checkpoint "
                        f"trained on '{backbone_name}' (python -m v2v_core train-svdiff --backbone {backbone_name} ...).")
     tensors = load_file(str(path))
@@ -306,7 +326,7 @@ class SVDiff:
         path = self.config.memory_checkpoint or shipped_checkpoint(backbone.name, self.config.memory_size)
         memory = build_memory(widths, self.config.memory_size)
         if Path(path).is_file() or self.config.memory_checkpoint:
-            state, self.header, _ = load_checkpoint(path, backbone.name, widths)
+            state, self.header, _ = load_checkpoint(path, backbone.name, widths, backbone_fingerprint(backbone.unet))
             if int(self.header.get("memory_size", -1)) != self.config.memory_size:
                 raise V2VError(f"SVDiff checkpoint {path} holds a {self.header.get('memory_size')}x"
                                f"{self.header.get('memory_size')} memory, not {self.config.memory_size}x"

@@ -149,7 +149,8 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     from tqdm import tqdm
 
     from .backbones import to_tensor
-    from .svdiff import MemoryState, _Call, build_memory, install, load_checkpoint, save_checkpoint, transformer_blocks
+    from .svdiff import (MemoryState, _Call, backbone_fingerprint, build_memory, install, load_checkpoint, save_checkpoint,
+                         transformer_blocks)
 
     if not clips or min(len(c) for c in clips) < segment:
         raise V2VError(f"Every training clip needs at least {segment} frames (the segment length).")
@@ -174,7 +175,7 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     opt = torch.optim.Adam(params, lr=lr)
     start = 0
     if resume:
-        state, head, moments = load_checkpoint(resume, backbone.name, widths)
+        state, head, moments = load_checkpoint(resume, backbone.name, widths, backbone_fingerprint(unet))
         if int(head.get("memory_size", -1)) != memory_size:
             raise V2VError(f"{resume} holds a {head.get('memory_size')}x{head.get('memory_size')} memory, not "
                            f"{memory_size}x{memory_size}.")
@@ -240,7 +241,8 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     state = MemoryState()
     slots = [(b, "cond") for b in range(batch)]
     losses: list[float] = []
-    meta = {"memory_size": memory_size, "backbone": backbone.name, "widths": widths,
+    meta = {"memory_size": memory_size, "backbone": backbone.name, "backbone_fingerprint": backbone_fingerprint(unet),
+            "widths": widths,
             "heads": {b: memory[k].attn.num_heads for b, k in zip(widths, memory.keys())},
             "segment": segment, "batch": batch, "lr": lr, "seed": seed, "t_range": list(t_range),
             "prompts": prompts, "clips": len(clips), "objective": objective, "noise": noise}

@@ -1,9 +1,10 @@
 """Train the embedded toy model from scratch, on a CPU, reproducibly.
 
-    python -m v2v_core.toy.train --out v2v_core/toy/model            # all three stages (about 80 min on 2 cores)
+    python -m v2v_core.toy.train --out v2v_core/toy/model            # all four stages (about 90 min on 2 cores)
     python -m v2v_core.toy.train --stage vae --vae-steps 2500 ...    # one stage
     python -m v2v_core.toy.train --stage decoder ...                 # fine-tunes the decoder in --out
     python -m v2v_core.toy.train --stage unet --unet-steps 8000 ...  # reuses the VAE in --out
+    python -m v2v_core.toy.train --stage tune --tune-steps 1500 ...  # continues the UNet in --out
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
@@ -20,6 +21,12 @@ estimate lands on the STYLE target latent: loss = MSE(x0(eps_pred), z_style). A 
 are already in the style (z_src = z_style), which teaches the second LCM step to keep a styled input.
 Random-content styles (pointillism, snow) place their dots/flakes from eps itself, so the model
 invents them from noise. Inference is the streaming engine's standard LCM img2img path, unchanged.
+
+Stage 4, tuning: stage 3's objective on pairs of crops of one image displaced by a few latent cells,
+plus a cross-entropy that makes the self-attention queries of one crop find the other's keys where the
+content moved (contracting path and middle only). The UNet's self-attention then carries the
+correspondence that StreamV2V's extended attention and the studio's correspondence view rely on
+(SD-1.5 learns it from scale; the toy, trained on 2 cores, did not).
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
