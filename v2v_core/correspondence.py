@@ -100,3 +100,30 @@ def render_view(frames: dict[int, np.ndarray], frame: int, x: float, y: float, m
         cv2.putText(panel, f"frame {mt.frame}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
         panels.append(panel)
     return np.concatenate(panels, axis=1)
+
+
+SHIFT_POINTS = ((96, 96), (128, 128), (160, 112), (112, 160), (144, 144))
+
+
+def shift_errors(backbone, image: np.ndarray | None = None, photo: str = "astronaut", prompt: str = "a photo",
+                 size: int = 256, speed: float = 8.0, points=SHIFT_POINTS, settings=None):
+    """How well each self-attention layer's q.k recovers a known motion: a 5-frame clip of the image
+    shifted left by `speed` px a frame (synthetic.make_clip "shift"), run per frame with the recorder
+    on; for each point of the last frame, the Chebyshev distance (px) between the match in each earlier
+    frame and where the point really was. Returns ({layer: median error}, {layer: cell size in px},
+    recorder, clip)."""
+    from .engine import Stream, StreamSettings
+    from .methods import make_method
+    from .synthetic import make_clip
+
+    clip = make_clip("shift", 5, size, photo=photo, speed=speed, image=image)
+    rec = CorrespondenceRecorder(keep=5)
+    method = make_method("streamdiffusion", recorder_factory=lambda: rec)
+    list(Stream(backbone, prompt, settings or StreamSettings(), method).run(list(clip.frames)))
+    errors, cells = {}, {}
+    for layer in rec.recorded_layers():
+        errs = [max(abs(m.x - (x + speed * (4 - m.frame))), abs(m.y - y))    # content moves left
+                for x, y in points for m in rec.match(layer, 4, x, y, (size, size))]
+        errors[layer] = float(np.median(errs))
+        cells[layer] = size / token_grid(rec.data[layer][0][1].shape[0], (size, size))[0]
+    return errors, cells, rec, clip
