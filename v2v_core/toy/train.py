@@ -67,7 +67,6 @@ CORR_SHARPEN = 8.0
 # Only the contracting path and the middle learn correspondence: they read the (noised) source, while the
 # expanding path draws the style (trained on every layer, the pixel-art style was lost).
 CORR_LAYERS = ("down_blocks", "mid_block")
-TUNE_STYLE_WEIGHTS = {"cartoon": 4.0, "pixel art": 3.0}
 
 
 def _crop_batch(pool, rng, n, crop=CROP, allowed=None):
@@ -466,7 +465,7 @@ def main(argv=None):
         tune_unet(pipe, pool, args.tune_steps, args.seed, lr=args.tune_lr, corr_weight=args.corr_weight)
         save(pipe, args.out, {"tune_steps": args.tune_steps, "tune_minutes": round((time.time() - t0) / 60, 1),
                               "tune_lr": args.tune_lr, "corr_weight": args.corr_weight, "corr_sharpen": CORR_SHARPEN, "corr_layers": list(CORR_LAYERS), "corr_max_shift": CORR_MAX_SHIFT,
-                              "corr_holdout": list(CORR_HOLDOUT), "tune_style_weights": TUNE_STYLE_WEIGHTS})
+                              "corr_holdout": list(CORR_HOLDOUT), "tune_style_weights": STYLE_WEIGHTS})
         print(f"tuning done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
