@@ -15,11 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
 from v2v_core.backbones import load_backbone  # noqa: E402
 from v2v_core.correspondence import shift_errors  # noqa: E402
-from v2v_core.toy.data import procedural_scene  # noqa: E402
+from v2v_core.toy.data import heldout_scene  # noqa: E402
 
 
 def main(argv=None):
@@ -32,7 +30,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     bb = load_backbone(args.backbone, device=args.device, dtype=args.dtype)
     images = {"astronaut": ("astronaut", None), "coffee": ("coffee", None),
-              "held-out scene": ("astronaut", procedural_scene(np.random.default_rng(12345), 512))}
+              "held-out scene": ("astronaut", heldout_scene())}
     table, cells = {}, {}
     for name, (photo, image) in images.items():
         errors, cells, _, _ = shift_errors(bb, image=image, photo=photo, prompt=args.prompt, size=args.size)

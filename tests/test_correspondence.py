@@ -8,6 +8,7 @@ import pytest
 from v2v_core.backbones import TOY_DIR, load_backbone
 from v2v_core.correspondence import SHIFT_POINTS, render_view, shift_errors, token_grid
 from v2v_core.synthetic import make_clip
+from v2v_core.toy.data import heldout_scene
 
 
 def test_token_grid():
@@ -15,19 +16,12 @@ def test_token_grid():
     assert token_grid(96, (256, 384)) == (8, 12)
 
 
-def _heldout_scene():
-    """A procedural scene from a seed the toy's image pool never draws (the pool uses seed 0)."""
-    from v2v_core.toy.data import procedural_scene
-
-    return procedural_scene(np.random.default_rng(12345), 512)
-
-
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
 @pytest.mark.parametrize("image", ["astronaut", "held-out scene"])
 def test_recovered_point_follows_a_known_shift(image):
     """astronaut is in the toy's diffusion data but never in the correspondence pairs of its tuning
     stage (CORR_HOLDOUT); the held-out scene is in no training data at all. 8 px a frame = one latent cell."""
-    errors, cells, rec, clip = shift_errors(load_backbone("toy"), image=_heldout_scene() if image != "astronaut" else None)
+    errors, cells, rec, clip = shift_errors(load_backbone("toy"), image=heldout_scene() if image != "astronaut" else None)
     assert len(errors) == 7                                  # every self-attention layer was recorded
     ok = [layer for layer in errors if errors[layer] <= cells[layer]]
     assert ok, {k: (v, cells[k]) for k, v in errors.items()}
@@ -44,7 +38,7 @@ def test_correspondence_view_opens_on_a_layer_that_follows_the_motion(tmp_path):
     from v2v_core.video import write_video
 
     size, speed = 256, 8
-    clip = make_clip("shift", 5, size, speed=speed, image=_heldout_scene())
+    clip = make_clip("shift", 5, size, speed=speed, image=heldout_scene())
     path = write_video(tmp_path / "shift.mp4", list(clip.frames))
     run = service.correspondence_run(str(path), "StreamDiffusion", frame=4, size=size)
     assert run["default_layer"] == TOY_CORRESPONDENCE_LAYER and run["frame"] == 4

@@ -109,3 +109,12 @@ def image_pool(seed: int = 0, n_procedural: int = 60, short_sides: tuple[int, ..
             size = (max(s, int(round(w * k / 8)) * 8), max(s, int(round(h * k / 8)) * 8))
             pool.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
     return pool
+
+
+HELDOUT_SEED = 12345
+
+
+def heldout_scene(size: int = 512) -> np.ndarray:
+    """A procedural scene the toy never trained on: image_pool draws its scenes from one generator seeded
+    with the training seed (0), this one from HELDOUT_SEED. For measurements on unseen content."""
+    return procedural_scene(np.random.default_rng(HELDOUT_SEED), size)

@@ -33,6 +33,7 @@ Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pip
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -168,6 +169,8 @@ class _SdeditBatches:
     style and prompt per sample, noise, a timestep, and the noised source."""
 
     def __init__(self, pipe, pool, seed: int, style_weights: dict):
+        pipe.vae.eval().requires_grad_(False)
+        pipe.vae.to(memory_format=torch.channels_last)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.pool, self.vae = pool, pipe.vae
@@ -266,6 +269,11 @@ class _SdeditBatches:
         return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts}
 
 
+def _crop_plan(step: int, batch: int) -> tuple[int, int]:
+    """(crop px, batch size) of a UNet step: every BIG_EVERY-th step on BIG_CROP px crops."""
+    return (BIG_CROP, BIG_BATCH) if step % BIG_EVERY == BIG_EVERY - 1 else (CROP, batch)
+
+
 def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None):
     """The UNet + text encoder optimisation loop shared by stage 3 and the tuning stage: x0-MSE against
     the style target (+ extra_loss(batch) when given), AdamW with warm-up and cosine decay, gradient
@@ -308,13 +316,11 @@ def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, de
 
 
 def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1e-3, ema_decay: float = 0.998):
-    pipe.vae.eval().requires_grad_(False)
-    pipe.vae.to(memory_format=torch.channels_last)
     data = _SdeditBatches(pipe, pool, seed + 1, STYLE_WEIGHTS)
 
-    def draw(step):  # every BIG_EVERY-th step on 256 px crops
-        big = step % BIG_EVERY == BIG_EVERY - 1
-        return data.sample(BIG_BATCH, BIG_CROP) if big else data.sample(batch, CROP)
+    def draw(step):
+        crop, n = _crop_plan(step, batch)
+        return data.sample(n, crop)
 
     _fit(pipe, data, steps, lr, ema_decay, "unet", draw)
 
@@ -336,10 +342,11 @@ class _QKCapture:
             h.remove()
 
 
+@functools.lru_cache(maxsize=None)
 def shift_targets(gt: int, dy: float, dx: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For a (gt x gt) token grid B with B[i, j] = A[i + dy, j + dx] (token units, fractional allowed):
     (targets (N, N), valid (N,)): row p is the bilinear distribution over A's tokens that p's content
-    came from; valid where that position lies inside A."""
+    came from; valid where that position lies inside A. Cached (few distinct arguments; callers only read)."""
     i, j = torch.meshgrid(torch.arange(gt, dtype=torch.float32), torch.arange(gt, dtype=torch.float32), indexing="ij")
     y, x = (i + dy).reshape(-1), (j + dx).reshape(-1)
     valid = (y >= 0) & (y <= gt - 1) & (x >= 0) & (x <= gt - 1)
@@ -377,15 +384,13 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
               corr_weight: float = CORR_WEIGHT):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss)."""
-    pipe.vae.eval().requires_grad_(False)
-    pipe.vae.to(memory_format=torch.channels_last)
     data = _SdeditBatches(pipe, pool, seed + 3, STYLE_WEIGHTS)
-    allowed = [k for k in range(len(pool)) if k not in set(photo_indices(CORR_HOLDOUT))]
+    held_out = set(photo_indices(CORR_HOLDOUT))
+    allowed = [k for k in range(len(pool)) if k not in held_out]
     cap = _QKCapture(pipe.unet)
 
     def draw(step):
-        big = step % BIG_EVERY == BIG_EVERY - 1
-        crop, n = (BIG_CROP, BIG_BATCH) if big else (CROP, batch)
+        crop, n = _crop_plan(step, batch)
         out = data.sample_pairs(n // 2, crop, allowed, CORR_MAX_SHIFT)
         out["g"] = crop // 8
         return out
@@ -409,6 +414,13 @@ def save(pipe, out: Path, meta: dict):
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.update(meta)
     info_path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _load(out: Path):
+    """The pipeline folder an earlier stage wrote, in fp32 for training."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
 
 
 def main(argv=None):
@@ -435,20 +447,16 @@ def main(argv=None):
                               "latent_std": std, "scaling_factor": pipe.vae.config.scaling_factor})
         print(f"VAE done in {(time.time() - t0) / 60:.1f} min; latent std {std:.3f}", flush=True)
     if args.stage in ("all", "decoder"):
-        from diffusers import StableDiffusionPipeline
-
-        pipe = StableDiffusionPipeline.from_pretrained(args.out, torch_dtype=torch.float32)
+        pipe = _load(args.out)
         t0 = time.time()
         train_decoder(pipe, pool, args.decoder_steps, args.seed)
         save(pipe, args.out, {"decoder_steps": args.decoder_steps, "decoder_minutes": round((time.time() - t0) / 60, 1),
                               "decoder_sigma_max": DECODER_SIGMA})
         print(f"decoder done in {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.stage in ("all", "unet"):
-        from diffusers import StableDiffusionPipeline
-
         torch.manual_seed(args.seed)
         fresh = build_random_pipeline(args.seed)  # fresh UNet + text encoder, trained VAE from --out
-        pipe = StableDiffusionPipeline.from_pretrained(args.out, torch_dtype=torch.float32)
+        pipe = _load(args.out)
         pipe.unet, pipe.text_encoder, pipe.scheduler = fresh.unet, fresh.text_encoder, fresh.scheduler
         t0 = time.time()
         train_unet(pipe, pool, args.unet_steps, args.seed)
@@ -457,10 +465,8 @@ def main(argv=None):
                               "big_crop": [BIG_CROP, BIG_BATCH, BIG_EVERY], "style_weights": STYLE_WEIGHTS})
         print(f"UNet done in {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.stage in ("all", "tune"):
-        from diffusers import StableDiffusionPipeline
-
         torch.manual_seed(args.seed)
-        pipe = StableDiffusionPipeline.from_pretrained(args.out, torch_dtype=torch.float32)
+        pipe = _load(args.out)
         t0 = time.time()
         tune_unet(pipe, pool, args.tune_steps, args.seed, lr=args.tune_lr, corr_weight=args.corr_weight)
         save(pipe, args.out, {"tune_steps": args.tune_steps, "tune_minutes": round((time.time() - t0) / 60, 1),
