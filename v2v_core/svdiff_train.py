@@ -161,6 +161,7 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     unet.requires_grad_(False)
     install(unet)
     widths = transformer_blocks(unet)
+    fingerprint = backbone_fingerprint(unet)   # hashed once: checked on resume, written in the header
     if not widths:
         raise V2VError(f"Backbone '{backbone.name}' has no transformer blocks to put a memory after.")
     styles = None
@@ -177,7 +178,7 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     opt = torch.optim.Adam(params, lr=lr)
     start = 0
     if resume:
-        state, head, moments = load_checkpoint(resume, backbone.name, widths, backbone_fingerprint(unet))
+        state, head, moments = load_checkpoint(resume, backbone.name, widths, fingerprint)
         if int(head.get("memory_size", -1)) != memory_size:
             raise V2VError(f"{resume} holds a {head.get('memory_size')}x{head.get('memory_size')} memory, not "
                            f"{memory_size}x{memory_size}.")
@@ -243,7 +244,7 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     state = MemoryState()
     slots = [(b, "cond") for b in range(batch)]
     losses: list[float] = []
-    meta = {"memory_size": memory_size, "backbone": backbone.name, "backbone_fingerprint": backbone_fingerprint(unet),
+    meta = {"memory_size": memory_size, "backbone": backbone.name, "backbone_fingerprint": fingerprint,
             "widths": widths,
             "heads": {b: memory[k].attn.num_heads for b, k in zip(widths, memory.keys())},
             "segment": segment, "batch": batch, "lr": lr, "seed": seed, "t_range": list(t_range),

@@ -238,7 +238,7 @@ class _SdeditBatches:
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
         return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx}
 
-    def sample_pairs(self, n_pairs: int, crop: int, allowed: list[int], max_shift: int) -> dict:
+    def sample_pairs(self, n_pairs: int, crop: int, allowed: set[int] | list[int], max_shift: int) -> dict:
         """n_pairs anchors and, after them, n_pairs partners: the same image, style, prompt, timestep and
         in-style draw, cropped `(dy, dx)` latent cells away (|d| <= max_shift), like two frames of a
         moving camera. Half of the partners reuse the anchor's noise (the streaming engine keeps one
@@ -386,7 +386,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
     cross-entropy on the self-attention queries and keys (see correspondence_loss)."""
     data = _SdeditBatches(pipe, pool, seed + 3, STYLE_WEIGHTS)
     held_out = set(photo_indices(CORR_HOLDOUT))
-    allowed = [k for k in range(len(pool)) if k not in held_out]
+    allowed = set(range(len(pool))) - held_out
     cap = _QKCapture(pipe.unet)
 
     def draw(step):
