@@ -29,11 +29,10 @@ def main(argv=None):
     ap.add_argument("--prompt", default="a photo")
     args = ap.parse_args(argv)
     bb = load_backbone(args.backbone, device=args.device, dtype=args.dtype)
-    images = {"astronaut": ("astronaut", None), "coffee": ("coffee", None),
-              "held-out scene": ("astronaut", heldout_scene())}
+    images = {"astronaut": {"photo": "astronaut"}, "coffee": {"photo": "coffee"}, "held-out scene": {"image": heldout_scene()}}
     table, cells = {}, {}
-    for name, (photo, image) in images.items():
-        errors, cells, _, _ = shift_errors(bb, image=image, photo=photo, prompt=args.prompt, size=args.size)
+    for name, source in images.items():
+        errors, cells, _, _ = shift_errors(bb, prompt=args.prompt, size=args.size, **source)
         for layer, e in errors.items():
             table.setdefault(layer, {})[name] = e
     print(f"{bb.name}, {args.size} px, prompt {args.prompt!r}: median error (px) of the recovered point, 8 px/frame shift")
