@@ -161,9 +161,9 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
     unet.requires_grad_(False)
     install(unet)
     widths = transformer_blocks(unet)
-    fingerprint = backbone_fingerprint(unet)   # hashed once: checked on resume, written in the header
     if not widths:
         raise V2VError(f"Backbone '{backbone.name}' has no transformer blocks to put a memory after.")
+    fingerprint = backbone_fingerprint(unet)   # hashed once: checked on resume, written in the header
     styles = None
     if backbone.name == "toy" and prompt is None:
         from .toy.styles import DETERMINISTIC_STYLES
