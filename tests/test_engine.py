@@ -33,15 +33,52 @@ def test_one_step_equals_stock_lcm_scheduler(tiny_backbone, frames64):
         from v2v_core.backbones import to_tensor
 
         z = bb.encode_images(to_tensor(frames64[0], bb.device, bb.dtype))
-        s.noise = torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(3))
+        s.noise = torch.randn(1, *z.shape[1:], generator=torch.Generator().manual_seed(3))
         ours = s._denoise(z, [0], [0])
         sched = copy.deepcopy(bb.scheduler)
         sched.set_timesteps(50)
         t = s.t_list[0]
-        x_t = sched.add_noise(z, s.noise[None], torch.tensor([t]))
+        x_t = sched.add_noise(z, s.noise, torch.tensor([t]))
         eps = bb.unet(x_t, t, encoder_hidden_states=s.text).sample
         sched._step_index = list(sched.timesteps).index(t)
         ref = sched.step(eps, t, x_t).denoised
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strength,steps", [(0.4, 2), (0.4, 4), (0.5, 2), (0.5, 4)])
+def test_engine_equals_diffusers_img2img_with_lcm(tiny_backbone, frames64, strength, steps):
+    """The whole per-frame path == diffusers' StableDiffusionImg2ImgPipeline + LCMScheduler (guidance 1)
+    fed the same per-step noises: the first noises the encoded frame, the others re-noise LCM's
+    `denoised` between steps (the reference's init_noise[i]). The pipeline's noise draws are replaced by
+    the stream's own, in order."""
+    from unittest import mock
+
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2img as img2img_mod
+    from diffusers.schedulers import scheduling_lcm
+
+    from v2v_core.backbones import to_tensor
+
+    bb = tiny_backbone
+    s = Stream(bb, "a photo", StreamSettings(strength=strength, steps=steps, seed=5))
+    with torch.inference_mode():
+        z = bb.encode_images(to_tensor(frames64[0], bb.device, bb.dtype))
+        ours = s.denoise_latents(z, frame=0)
+    assert s.noise.shape == (steps, *z.shape[1:])
+    assert not torch.equal(s.noise[0], s.noise[1])                   # one noise PER STEP
+    draws = iter(s.noise)
+    fake = lambda shape, **kw: next(draws)[None].to(kw.get("dtype") or torch.float32)  # noqa: E731
+    pipe = StableDiffusionImg2ImgPipeline(vae=bb.vae, text_encoder=bb.text_encoder, tokenizer=bb.tokenizer, unet=bb.unet,
+                                          scheduler=copy.deepcopy(bb.scheduler), safety_checker=None,
+                                          feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    # the pipeline slices int(n * strength) steps off the end of an n-step LCM schedule: n = steps / strength
+    n = round(steps / strength)
+    with mock.patch.object(img2img_mod, "randn_tensor", fake), mock.patch.object(scheduling_lcm, "randn_tensor", fake):
+        ref = pipe(prompt="a photo", image=z, strength=strength, num_inference_steps=n, guidance_scale=1.0,
+                   output_type="latent").images                      # a 4-channel image is taken as latents
+    assert list(pipe.scheduler.timesteps[-steps:]) == s.t_list
+    assert next(draws, None) is None                                  # every per-step noise was used, once
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 

@@ -64,6 +64,30 @@ def test_feature_fusion_moves_only_tokens_above_threshold_by_exactly_the_strengt
     assert torch.equal(feature_fusion(o, bank, 0.8, 0.9995), o)       # nothing reaches a higher threshold
 
 
+def test_bank_keeps_the_unfused_output(attn_layer):
+    """After a frame whose tokens fusion changed, the bank holds the layer's output BEFORE fusion (the
+    reference clones it first), while the frame itself gets the fused output."""
+    name = "mid_block.attentions.0.transformer_blocks.0.attn1"                 # an FF layer
+    cfg = StreamV2VConfig(extended_attention=False, feature_fusion=True, ff_strength=1.0, ff_threshold=-1.0,
+                          bank="queue", interval=1, max_frames=2)
+    st = FeatureBankState(cfg)
+    torch.manual_seed(2)
+    h0, h1 = torch.randn(1, 16, 32), torch.randn(1, 16, 32)
+    with torch.no_grad():
+        stock0, stock1 = AttnProcessor2_0()(attn_layer, h0), AttnProcessor2_0()(attn_layer, h1)
+        out0 = _call(cfg, st, frame=0).self_attention(name, attn_layer, h0, None)   # bank start: frame 0
+        out1 = _call(cfg, st, frame=1).self_attention(name, attn_layer, h1, None)
+    torch.testing.assert_close(out0, stock0, rtol=1e-5, atol=1e-6)             # empty bank: nothing to fuse
+    # strength 1 and threshold -1: every token of frame 1 became its best match among frame 0's outputs
+    cos = torch.nn.functional.normalize(stock1[0], dim=-1) @ torch.nn.functional.normalize(stock0[0], dim=-1).T
+    torch.testing.assert_close(out1[0], stock0[0][cos.argmax(-1)], rtol=1e-5, atol=1e-6)
+    assert (out1 - stock1).abs().max() > 1e-2                                  # fusion did change the tokens
+    bank = st.banks[(name, 0)]
+    assert bank.tokens == 32
+    torch.testing.assert_close(bank.o[:16], stock0[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bank.o[16:], stock1[0], rtol=1e-5, atol=1e-6)   # unfused, not out1
+
+
 def test_dyme_hand_checked_groups():
     # keys: tokens 0,1 are near direction x, tokens 2,3 near y. Values/outputs are arbitrary.
     k = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])

@@ -70,6 +70,23 @@ class Backbone:
             self._prompt_cache[prompt] = emb.to(self.dtype)
         return self._prompt_cache[prompt]
 
+    @property
+    def image_conditioned(self) -> bool:
+        """True for a UNet that also takes the clean encoded source frame as input channels
+        (InstructPix2Pix's layout: in_channels = 2 x latent channels, the noisy latent first)."""
+        cfg = self.unet.config
+        return cfg.in_channels == 2 * cfg.out_channels
+
+    def unet_input(self, x: torch.Tensor, src: torch.Tensor | None) -> torch.Tensor:
+        """The UNet's input for noisy latents x (B, 4, h, w): x itself, or [x ; src] along the channels for
+        an image-conditioned UNet (src: the encoded source frames, (B, 4, h, w))."""
+        if not self.image_conditioned:
+            return x
+        if src is None:
+            raise V2VError(f"The backbone '{self.name}' is image-conditioned: its UNet needs the encoded source "
+                           "frame beside the noisy latent, and this code path did not pass one.")
+        return torch.cat([x, src.to(x.dtype).expand_as(x)], 1)
+
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/f, W/f)."""
         out = self.vae.encode(x)

@@ -8,13 +8,19 @@
     for out in stream.flush():      # frames still in flight (stream batch only)
         ...
 
-Per step i (timestep t_i, abar = alphas_cumprod[t_i], one noise tensor eps0 per stream):
-    x  = sqrt(abar) * z + sqrt(1 - abar) * eps0          z = encoded frame at step 0
-    eps = unet(x, t_i, text)
+Per step i (timestep t_i, abar = alphas_cumprod[t_i], one noise tensor eps_i PER STEP, drawn once per
+stream as a (k, 4, h, w) tensor like the reference's `init_noise`, and reused for every frame):
+    x  = sqrt(abar) * z + sqrt(1 - abar) * eps_i         z = encoded frame at step 0
+    eps = unet(x, t_i, text)                             unet([x ; z_src], ...) for an image-conditioned UNet
     x0 = (x - sqrt(1 - abar) * eps) / sqrt(abar)
     z  = c_out(t_i) * x0 + c_skip(t_i) * x               LCM boundary scalings; z feeds step i+1
-The same eps0 re-noises every step and every frame (drawn once, seeded): this is what keeps the
-per-frame baseline stable on static content, and what the temporal methods improve on.
+Fixed per-step noise (seeded) is what keeps the per-frame baseline stable on static content, and what
+the temporal methods improve on. This equals diffusers' StableDiffusionImg2ImgPipeline + LCMScheduler
+(guidance 1) fed the same per-step noises (tested).
+
+Image-conditioned backbones (InstructPix2Pix's layout: the UNet's in_channels is twice the latent
+channels) get the stream's encoded source frame concatenated after the noisy latent at every step, on
+every path (Backbone.unet_input).
 
 Stream batch (optional): the k steps of k consecutive frames run as ONE UNet batch (slot i holds
 frame n-i at step i). Only slots that hold a frame run: the first frames are real translations
@@ -77,6 +83,7 @@ class TemporalMethod(Protocol):
 class _Slot:
     frame: int                  # input frame index
     z: torch.Tensor             # (4, h, w) current latent
+    src: torch.Tensor           # (4, h, w) the encoded input frame (image-conditioned backbones read it)
     step: int = 0               # next step to run
     timing: dict = field(default_factory=dict)
 
@@ -116,16 +123,38 @@ class Stream:
         self.method_state = self.method.new_state(self) if self.method is not None else None
 
     # -- the math -------------------------------------------------------------------------------
-    def _denoise(self, z: torch.Tensor, steps: list[int], frames: list[int]) -> torch.Tensor:
-        """One LCM step for a batch of slots, slot j at step steps[j]. z: (B, 4, h, w)."""
+    def draw_noise(self, latent_shape) -> torch.Tensor:
+        """The stream's per-step noises (k, 4, h, w): seeded, drawn once, the same for every frame."""
+        return seeded_noise((self.settings.steps, *latent_shape), self.settings.seed, self.backbone.device,
+                            self.backbone.dtype)
+
+    def _denoise(self, z: torch.Tensor, steps: list[int], frames: list[int], src: torch.Tensor | None = None) -> torch.Tensor:
+        """One LCM step for a batch of slots, slot j at step steps[j]. z, src: (B, 4, h, w); src (the encoded
+        input frames) is read by image-conditioned backbones only."""
         s = torch.tensor(steps, device=z.device)
         a, b = self._sqrt_a[s], self._sqrt_1ma[s]
-        x = a * z + b * self.noise
+        x = a * z + b * self.noise[s]
         kwargs = self.method.unet_kwargs(self.method_state, frames, steps) if self.method is not None else None
-        eps = self.backbone.unet(x, self._timesteps[s], encoder_hidden_states=self.text.expand(len(steps), -1, -1),
+        eps = self.backbone.unet(self.backbone.unet_input(x, src), self._timesteps[s],
+                                 encoder_hidden_states=self.text.expand(len(steps), -1, -1),
                                  cross_attention_kwargs=kwargs).sample
         x0 = (x - b * eps) / a
         return self._c_out[s] * x0 + self._c_skip[s] * x
+
+    def _all_steps(self, z: torch.Tensor, frame: int) -> torch.Tensor:
+        zs = z
+        for i in range(self.settings.steps):
+            zs = self._denoise(zs, [i], [frame], z)
+        return zs
+
+    @torch.inference_mode()
+    def denoise_latents(self, z: torch.Tensor, frame: int | None = None) -> torch.Tensor:
+        """Every LCM step of the sequential path on an encoded frame z (1, 4, h, w) -> the final latent.
+        Counts as frame `frame` for the temporal method (default: the next input frame); draws the
+        stream's noise on first use. For tests and tools that work in latent space."""
+        if self.noise is None:
+            self.noise = self.draw_noise(z.shape[1:])
+        return self._all_steps(z, self.frames_in if frame is None else frame)
 
     # -- frames in, frames out ------------------------------------------------------------------
     def _sync(self):
@@ -144,17 +173,15 @@ class Stream:
         t0 = time.perf_counter()
         z = self.backbone.encode_images(to_tensor(frame, self.backbone.device, self.backbone.dtype))
         if self.noise is None:
-            self.noise = seeded_noise(z.shape[1:], self.settings.seed, z.device, z.dtype)
-        elif self.noise.shape != z.shape[1:]:
+            self.noise = self.draw_noise(z.shape[1:])
+        elif self.noise.shape[1:] != z.shape[1:]:
             raise V2VError("Frame size changed mid-stream; start a new stream (reset()) for a new size.")
         self._sync()
-        slot = _Slot(self.frames_in, z[0], timing={"encode": time.perf_counter() - t0, "unet": 0.0})
+        slot = _Slot(self.frames_in, z[0], z[0], timing={"encode": time.perf_counter() - t0, "unet": 0.0})
         self.frames_in += 1
         if not self.settings.stream_batch:
             t1 = time.perf_counter()
-            zs = z
-            for i in range(self.settings.steps):
-                zs = self._denoise(zs, [i], [slot.frame])
+            zs = self._all_steps(z, slot.frame)
             self._sync()
             slot.timing["unet"] = time.perf_counter() - t1
             slot.z, slot.step = zs[0], self.settings.steps
@@ -166,7 +193,8 @@ class Stream:
         """One batched UNet call over every in-flight slot; emit the slots that finished."""
         t1 = time.perf_counter()
         z = torch.stack([s.z for s in self._slots])
-        z = self._denoise(z, [s.step for s in self._slots], [s.frame for s in self._slots])
+        z = self._denoise(z, [s.step for s in self._slots], [s.frame for s in self._slots],
+                          torch.stack([s.src for s in self._slots]))
         self._sync()
         dt = (time.perf_counter() - t1) / len(self._slots)
         for s, zi in zip(self._slots, z):

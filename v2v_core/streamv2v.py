@@ -188,9 +188,13 @@ class _Call:
                 v = torch.cat([v, bank.v[None]], dim=1)
             o = attention.attend(attn, q, k, v, attention_mask)[0]      # (N, C_out)
             t0 = time.perf_counter()
-            if cfg.feature_fusion and bank is not None and bank.tokens and name.startswith(self.ff_prefixes):
-                o = feature_fusion(o, bank.o, cfg.ff_strength, cfg.ff_threshold)
+            fuse = cfg.feature_fusion and bank is not None and bank.tokens and name.startswith(self.ff_prefixes)
+            bank_o = bank.o if fuse else None                           # the bank of past frames, before this update
+            # the bank takes the output BEFORE fusion (the reference clones it first): banking the fused
+            # output would make fusion compound over frames
             st.update((name, step), p.k[b], p.v[b], o, frame)
+            if fuse:
+                o = feature_fusion(o, bank_o, cfg.ff_strength, cfg.ff_threshold)
             st._seconds += time.perf_counter() - t0
             if st.recorder is not None:
                 st.recorder.record(name, frame, step, p.q[b], p.k[b])

@@ -97,3 +97,21 @@ def build_random_pipeline(seed: int = 0):
         vae=build_vae(), text_encoder=build_text_encoder(len(tok)), tokenizer=tok, unet=build_unet(),
         scheduler=build_scheduler(TOY_BETAS), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+
+
+def image_conditioned(unet):
+    """The same UNet taking the clean encoded source frame as extra input channels, InstructPix2Pix's
+    layout: ``in_channels`` = 2 x latent channels, the noisy latent first. Every weight is copied and the
+    new channels' ``conv_in`` weights are zero, so the result computes exactly what `unet` does until it
+    is trained (a warm start)."""
+    from diffusers import UNet2DConditionModel
+
+    cfg = dict(unet.config)
+    c = cfg["in_channels"]
+    cfg["in_channels"] = 2 * c
+    wide = UNet2DConditionModel.from_config(cfg)
+    state = unet.state_dict()
+    w = state["conv_in.weight"]                                   # (C_out, c, 3, 3)
+    state["conv_in.weight"] = torch.cat([w, torch.zeros_like(w)], 1)
+    wide.load_state_dict(state)
+    return wide.to(dtype=unet.dtype)

@@ -6,6 +6,8 @@ No clip from ../shared is used (those are the evaluation set). Sources:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -118,3 +120,22 @@ def heldout_scene(size: int = 512) -> np.ndarray:
     """A procedural scene the toy never trained on: image_pool draws its scenes from one generator seeded
     with the training seed (0), this one from HELDOUT_SEED. For measurements on unseen content."""
     return procedural_scene(np.random.default_rng(HELDOUT_SEED), size)
+
+
+KODAK_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "images" / "kodak"
+KODAK_SHORT_SIDES = (256, 384)
+
+
+def kodak_images(folder: Path = KODAK_DIR, short_sides: tuple[int, ...] = KODAK_SHORT_SIDES) -> list[np.ndarray]:
+    """The 24 Kodak photographs (../shared/data/images/kodak, allowed as training data; never a clip of
+    ../shared/data/videos), each at every short side in `short_sides`. Empty when the folder is absent."""
+    files = sorted(Path(folder).glob("kodim*.png"))
+    out = []
+    for f in files:
+        img = cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        h, w = img.shape[:2]
+        for s in short_sides:
+            k = s / min(h, w)
+            size = (max(s, int(round(w * k / 8)) * 8), max(s, int(round(h * k / 8)) * 8))
+            out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+    return out

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .arch import build_random_pipeline
-from .data import image_pool, photo_indices
+from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from .styles import STYLES
 
 CROP = 128          # training crop in pixels (16x16 latents)
@@ -68,6 +68,10 @@ CORR_SHARPEN = 8.0
 # Only the contracting path and the middle learn correspondence: they read the (noised) source, while the
 # expanding path draws the style (trained on every layer, the pixel-art style was lost).
 CORR_LAYERS = ("down_blocks", "mid_block")
+# Stage 5 (image conditioning): the pool plus the Kodak photographs (../shared/data/images/kodak, allowed
+# as training data) at two scales; the structural styles, which carry the most detail, drawn more often.
+COND_LR, COND_STEPS = 5e-4, 4000
+COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 
 
 def _crop_batch(pool, rng, n, crop=CROP, allowed=None):
@@ -236,7 +240,7 @@ class _SdeditBatches:
         keep = torch.rand(n, generator=self.gen) < IN_STYLE_P
         t = torch.randint(T_MIN, T_MAX + 1, (n,), generator=self.gen)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx}
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx, "z_cond": z_src}
 
     def sample_pairs(self, n_pairs: int, crop: int, allowed: set[int] | list[int], max_shift: int) -> dict:
         """n_pairs anchors and, after them, n_pairs partners: the same image, style, prompt, timestep and
@@ -266,7 +270,7 @@ class _SdeditBatches:
         keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
         t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts}
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src}
 
 
 def _crop_plan(step: int, batch: int) -> tuple[int, int]:
@@ -291,7 +295,8 @@ def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, de
         batch = make_batch(step)
         x_t, a = batch["x_t"], batch["a"]
         emb = te(ids[batch["pidx"]])[0]
-        eps_pred = unet(x_t, batch["t"], encoder_hidden_states=emb).sample
+        x_in = torch.cat([x_t, batch["z_cond"]], 1) if unet.config.in_channels == 2 * x_t.shape[1] else x_t
+        eps_pred = unet(x_in, batch["t"], encoder_hidden_states=emb).sample
         x0 = (x_t - (1 - a).sqrt() * eps_pred) / a.sqrt()
         loss = mse = F.mse_loss(x0, batch["z_tgt"])
         aux = extra_loss(batch) if extra_loss is not None else None
@@ -402,6 +407,24 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         cap.remove()
 
 
+def train_cond(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = COND_LR, ema_decay: float = 0.998):
+    """Stage 5: the UNet made image-conditioned (arch.image_conditioned: the encoded source frame as extra
+    input channels, warm-started so step 0 computes the stage-4 model), then trained on stage 3's
+    objective with the clean source latent given: fine structure comes from the source, the diffusion
+    path draws the style and invents the random styles' dots and flakes from the noise."""
+    from .arch import image_conditioned
+
+    if pipe.unet.config.in_channels == pipe.unet.config.out_channels:
+        pipe.unet = image_conditioned(pipe.unet)
+    data = _SdeditBatches(pipe, pool, seed + 5, COND_STYLE_WEIGHTS)
+
+    def draw(step):
+        crop, n = _crop_plan(step, batch)
+        return data.sample(n, crop)
+
+    _fit(pipe, data, steps, lr, ema_decay, "cond", draw)
+
+
 def save(pipe, out: Path, meta: dict):
     out.mkdir(parents=True, exist_ok=True)
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
@@ -426,11 +449,12 @@ def _load(out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune"], default="all")
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond"], default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--decoder-steps", type=int, default=800)
     ap.add_argument("--unet-steps", type=int, default=8000)
     ap.add_argument("--tune-steps", type=int, default=1500)
+    ap.add_argument("--cond-steps", type=int, default=COND_STEPS)
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
@@ -473,6 +497,18 @@ def main(argv=None):
                               "tune_lr": args.tune_lr, "corr_weight": args.corr_weight, "corr_sharpen": CORR_SHARPEN, "corr_layers": list(CORR_LAYERS), "corr_max_shift": CORR_MAX_SHIFT,
                               "corr_holdout": list(CORR_HOLDOUT), "tune_style_weights": STYLE_WEIGHTS})
         print(f"tuning done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    if args.stage in ("all", "cond"):
+        torch.manual_seed(args.seed)
+        pipe = _load(args.out)
+        kodak = kodak_images()
+        if not kodak:
+            raise SystemExit(f"The cond stage trains on the Kodak photographs too; none found in {KODAK_DIR}.")
+        t0 = time.time()
+        train_cond(pipe, pool + kodak, args.cond_steps, args.seed)
+        save(pipe, args.out, {"cond_steps": args.cond_steps, "cond_minutes": round((time.time() - t0) / 60, 1),
+                              "cond_lr": COND_LR, "cond_style_weights": COND_STYLE_WEIGHTS,
+                              "cond_extra_images": f"kodak x{len(kodak)} (short sides {list(KODAK_SHORT_SIDES)})"})
+        print(f"image conditioning done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
