@@ -269,16 +269,18 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
                 x = torch.stack([teachers[c.clip].x[c.pos + k, c.step] for c in chains])
                 z = torch.stack([teachers[c.clip].z[c.pos + k] for c in chains])
                 pred = unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
+                x = x[:, :pred.shape[1]]   # an image-conditioned UNet's captured input carries the source after x
                 loss = loss + F.mse_loss((x - (1 - a).sqrt() * pred) / a.sqrt(), z)
             elif objective == "standard":
                 eps = torch.randn(z.shape, generator=gen).to(dev, dt)
-                x = a.sqrt() * z + (1 - a).sqrt() * eps
+                x = backbone.unet_input(a.sqrt() * z + (1 - a).sqrt() * eps, z)
                 loss = loss + F.mse_loss(unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample, eps)
             else:                   # source latent in, style latent as the x0 target
                 src = torch.stack([latents(c.clip, c.style if c.in_style else 0)[c.pos + k] for c in chains])
                 e = torch.stack([c.eps for c in chains]) if noise == "chain" else torch.randn(src.shape, generator=gen).to(dev, dt)
                 x = a.sqrt() * src + (1 - a).sqrt() * e
-                pred = unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
+                cond = torch.stack([latents(c.clip, 0)[c.pos + k] for c in chains])   # the unstyled source frame
+                pred = unet(backbone.unet_input(x, cond), t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
                 loss = loss + F.mse_loss((x - (1 - a).sqrt() * pred) / a.sqrt(), z)
         loss = loss / segment
         opt.zero_grad(set_to_none=True)
@@ -323,7 +325,7 @@ def eval_loss(backbone, memory, clips: list[np.ndarray], t: int = 400, segment: 
             for f in clip:
                 z = backbone.encode_images(to_tensor(f, dev, backbone.dtype))
                 eps = torch.randn(z.shape, generator=gen).to(dev, z.dtype)
-                x = a.sqrt() * z + (1 - a).sqrt() * eps
+                x = backbone.unet_input(a.sqrt() * z + (1 - a).sqrt() * eps, z)
                 kw = {"v2v": _Call(memory, state, [(0, "cond")])} if memory is not None else None
                 pred = backbone.unet(x, tt, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
                 total += float(F.mse_loss(pred, eps))
