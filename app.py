@@ -163,8 +163,10 @@ def build_ablation_tab():
         with gr.Column():
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="ablation-input")
             prompt = gr.Textbox(label="Prompt", value="a cartoon")
-            grid = gr.Radio(["streamv2v", "svdiff"], value="streamv2v", label="Grid",
-                            info="streamv2v: EA x FF x bank; svdiff: memory sizes 1x1, 8x8, 16x16 against the per-frame baseline")
+            grid = gr.Radio(list(service.ABLATION_GRIDS), value="streamv2v", label="Grid",
+                            info="streamv2v: EA x FF x bank (the code's FF defaults 0.8 / 0.98); streamv2v-paper: the "
+                                 "same with the paper's 0.75 / 0.9; svdiff: memory sizes 1x1, 8x8, 16x16 against the "
+                                 "per-frame baseline")
             frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
             go = gr.Button("Run ablation", variant="primary")
             if EXAMPLES:

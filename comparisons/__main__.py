@@ -103,6 +103,8 @@ def _common(p, out_default=None):
 
 
 def main(argv=None) -> int:
+    from .registry import ABLATION_GRIDS as GRIDS
+
     ap = argparse.ArgumentParser(prog="python -m comparisons", description="V2V Studio comparisons")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the registered methods").set_defaults(fn=cmd_list)
@@ -117,7 +119,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("ablate", help="ablation grid on one clip (table + bar chart)")
     p.add_argument("input")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--grid", default="streamv2v", choices=["streamv2v", "svdiff"])
+    p.add_argument("--grid", default="streamv2v", choices=list(GRIDS),
+                   help="streamv2v: EA x FF x bank with the code's FF defaults; streamv2v-paper: with the paper's; "
+                        "svdiff: memory sizes (default: streamv2v)")
     p.add_argument("--out-dir", required=True)
     _common(p)
     p.set_defaults(fn=cmd_ablate)

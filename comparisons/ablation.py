@@ -3,7 +3,8 @@
     python -m comparisons ablate INPUT --prompt P --grid streamv2v [--frames 48] [--out-dir DIR]
 
 streamv2v: EA x FF over the dyme and queue banks, plus bank=none (where EA and FF have nothing to
-work with, so all four EA/FF combinations are the per-frame baseline: one row, not four copies).
+work with, so all four EA/FF combinations are the per-frame baseline: one row, not four copies), with
+the released code's FF defaults (0.8 / 0.98); streamv2v-paper: the same grid with the paper's (0.75 / 0.9).
 svdiff: the per-frame baseline and memory sizes 1x1, 8x8, 16x16 (SVDiff's Table 3), shipped checkpoints.
 Writes the runner's outputs plus ablation.md, ablation.png (bar chart) and ablation.plotly.json.
 """
@@ -16,18 +17,19 @@ from v2v_core.errors import V2VError
 from v2v_core.streamv2v import StreamV2VConfig
 from v2v_core.svdiff import SVDiffConfig
 
-from .registry import REGISTRY, STREAMV2V_PAPER, SVDIFF_PAPER, MethodPreset
+from .registry import ABLATION_GRIDS as GRIDS
+from .registry import PAPER_FF, REGISTRY, STREAMV2V_PAPER, SVDIFF_PAPER, MethodPreset
 from .runner import run_comparison
 
-GRIDS = ("streamv2v", "svdiff")
 
 
-def streamv2v_grid() -> list[MethodPreset]:
+def streamv2v_grid(paper_defaults: bool = False) -> list[MethodPreset]:
     out = []
+    ff_defaults = PAPER_FF if paper_defaults else {}
     for bank in ("dyme", "queue"):
         for ea in (False, True):
             for ff in (False, True):
-                cfg = StreamV2VConfig(extended_attention=ea, feature_fusion=ff, bank=bank)
+                cfg = StreamV2VConfig(extended_attention=ea, feature_fusion=ff, bank=bank, **ff_defaults)
                 out.append(MethodPreset(f"EA {'on' if ea else 'off'}, FF {'on' if ff else 'off'}, {bank}",
                                         "StreamV2V ablation", STREAMV2V_PAPER, "streamv2v", cfg, tags=("ablation",)))
     out.append(MethodPreset("bank none (= per-frame baseline)", "StreamV2V with no bank", STREAMV2V_PAPER, "streamv2v",
@@ -36,8 +38,8 @@ def streamv2v_grid() -> list[MethodPreset]:
 
 
 def grid_presets(grid: str) -> list[MethodPreset]:
-    if grid == "streamv2v":
-        return streamv2v_grid()
+    if grid in ("streamv2v", "streamv2v-paper"):
+        return streamv2v_grid(paper_defaults=grid == "streamv2v-paper")
     if grid == "svdiff":
         return [REGISTRY["StreamDiffusion"]] + [
             MethodPreset(f"memory {m}x{m}", "SVDiff memory-size ablation", SVDIFF_PAPER, "svdiff",
