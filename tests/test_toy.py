@@ -3,8 +3,12 @@ on a generated example clip."""
 import numpy as np
 import pytest
 
+from pathlib import Path
+
 from v2v_core.backbones import TOY_DIR
 from v2v_core.toy.styles import DETERMINISTIC_STYLES, STYLES, black_and_white, style_for_prompt, style_mae
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +72,25 @@ def test_trained_toy_makes_prompt_dependent_edits(frame):
         s = next(s for s in DETERMINISTIC_STYLES if s.name == name)
         tgt = {t.name: t.apply(frame).astype(int) for t in DETERMINISTIC_STYLES}
         assert min(tgt, key=lambda n: d(out[name], tgt[n])) == name
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_toy_eval_judges_structure_against_the_autoencoders_bound():
+    """toy-eval's fidelity: per deterministic style, output vs filter target beside the autoencoder's round
+    trip of the target. For "a photo" the target IS the frame, so its bound is the VAE's own round trip."""
+    from v2v_core.toy.evaluate import evaluate, psnr, ssim
+
+    rep = evaluate(str(ROOT / "examples" / "astronaut-pan.mp4"), frames=3, size=128)
+    assert set(rep["fidelity"]) == {s.name for s in DETERMINISTIC_STYLES}
+    for f in rep["fidelity"].values():
+        assert set(f) == {"psnr", "ssim", "bound_psnr", "bound_ssim"} and 0 < f["ssim"] <= 1
+    assert rep["fidelity"]["photo"]["bound_psnr"] == rep["vae_psnr_db"]
+    assert rep["fidelity"]["photo"]["bound_ssim"] == rep["vae_ssim"]
+    assert set(rep["invented_detail"]) == {"pointillism", "snowy scene"}
+    # the measures themselves: identical images are perfect, a flat grey image has no structure
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert ssim(img, img) == pytest.approx(1.0) and psnr(img, img) == float("inf")
+    assert ssim(img, np.full_like(img, 128)) < 0.05
 
 
 def test_style_mae_is_the_distance_to_the_prompts_filter_target(frame):

@@ -15,6 +15,7 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -159,13 +160,33 @@ def _sd15_random(seed: int, taesd: bool):
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def _from_folder(path: str, dtype: torch.dtype, **kw):
-    from diffusers import StableDiffusionPipeline
+def _from_folder(path: str, dtype: torch.dtype, **kw) -> SimpleNamespace:
+    """The components of a diffusers SD-1.x pipeline folder (or hub id), each loaded by its own class:
+    UNet, VAE (AutoencoderKL or AutoencoderTiny, as its config names it), CLIP text encoder and tokenizer,
+    scheduler. No pipeline class is built, so no image processor, safety checker or pipeline type check
+    is loaded that the studio does not use."""
+    import diffusers
+    from diffusers import LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return StableDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False, **kw)
+    from transformers.utils import logging as tf_logging
+
+    vae_cfg = diffusers.AutoencoderKL.load_config(path, subfolder="vae", **kw)
+    vae_cls = getattr(diffusers, vae_cfg.get("_class_name", "AutoencoderKL"))
+    bar = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()        # a per-load "Loading weights" bar on stderr; restored below
+    try:
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, **kw)
+    finally:
+        if bar:
+            tf_logging.enable_progress_bar()
+    return SimpleNamespace(
+        unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype, **kw),
+        vae=vae_cls.from_pretrained(path, subfolder="vae", dtype=dtype, **kw),
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw),
+        scheduler=LCMScheduler.from_pretrained(path, subfolder="scheduler", **kw),
+    )
 
 
 TOY_CORRESPONDENCE_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn1"
@@ -221,7 +242,7 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
         _fuse_lora(pipe, lora)
     if taesd:
         tid = TAESD_ID if taesd is True else str(taesd)
-        loader = lambda r, **kw: AutoencoderTiny.from_pretrained(r, torch_dtype=dtype, **kw)  # noqa: E731
+        loader = lambda r, **kw: AutoencoderTiny.from_pretrained(r, dtype=dtype, **kw)  # noqa: E731
         pipe.vae = loader(tid) if Path(tid).exists() else _hub_load(loader, tid, "the TAESD decoder")
     if not isinstance(pipe.scheduler, LCMScheduler):
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
@@ -240,8 +261,14 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
                     makes_edits, correspondence_layer=corr)
 
 
-def _fuse_lora(pipe, lora: str):
-    """Load a LoRA through diffusers' API and fuse it into the UNet weights (then drop the adapters)."""
+def _fuse_lora(parts, lora: str):
+    """Load a LoRA through diffusers' API and fuse it into the UNet weights (then drop the adapters).
+    diffusers' LoRA loading lives on the pipeline class, so one is built around the components here."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                   unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
     p = Path(lora).expanduser()
     try:
         if p.exists():

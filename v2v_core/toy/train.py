@@ -1,10 +1,11 @@
 """Train the embedded toy model from scratch, on a CPU, reproducibly.
 
-    python -m v2v_core.toy.train --out v2v_core/toy/model            # all four stages (about 90 min on 2 cores)
+    python -m v2v_core.toy.train --out v2v_core/toy/model            # all five stages (about 2 h on 2 cores)
     python -m v2v_core.toy.train --stage vae --vae-steps 2500 ...    # one stage
     python -m v2v_core.toy.train --stage decoder ...                 # fine-tunes the decoder in --out
     python -m v2v_core.toy.train --stage unet --unet-steps 8000 ...  # reuses the VAE in --out
     python -m v2v_core.toy.train --stage tune --tune-steps 1500 ...  # continues the UNet in --out
+    python -m v2v_core.toy.train --stage cond --cond-steps 3500 ...  # makes the UNet image-conditioned
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
@@ -27,6 +28,14 @@ plus a cross-entropy that makes the self-attention queries of one crop find the 
 content moved (contracting path and middle only). The UNet's self-attention then carries the
 correspondence that StreamV2V's extended attention and the studio's correspondence view rely on
 (SD-1.5 learns it from scale; the toy, trained on 2 cores, did not).
+
+Stage 5, image conditioning (InstructPix2Pix's layout): the UNet gets the clean encoded source frame as
+4 extra input channels (arch.image_conditioned, warm-started from stage 4 with zero weights on the new
+channels, so step 0 computes the stage-4 model), then stage 3's objective with that source given, on the
+pool plus the 24 Kodak photographs (../shared/data/images/kodak, allowed as training data; never a clip
+of ../shared/data/videos). Fine structure then comes from the source instead of being rebuilt from a
+half-noised latent; the noise still places the invented styles' dots and flakes. Each stage reads and
+writes --out, so a stopped run resumes at the stage it stopped in.
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
@@ -70,7 +79,7 @@ CORR_SHARPEN = 8.0
 CORR_LAYERS = ("down_blocks", "mid_block")
 # Stage 5 (image conditioning): the pool plus the Kodak photographs (../shared/data/images/kodak, allowed
 # as training data) at two scales; the structural styles, which carry the most detail, drawn more often.
-COND_LR, COND_STEPS = 5e-4, 4000
+COND_LR, COND_STEPS = 5e-4, 3500
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 
 
@@ -431,7 +440,10 @@ def save(pipe, out: Path, meta: dict):
     pipe.to(torch.float32)
     for cfg in [out / "model_index.json", *out.glob("*/config.json")]:  # no machine-local paths in the folder
         d = json.loads(cfg.read_text())
-        if d.pop("_name_or_path", None) is not None:
+        # AutoencoderTiny registers a legacy block_out_channels that its own __init__ then refuses with a
+        # warning on every load: the folder keeps only what the class takes
+        legacy = d.get("_class_name") == "AutoencoderTiny" and d.pop("block_out_channels", None) is not None
+        if d.pop("_name_or_path", None) is not None or legacy:
             cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
     info_path = out / "training.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
