@@ -34,6 +34,7 @@ except ImportError:
 HERE = Path(__file__).parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.mp4"))
 METHOD_NAMES = [p.name for p in PRESETS]
+SPARE_PANELS = 6            # result panels for names outside the registry (imported results)
 STUDY_DB = os.environ.get("V2V_STUDY_DB", "study.db")
 CAMERA_HELP = ("Browsers only give the camera to pages served from **localhost** or over **HTTPS**. If no "
                "picture appears, open the studio at http://127.0.0.1:7860 on this computer, use a Space's "
@@ -80,16 +81,35 @@ def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *ov
             return
         if kind == "result":
             partial["methods"][name] = value
-            vids = [gr.update(visible=n in partial["methods"], value=partial["methods"][n]["video"], label=n)
-                    if n in partial["methods"] else gr.update(visible=False) for n in METHOD_NAMES]
+            vids = video_updates({n: m["video"] for n, m in partial["methods"].items()})
             yield (*vids, gr.update(), service.warp_error_figure(partial), service.bank_figure(partial),
                    service.summary_rows(partial), gr.update(), gr.update())
             continue
-        rep = value
-        vids = [gr.update(visible=n in rep["videos"], value=rep["videos"].get(n), label=n) for n in METHOD_NAMES]
-        public = {k: v for k, v in rep.items() if k not in ("_frames",)}
-        yield (*vids, rep["mosaic"], service.warp_error_figure(rep), service.bank_figure(rep), rep["table"],
-               rep["zip"], public)
+        yield compare_outputs(value)
+
+
+def video_updates(videos: dict) -> list:
+    """Updates of the result panels: a registered method in its own panel, any other name (imported
+    results) in the spare panels, in order."""
+    others = [n for n in videos if n not in REGISTRY][:SPARE_PANELS]
+    ups = [gr.update(visible=n in videos, value=videos.get(n), label=n) if n in videos else gr.update(visible=False)
+           for n in METHOD_NAMES]
+    ups += [gr.update(visible=True, value=videos[others[i]], label=others[i]) if i < len(others)
+            else gr.update(visible=False, value=None) for i in range(SPARE_PANELS)]
+    return ups
+
+
+def compare_outputs(rep: dict) -> tuple:
+    public = {k: v for k, v in rep.items() if k not in ("_frames",)}
+    return (*video_updates(rep["videos"]), rep["mosaic"], service.warp_error_figure(rep), service.bank_figure(rep),
+            rep["table"], rep["zip"], public)
+
+
+def load_results(bundle, source, edits, prompt):
+    """Replay results made elsewhere (a bundle zip, or a source plus edited videos named by their file
+    names): the same videos, plots and table as a fresh run, and no model is loaded."""
+    pairs = [(Path(e).stem, e) for e in (edits or [])]
+    return compare_outputs(_call(service.replay, bundle, source, pairs, prompt))
 
 
 def compare_api(video, prompt, methods, size, frames, seed):
@@ -129,10 +149,21 @@ def build_compare_tab():
                 stop = gr.Button("Stop")
             if EXAMPLES:
                 gr.Examples([[e, "a pencil sketch"] for e in EXAMPLES], [video, prompt], label="Example clips")
+            with gr.Accordion("Load results (made here or elsewhere; no model needed)", open=False,
+                              elem_id="load-results"):
+                bundle = gr.File(label="Results zip (the download below, or `comparisons import`)",
+                                 file_types=[".zip"], elem_id="bundle-file")
+                gr.Markdown("…or a source clip (optional) and edited videos, each named by its file name:")
+                src_clip = gr.Video(label="Source clip (optional)", sources=["upload"], elem_id="replay-source")
+                edits = gr.File(label="Edited videos", file_count="multiple", file_types=["video"],
+                                elem_id="replay-edits")
+                load = gr.Button("Load results", elem_id="load-results-btn")
         with gr.Column(scale=2):
             mosaic = gr.Video(label="Side by side (mosaic)", elem_id="mosaic")
             with gr.Row():
                 vids = [gr.Video(label=n, visible=False, elem_classes=["result-video"]) for n in METHOD_NAMES]
+                vids += [gr.Video(label="result", visible=False, elem_classes=["result-video"])
+                         for _ in range(SPARE_PANELS)]
             warp_plot = gr.Plot(label="Warp error per frame", elem_id="warp-plot")
             bank_plot = gr.Plot(label="Bank memory per frame")
             table = gr.Dataframe(headers=service.SUMMARY_HEADERS, label="Summary", interactive=False)
@@ -145,6 +176,8 @@ def build_compare_tab():
     ev = go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, *controls],
                   [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report], api_name="compare_ui")
     stop.click(None, None, None, cancels=[ev])
+    load.click(load_results, [bundle, src_clip, edits, prompt], [*vids, mosaic, warp_plot, bank_plot, table, zip_file,
+                                                                 report], api_name="load_results")
     with gr.Row(visible=False):  # the stable public API (users' scripts call these two signatures)
         a_video, a_prompt = gr.Video(), gr.Textbox()
         a_methods = gr.Dropdown(METHOD_NAMES, multiselect=True)

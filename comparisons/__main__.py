@@ -3,7 +3,9 @@
     python -m comparisons list
     python -m comparisons ablate INPUT --prompt P --grid streamv2v --out-dir DIR [--frames N]
     python -m comparisons evaluate DATASET.jsonl --methods M1,M2 --out-dir DIR    (torchrun-shardable)
-    python -m comparisons study create --results DIR1 DIR2 --out study.db | report study.db | export study.db --csv F
+    python -m comparisons study create --results BUNDLE ... --out study.db | report study.db | export study.db --csv F
+    python -m comparisons import --source SRC.mp4 --prompt P --result NAME=EDIT.mp4 ... --out-dir DIR
+    python -m comparisons evaluate-results LIST.json --root DIR --out-dir OUT
     python -m comparisons run INPUT --prompt P --methods "StreamDiffusion,StreamV2V" --out-dir DIR
         [--backbone toy] [--frames N] [--size 256] [--seed 0] [--strength 0.4] [--steps 2]
     (--methods all-online / all select every registered online method / every method)
@@ -79,6 +81,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .bundle import import_results
+
+    results = {}
+    for spec in args.result:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            from v2v_core.errors import V2VError
+
+            raise V2VError(f"--result takes NAME=EDITED.mp4; got '{spec}'.")
+        results[name.strip()] = path.strip()
+    rep = import_results(results, args.out_dir, source=args.source, prompt=args.prompt, size=args.size,
+                         frames=args.frames, source_group=args.source_group, flow=args.flow, clip_model=args.clip_model)
+    from .bundle import imported_table
+
+    print(imported_table(rep))
+    print(f"\nwrote the bundle {args.out_dir}/ (report.json, one mp4 per result{', input.mp4' if rep['input'] else ''})")
+    return 0
+
+
+def cmd_evaluate_results(args) -> int:
+    from .results_list import evaluate_results
+
+    res = evaluate_results(args.list, args.root, args.out_dir, size=args.size, frames=args.frames, flow=args.flow,
+                           clip_model=args.clip_model)
+    print(res["table"])
+    print(f"\nwrote {args.out_dir}/results.csv, results.md, results.json")
+    return 0
+
+
 def cmd_study(args) -> int:
     from . import study
 
@@ -132,10 +164,35 @@ def main(argv=None) -> int:
     p.add_argument("--clip-model", default=None)
     _common(p)
     p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("import", help="make a results bundle from outside videos (nothing regenerated)")
+    p.add_argument("--source", default=None, help="the source clip the results were made from (optional: without "
+                                                  "it, source-flow metrics are null and say why)")
+    p.add_argument("--prompt", default=None, help="the prompt the results were made with (default: none)")
+    p.add_argument("--result", action="append", required=True, metavar="NAME=EDITED.mp4",
+                   help="one edited video and the name to show it under (repeat for each)")
+    p.add_argument("--out-dir", required=True, help="the bundle folder to write")
+    p.add_argument("--source-group", default=None, help="groups results for studies when there is no source "
+                                                        "(default: the source's name, else the folder's)")
+    p.add_argument("--size", type=int, default=None, help="fit the source to SIZE px first (default: native size)")
+    p.add_argument("--frames", type=int, default=None, help="use only the first N frames (default: all)")
+    p.add_argument("--flow", default="dis", choices=["dis", "raft"], help="optical flow estimator (default: dis)")
+    p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
+    p.set_defaults(fn=cmd_import)
+    p = sub.add_parser("evaluate-results", help="metrics of a published file list (StreamV2V eval.json or "
+                                                "StreamDiffusionV2 evaluation.json), resumable")
+    p.add_argument("list", help="the JSON list of (source, output, prompt) entries")
+    p.add_argument("--root", required=True, help="the folder the list's file names are relative to")
+    p.add_argument("--out-dir", required=True, help="where results.csv / .md / .json go (a re-run resumes)")
+    p.add_argument("--size", type=int, default=None, help="fit sources to SIZE px (default: the entry's height/width, "
+                                                          "else native)")
+    p.add_argument("--frames", type=int, default=None, help="use only the first N frames (default: all)")
+    p.add_argument("--flow", default="dis", choices=["dis", "raft"], help="optical flow estimator (default: dis)")
+    p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
+    p.set_defaults(fn=cmd_evaluate_results)
     p = sub.add_parser("study", help="user-study store: create / report / export")
     ssub = p.add_subparsers(dest="study_cmd", required=True)
-    q = ssub.add_parser("create", help="blind pairs from runner output folders")
-    q.add_argument("--results", nargs="+", required=True)
+    q = ssub.add_parser("create", help="blind pairs from results bundles (folders or zips)")
+    q.add_argument("--results", nargs="+", required=True, help="bundles written by run, import or the Compare tab")
     q.add_argument("--out", required=True)
     q = ssub.add_parser("report", help="win rates vs a reference + Bradley-Terry ranking")
     q.add_argument("db")

@@ -4,8 +4,9 @@ every selected method.
 The clip is read once; then each method runs in turn (online ones in their own Stream, offline ones such
 as TokenFlow on the whole clip) and its video and metrics are reported as soon as it finishes (on_result),
 so a UI shows results as they come. Outputs equal each method's output run alone (tested).
-Writes to out_dir: input.mp4 (the input as processed), one mp4 per method, mosaic.mp4 (labelled
-tiles), report.json and report.md.
+Writes to out_dir a results bundle (comparisons.bundle, format_version 1): input.mp4 (the input as
+processed), one mp4 per method, mosaic.mp4 (labelled tiles), report.json (file names inside the
+folder) and report.md. The returned report has absolute paths.
 
 report.json: {"settings": {...}, "input": ..., "mosaic": ...,
               "methods": {name: {"warp_error", "warp_error_paper_compatible", "style_mae", "fps", "seconds",
@@ -30,6 +31,7 @@ from v2v_core.metrics import evaluate_clip, peak_memory_bytes
 from v2v_core.toy.styles import style_mae, style_targets
 from v2v_core.video import VideoWriter, iter_frames, probe
 
+from .bundle import FORMAT_VERSION, write_report
 from .registry import MethodPreset, resolve
 
 _BACKBONES: dict[tuple, object] = {}
@@ -163,8 +165,8 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
     with VideoWriter(out_dir / "mosaic.mp4", info.fps) as w:
         for i in range(n):
             w.write(mosaic_frame([source[i]] + [outputs[nm][i] for nm in names[1:]], names))
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out_dir / "report.md").write_text(markdown_table(report) + "\n")
+    report["format_version"] = FORMAT_VERSION
+    write_report(report, out_dir, markdown_table(report))      # a results bundle (comparisons.bundle)
     if keep_frames:
         report["_frames"] = {"input": source, **outputs}
     yield "report", None, report

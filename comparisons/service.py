@@ -12,7 +12,6 @@ import dataclasses
 import os
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -79,39 +78,69 @@ def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames
         if kind == "result":
             yield kind, name, value
             continue
-        rep = value
-        zpath = out / "results.zip"
-        with zipfile.ZipFile(zpath, "w") as z:
-            for p in sorted(out.iterdir()):
-                if p != zpath:
-                    z.write(p, p.name)
-        rep["videos"] = {n: m["video"] for n, m in rep["methods"].items()}
-        rep["zip"] = str(zpath)
-        rep["table"] = summary_rows(rep)
-        yield "report", None, rep
+        yield "report", None, _presented(value, out)
+
+
+def _presented(rep: dict, folder: Path) -> dict:
+    """A report as the Compare tab shows it: `videos`, `zip` (the bundle zipped) and `table` added."""
+    from .bundle import zip_bundle
+
+    rep["videos"] = {n: m["video"] for n, m in rep["methods"].items()}
+    rep["zip"] = str(zip_bundle(folder, folder / "results.zip"))
+    rep["table"] = summary_rows(rep)
+    return rep
+
+
+def replay(bundle=None, source=None, edits: list | None = None, prompt: str | None = None) -> dict:
+    """Results made elsewhere, shown like a fresh run, with no backbone loaded: a bundle (zip or folder, e.g.
+    the zip this tab offers), or a source clip (optional) plus named edited videos [(name, path), ...]."""
+    from .bundle import import_results, load_bundle
+
+    if bundle:
+        out = _work_dir("v2v-replay-")
+        rep = load_bundle(bundle, extract_to=out)
+        return _presented(rep, Path(rep["bundle_dir"]))
+    if not edits:
+        raise V2VError("Load a results zip, or give at least one edited video (a source clip is optional).")
+    out = _work_dir("v2v-import-")
+    names = [n for n, _ in edits]
+    if len(set(names)) < len(names):
+        raise V2VError("Two edited videos have the same name; name each one differently.")
+    rep = import_results(dict(edits), out, source=source or None, prompt=prompt or None, max_frames=MAX_FRAMES)
+    return _presented(rep, out)
+
+
+def _r(v, digits=2):
+    return None if v is None else round(v, digits)
 
 
 def summary_rows(rep: dict) -> list[list]:
     rows = []
     for n, m in rep["methods"].items():
-        style = None if m.get("style_mae") is None else round(m["style_mae"], 2)
-        rows.append([n, round(m["warp_error"], 2), round(m["warp_error_paper_compatible"], 2), style, round(m["fps"], 2),
-                     round(m["seconds"], 1), round((m["bank_bytes"][-1] if m["bank_bytes"] else 0) / 2 ** 20, 2)])
+        rows.append([n, _r(m.get("warp_error")), _r(m.get("warp_error_paper_compatible")), _r(m.get("warp_error_self_flow")),
+                     _r(m.get("style_mae")), _r(m.get("fps")), _r(m.get("seconds"), 1),
+                     round((m["bank_bytes"][-1] if m.get("bank_bytes") else 0) / 2 ** 20, 2)])
     return rows
 
 
-SUMMARY_HEADERS = ["method", "warp error ↓", "warp error (paper-compatible) ↓", "style MAE ↓ (toy prompts)", "fps",
-                   "seconds", "bank MiB"]
+SUMMARY_HEADERS = ["method", "warp error ↓", "warp error (paper-compatible) ↓", "self-flow warp error ↓",
+                   "style MAE ↓ (toy prompts)", "fps", "seconds", "bank MiB"]
 
 
 def warp_error_figure(rep: dict):
+    """Per-frame warp error on the source's flow; when no result has a source, the self-flow figure,
+    titled as such (the two are never drawn together)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    with_source = any(m.get("warp_error_series") for m in rep["methods"].values())
+    key = "warp_error_series" if with_source else "warp_error_self_flow_series"
     for n, m in rep["methods"].items():
-        fig.add_trace(go.Scatter(y=m["warp_error_series"], mode="lines", name=n))
-    flow = next(iter(rep["methods"].values()))["flow"] if rep["methods"] else "?"
-    fig.update_layout(title=f"Warp error per frame pair (flow: {flow}; lower is steadier)",
+        if m.get(key):
+            fig.add_trace(go.Scatter(y=m[key], mode="lines", name=n))
+    flow = next(iter(rep["methods"].values())).get("flow", "?") if rep["methods"] else "?"
+    what = f"flow: {flow} on the source" if with_source else f"flow: {flow} estimated on each edit itself (no source)"
+    fig.update_layout(title=f"Warp error per frame pair ({what}; lower is steadier)",
                       xaxis_title="frame pair (i, i+1)", yaxis_title="warp error (0..255)", height=360)
     return fig
 
@@ -121,7 +150,7 @@ def bank_figure(rep: dict):
 
     fig = go.Figure()
     for n, m in rep["methods"].items():
-        fig.add_trace(go.Scatter(y=[b / 2 ** 20 for b in m["bank_bytes"]], mode="lines", name=n))
+        fig.add_trace(go.Scatter(y=[b / 2 ** 20 for b in m.get("bank_bytes") or []], mode="lines", name=n))
     fig.update_layout(title="Temporal memory held per stream", xaxis_title="frame", yaxis_title="MiB", height=360)
     return fig
 

@@ -27,6 +27,8 @@ import numpy as np
 
 from v2v_core.errors import V2VError
 
+from .bundle import load_bundle
+
 CRITERIA = ("text_alignment", "structure", "quality", "temporal_consistency")
 CHOICES = ("left", "right", "tie", "both_bad")
 
@@ -50,20 +52,24 @@ def connect(db: str | Path) -> sqlite3.Connection:
 
 
 def create(results: list[str | Path], db: str | Path) -> int:
-    """Build items and blind pairs from runner output folders (each with a report.json); returns pairs."""
+    """Build items and blind pairs from results bundles (folders or zips written by `comparisons run`,
+    `comparisons import` or the Compare tab); returns the number of pairs. A zip is extracted beside the
+    database (its videos must outlive this call)."""
     conn = connect(db)
     conn.executescript(SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for d in results:
-            rep_path = Path(d) / "report.json"
-            if not rep_path.exists():
-                raise V2VError(f"{d} has no report.json: pass folders written by `python -m comparisons run`.")
-            rep = json.loads(rep_path.read_text())
+            rep = load_bundle(d, extract_to=Path(db).resolve().parent / f"{Path(db).stem}-bundles" / Path(d).stem)
             s = rep["settings"]
+            # pairs form within one source and prompt; results imported without a prompt pair within
+            # their source group (the source's name, or the group the import was given)
+            source = s.get("source_group") or s.get("input") or rep["bundle_dir"]
+            if not s.get("imported"):
+                source = s.get("input") or source
             for method, m in rep["methods"].items():
                 conn.execute("INSERT OR IGNORE INTO items(input, prompt, method, video) VALUES (?,?,?,?)",
-                             (s["input"], s["prompt"], method, m["video"]))
+                             (str(source), s.get("prompt") or "", method, m["video"]))
         groups: dict[tuple, list[int]] = {}
         for iid, inp, prompt in conn.execute("SELECT id, input, prompt FROM items ORDER BY id"):
             groups.setdefault((inp, prompt), []).append(iid)
