@@ -290,11 +290,18 @@ def build_study_tab():
         info = gr.Markdown()
         with gr.Row():
             left, right = gr.Video(label="Left", elem_id="study-left"), gr.Video(label="Right", elem_id="study-right")
-        radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " ")) for c in study.CRITERIA]
+        radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " "), elem_id=f"vote-{c}")
+                  for c in study.CRITERIA]
         submit = gr.Button("Submit vote")
     with gr.Tab("Admin"):
         password = gr.Textbox(type="password", label="Admin password (V2V_STUDY_PASSWORD)")
-        reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method")
+        with gr.Accordion("Create the study from results bundles", open=False):
+            bundles = gr.File(label="Results zips (Compare downloads or `comparisons import` bundles, zipped)",
+                              file_count="multiple", file_types=[".zip"], elem_id="study-bundles")
+            create = gr.Button("Create study", elem_id="create-study")
+            created = gr.Markdown(elem_id="study-created")
+        reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method",
+                                allow_custom_value=True)
         show = gr.Button("Show results")
         results = gr.Markdown()
         plot = gr.Image(label="Win rates")
@@ -329,12 +336,24 @@ def build_study_tab():
             _call(study.vote, conn, annotator.strip(), pair, c, ch)
         return next_pair(annotator)
 
-    def admin(pw, ref):
+    def check_password(pw):
         expected = os.environ.get("V2V_STUDY_PASSWORD")
         if not expected:
             raise gr.Error("The admin view is off: set V2V_STUDY_PASSWORD when starting the studio.")
         if pw != expected:
             raise gr.Error("Wrong password.")
+
+    def create_study(pw, files):
+        check_password(pw)
+        if not files:
+            raise gr.Error("Upload at least one results zip.")
+        n = _call(study.create, list(files), STUDY_DB)
+        methods = study.methods(STUDY_DB)
+        return (f"Study ready: {n} blind pairs over {len(methods)} results ({', '.join(methods)}).",
+                gr.update(choices=methods, value=methods[0] if methods else None))
+
+    def admin(pw, ref):
+        check_password(pw)
         open_db().close()
         png = Path(STUDY_DB).with_suffix(".winrates.png")
         csv_path = Path(STUDY_DB).with_suffix(".votes.csv")
@@ -346,6 +365,7 @@ def build_study_tab():
     start.click(next_pair, name, outs)
     submit.click(vote, [name, current, *radios], outs)
     show.click(admin, [password, reference], [results, plot, csv_file])
+    create.click(create_study, [password, bundles], [created, reference])
 
 
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:

@@ -85,6 +85,15 @@ def create(results: list[str | Path], db: str | Path) -> int:
     return n
 
 
+def methods(db: str | Path) -> list[str]:
+    """The names of the results a study compares, in the order they were added."""
+    conn = connect(db)
+    try:
+        return [m for (m,) in conn.execute("SELECT method FROM items GROUP BY method ORDER BY MIN(id)")]
+    finally:
+        conn.close()
+
+
 def flipped(annotator: str, pair: int) -> bool:
     """This annotator's left/right order for this pair: random-looking, reproducible."""
     return hashlib.sha256(f"{annotator}|{pair}".encode()).digest()[0] % 2 == 1

@@ -17,6 +17,8 @@ from conftest import ROOT
 pytestmark = pytest.mark.browser
 ART = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ADMIN_PW = "browser-test-admin"
+PUBLISHED = ROOT.parent / "shared" / "data" / "videos" / "published"
 
 
 def _free_port():
@@ -34,7 +36,7 @@ def server(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
     port = _free_port()
     env = {**os.environ, "V2V_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-           "V2V_STUDY_DB": str(tmp_path_factory.mktemp("study") / "study.db")}
+           "V2V_STUDY_DB": str(tmp_path_factory.mktemp("study") / "study.db"), "V2V_STUDY_PASSWORD": ADMIN_PW}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -92,3 +94,58 @@ def test_live_webcam_with_fake_camera(page):
     page.wait_for_timeout(3000)
     page.screenshot(path=str(ART / "live.png"), full_page=True)
     assert page.locator("#live-out img").count() >= 1
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """A kite-walk pair bundle (source + SVDiff's published edit) and the three lucia edits (no source),
+    both zipped as a user would upload them."""
+    from conftest import shared_video
+    from comparisons.bundle import import_results, zip_bundle
+
+    d = tmp_path_factory.mktemp("bundles")
+    src, edit = shared_video("kite-walk.mp4"), shared_video("kite-walk-style.mp4")
+    import_results({"SVDiff (published)": edit}, d / "kite", source=src, prompt="a styled kite walk", size=256, frames=12)
+    lucia = {n: PUBLISHED / f"{n}.mp4" for n in ("lucia-desert", "lucia-ruin", "lucia-van")}
+    if not all(p.exists() for p in lucia.values()):
+        pytest.skip("published lucia edits not present")
+    import_results(lucia, d / "lucia", frames=10, source_group="lucia")
+    return zip_bundle(d / "kite", d / "kite.zip"), zip_bundle(d / "lucia", d / "lucia.zip")
+
+
+def test_replay_a_bundle_and_build_a_study_from_one(page, bundles):
+    kite, lucia = bundles
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("Load results (made here or elsewhere").click()
+    page.locator("#bundle-file input[type=file]").set_input_files(str(kite))
+    page.wait_for_selector("#bundle-file :text('kite.zip')", timeout=30_000)
+    page.locator("#load-results-btn").click()
+    page.wait_for_function("document.querySelectorAll('.result-video video').length >= 1", timeout=120_000)
+    page.wait_for_function("(() => { const v = document.querySelector('#mosaic video'); return v && v.src; })()",
+                           timeout=60_000)
+    page.wait_for_selector("#warp-plot .js-plotly-plot, #warp-plot svg", timeout=60_000)
+    assert page.get_by_text("SVDiff (published)").count() >= 1            # the panel label and the table row
+    page.screenshot(path=str(ART / "replay.png"), full_page=True)
+
+    page.get_by_role("tab", name="User study").click()
+    page.get_by_role("tab", name="Admin").click()
+    page.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill(ADMIN_PW)
+    page.get_by_text("Create the study from results bundles").click()
+    page.locator("#study-bundles input[type=file]").set_input_files(str(lucia))
+    page.wait_for_selector("#study-bundles :text('lucia.zip')", timeout=30_000)
+    page.locator("#create-study").click()
+    page.wait_for_selector("#study-created :text('3 blind pairs')", timeout=60_000)
+
+    page.get_by_role("tab", name="Participant").click()
+    page.get_by_label("Your name or code").fill("browser-participant")
+    page.get_by_role("button", name="Start / next pair").click()
+    page.wait_for_selector(":text('Pair 1 of 3')", timeout=60_000)
+    page.wait_for_function("(() => { const v = document.querySelector('#study-left video'); return v && v.src; })()",
+                           timeout=60_000)
+    from comparisons.study import CRITERIA
+
+    for c in CRITERIA:
+        page.locator(f"#vote-{c} label:has-text('left')").first.click()
+    page.get_by_role("button", name="Submit vote").click()
+    page.wait_for_selector(":text('Pair 2 of 3')", timeout=60_000)
+    page.screenshot(path=str(ART / "study_from_bundle.png"), full_page=True)

@@ -43,7 +43,11 @@ def test_runner_equals_each_method_alone(tiny_backbone, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(alone, frames["TokenFlow"]))
     assert rep["methods"]["TokenFlow"]["online"] is False and rep["methods"]["TokenFlow"]["bank_bytes"] == []
     names = names + ["TokenFlow"]
-    r = json.loads((tmp_path / "report.json").read_text())
+    raw = json.loads((tmp_path / "report.json").read_text())       # a results bundle: versioned, names inside it
+    assert raw["format_version"] == 1 and raw["methods"]["StreamV2V"]["video"] == "streamv2v.mp4"
+    from comparisons.bundle import load_bundle
+
+    r = load_bundle(tmp_path)
     assert set(r["methods"]) == set(names)
     for n, m in r["methods"].items():
         for k in ("warp_error", "warp_error_paper_compatible", "fps", "seconds", "peak_memory_bytes", "bank_bytes"):

@@ -12,12 +12,23 @@ from conftest import ROOT
 
 
 def _fake_results(tmp_path, methods=("StreamDiffusion", "StreamV2V", "Window attention"), inputs=("a.mp4", "b.mp4")):
+    """Results bundles (format_version 1) whose videos are tiny real mp4s."""
+    import numpy as np
+
+    from v2v_core.video import VideoWriter
+
+    clip = tmp_path / "tiny.mp4"
+    with VideoWriter(clip, 10) as w:
+        for i in range(2):
+            w.write(np.full((16, 16, 3), 100 * i, np.uint8))
     dirs = []
     for k, inp in enumerate(inputs):
         d = tmp_path / f"run{k}"
         d.mkdir()
-        rep = {"settings": {"input": inp, "prompt": "a cartoon"},
-               "methods": {m: {"video": str(d / f"{m}.mp4")} for m in methods}}
+        for m in methods:
+            (d / f"{m}.mp4").write_bytes(clip.read_bytes())
+        rep = {"format_version": 1, "settings": {"input": inp, "prompt": "a cartoon"}, "input": None, "mosaic": None,
+               "methods": {m: {"video": f"{m}.mp4"} for m in methods}}
         (d / "report.json").write_text(json.dumps(rep))
         dirs.append(d)
     return dirs
