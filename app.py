@@ -323,7 +323,8 @@ def build_study_tab():
         if p is None:
             return None, f"All {total} pairs done — thank you!", None, None, *[None] * len(radios)
         shown = study.present(conn, annotator.strip(), p)
-        return p, f"Pair {done + 1} of {total}. Prompt: **{shown['prompt']}**", shown["left"], shown["right"], \
+        asked = f" Prompt: **{shown['prompt']}**" if shown.get("prompt") else ""
+        return p, f"Pair {done + 1} of {total}.{asked}", shown["left"], shown["right"], \
             *[None] * len(radios)
 
     def vote(annotator, pair, *choices):

@@ -8,6 +8,7 @@ Reads either format and writes per-video rows plus means as results.csv, results
 - StreamDiffusionV2's evaluation/evaluation.json: [{"src_video_name", "output_video_name", "prompt",
   "height", "width", "fps"}, ...] (its height/width, when given, is the size the source is read at)
 Names are paths under --root (a name without a suffix is looked up as .mp4, then other video types).
+An entry without a source name (null or "") gets the source-free figures only (self-flow warp error).
 Each row has both source-flow warp errors (as `python -m v2v_core metrics`), the flow used, the
 self-flow warp error (flow estimated on the output itself) and CLIP scores where a model loads.
 """
@@ -39,15 +40,15 @@ def parse_entries(data) -> list[dict]:
     for i, e in enumerate(data):
         if not isinstance(e, dict):
             raise V2VError(f"Entry {i} of the list is not an object.")
-        if "src_vid_name" in e and "vid_name" in e:
-            out.append({"source": e["src_vid_name"], "output": e["vid_name"], "prompt": e.get("prompt"),
+        if "vid_name" in e:
+            out.append({"source": e.get("src_vid_name") or None, "output": e["vid_name"], "prompt": e.get("prompt"),
                         "height": None, "width": None})
-        elif "src_video_name" in e and "output_video_name" in e:
-            out.append({"source": e["src_video_name"], "output": e["output_video_name"], "prompt": e.get("prompt"),
-                        "height": e.get("height"), "width": e.get("width")})
+        elif "output_video_name" in e:
+            out.append({"source": e.get("src_video_name") or None, "output": e["output_video_name"],
+                        "prompt": e.get("prompt"), "height": e.get("height"), "width": e.get("width")})
         else:
-            raise V2VError(f"Entry {i} has neither src_vid_name/vid_name (StreamV2V) nor src_video_name/"
-                           f"output_video_name (StreamDiffusionV2): keys {sorted(e)}.")
+            raise V2VError(f"Entry {i} has neither vid_name (StreamV2V) nor output_video_name (StreamDiffusionV2): "
+                           f"keys {sorted(e)}.")
     return out
 
 
@@ -88,10 +89,10 @@ def evaluate_results(list_path: str | Path, root: str | Path, out_dir: str | Pat
         if key in done:
             rows.append(done[key])
             continue
-        src_path, out_path = find_video(root, e["source"]), find_video(root, e["output"])
+        out_path = find_video(root, e["output"])
         side = size or (min(int(e["height"]), int(e["width"])) if e.get("height") and e.get("width") else None)
-        source, _ = read_video(src_path, frames, side)
-        edited, _ = read_video(out_path, frames)
+        source = read_video(find_video(root, e["source"]), frames, side)[0] if e["source"] else None
+        edited, _ = read_video(out_path, frames, None if source is not None else side)
         m = result_metrics(source, edited, e["prompt"], flow, clip_model)
         row = {"source": e["source"], "output": e["output"], "prompt": e["prompt"], "frames": m["frames"],
                "warp_error": m["warp_error"], "warp_error_paper_compatible": m["warp_error_paper_compatible"],
@@ -132,7 +133,7 @@ def table(result: dict) -> str:
     lines = ["| source | output | prompt | frames | warp error ↓ | paper-compatible ↓ | self-flow warp error ↓ | "
              "CLIP consistency | CLIP text |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['source']} | {r['output']} | {r['prompt'] or ''} | {r['frames']} | {f(r['warp_error'])} | "
+        lines.append(f"| {r['source'] or '(none)'} | {r['output']} | {r['prompt'] or ''} | {r['frames']} | {f(r['warp_error'])} | "
                      f"{f(r['warp_error_paper_compatible'])} | {f(r['warp_error_self_flow'])} | "
                      f"{f(r['clip_consistency'])} | {f(r['clip_text'])} |")
     m = result["means"]

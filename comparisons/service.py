@@ -140,7 +140,11 @@ def warp_error_figure(rep: dict):
             fig.add_trace(go.Scatter(y=m[key], mode="lines", name=n))
     flow = next(iter(rep["methods"].values())).get("flow", "?") if rep["methods"] else "?"
     what = f"flow: {flow} on the source" if with_source else f"flow: {flow} estimated on each edit itself (no source)"
-    fig.update_layout(title=f"Warp error per frame pair ({what}; lower is steadier)",
+    st = rep.get("settings") or {}
+    first = next(iter(rep["methods"].values()), {}) if rep["methods"] else {}
+    size = first.get("size") or ([st["size"]] * 2 if st.get("size") else None)
+    at = f"{first.get('frames') or st.get('frames')} frames" + (f" at {size[0]}x{size[1]} px" if size else "")
+    fig.update_layout(title=f"Warp error per frame pair, {at} ({what}; lower is steadier)",
                       xaxis_title="frame pair (i, i+1)", yaxis_title="warp error (0..255)", height=360)
     return fig
 
@@ -151,7 +155,10 @@ def bank_figure(rep: dict):
     fig = go.Figure()
     for n, m in rep["methods"].items():
         fig.add_trace(go.Scatter(y=[b / 2 ** 20 for b in m.get("bank_bytes") or []], mode="lines", name=n))
-    fig.update_layout(title="Temporal memory held per stream", xaxis_title="frame", yaxis_title="MiB", height=360)
+    recorded = any(m.get("bank_bytes") for m in rep["methods"].values())
+    fig.update_layout(title="Temporal memory held per stream" + ("" if recorded else " (not recorded: no online method "
+                                                                                  "of this studio ran)"),
+                      xaxis_title="frame", yaxis_title="MiB", height=360)
     return fig
 
 

@@ -123,7 +123,7 @@ def test_replay_a_bundle_and_build_a_study_from_one(page, bundles):
     page.wait_for_function("document.querySelectorAll('.result-video video').length >= 1", timeout=120_000)
     page.wait_for_function("(() => { const v = document.querySelector('#mosaic video'); return v && v.src; })()",
                            timeout=60_000)
-    page.wait_for_selector("#warp-plot .js-plotly-plot, #warp-plot svg", timeout=60_000)
+    page.wait_for_selector("#warp-plot .js-plotly-plot .scatterlayer .trace", timeout=60_000)   # a drawn line
     assert page.get_by_text("SVDiff (published)").count() >= 1            # the panel label and the table row
     page.screenshot(path=str(ART / "replay.png"), full_page=True)
 

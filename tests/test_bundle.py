@@ -138,6 +138,10 @@ def test_evaluate_results_reads_both_list_formats(tmp_path):
             assert row["warp_error_paper_compatible"] == pytest.approx(ref["warp_error_paper_compatible"], abs=1e-9)
         assert res["means"]["warp_error"] == pytest.approx(np.mean([r["warp_error"] for r in res["rows"]]))
         assert (tmp_path / ("a" if res is a else "b") / "results.csv").read_text().count("\n") == 4
+    # an entry without its source: only the source-free figure
+    (tmp_path / "nosrc.json").write_text(json.dumps([{"src_vid_name": None, "vid_name": "kite-walk-style.mp4"}]))
+    c = evaluate_results(tmp_path / "nosrc.json", root, tmp_path / "c", frames=8)
+    assert c["rows"][0]["warp_error"] is None and c["rows"][0]["warp_error_self_flow"] > 0
     # resumable: a second run computes nothing new and gives the same rows
     again = evaluate_results(tmp_path / "eval.json", root, tmp_path / "a", size=256, frames=8,
                              progress=lambda *a: pytest.fail("recomputed a finished row"))
