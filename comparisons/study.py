@@ -11,8 +11,11 @@ structure, quality) plus temporal consistency. One vote per annotator x pair x c
 replaces it. The database runs in WAL mode and every vote is one transaction, so concurrent voters
 lose nothing and a process killed mid-vote leaves it consistent.
 
-Win rate of method M against the reference R, over votes on (M, R) pairs: (wins + 0.5 ties) / votes;
-"both bad" counts as a tie. 95% intervals by bootstrap over votes (seeded).
+Win rate of method M against the reference R, over votes on (M, R) pairs: (wins + 0.5 draws) / votes;
+"both bad" counts as a draw. Reported with win / draw / lose counts, a 95% Wilson score interval over
+votes and a 95% bootstrap interval over ANNOTATORS (seeded; one person's votes are resampled together),
+as "n = k" instead of a percentage below MIN_VOTES votes; Bradley-Terry strengths with bootstrap
+intervals; Krippendorff's alpha (nominal) for agreement. `export_design` writes the design as JSON.
 """
 from __future__ import annotations
 
@@ -147,13 +150,6 @@ def vote(conn, annotator: str, pair: int, criterion: str, choice: str) -> None:
         raise
 
 
-def _votes(conn, criterion: str | None = None) -> list[tuple[str, str, str, str]]:
-    """(method a, method b, winner, criterion) per vote."""
-    q = ("SELECT ia.method, ib.method, v.winner, v.criterion FROM votes v JOIN pairs p ON p.id = v.pair "
-         "JOIN items ia ON ia.id = p.a JOIN items ib ON ib.id = p.b")
-    return list(conn.execute(q + (" WHERE v.criterion = ?" if criterion else ""), (criterion,) if criterion else ()))
-
-
 def _score(method: str, a: str, b: str, winner: str) -> float:
     """Points for `method` in one vote of pair (a, b): 1 win, 0.5 tie / both bad, 0 loss."""
     if winner in ("tie", "both_bad"):
@@ -161,30 +157,71 @@ def _score(method: str, a: str, b: str, winner: str) -> float:
     return 1.0 if (winner == "a") == (method == a) else 0.0
 
 
+MIN_VOTES = 5   # below this many votes a win rate is shown as "n = k", never as a percentage
+Z95 = 1.959964
+
+
+def wilson(points: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a rate `points / n` (ties count half a point). Wide when n is small:
+    n = 1 and a win gives [0.21, 1.00], never [1.00, 1.00]."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = points / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def _annotator_votes(conn, criterion: str | None = None) -> dict[str, list[tuple[str, str, str]]]:
+    q = ("SELECT v.annotator, ia.method, ib.method, v.winner FROM votes v JOIN pairs p ON p.id = v.pair "
+         "JOIN items ia ON ia.id = p.a JOIN items ib ON ib.id = p.b")
+    out: dict[str, list] = {}
+    for ann, a, b, w in conn.execute(q + (" WHERE v.criterion = ?" if criterion else ""),
+                                     (criterion,) if criterion else ()):
+        out.setdefault(ann, []).append((a, b, w))
+    return out
+
+
 def win_rates(conn, reference: str, criterion: str | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
-    """method -> {win_rate, low, high, votes} against the reference."""
-    votes = _votes(conn, criterion)
-    methods = sorted({m for a, b, _, _ in votes for m in (a, b)} - {reference})
+    """method -> {win_rate, wins, draws, losses, votes, annotators, low, high (Wilson 95%), boot_low, boot_high
+    (bootstrap over ANNOTATORS, seeded: votes of one person are not independent), shown ("n = k" below
+    MIN_VOTES votes, else the percentage)} against the reference. Draws are ties and "both bad"."""
+    by_ann = _annotator_votes(conn, criterion)
+    methods = sorted({m for vs in by_ann.values() for a, b, _ in vs for m in (a, b)} - {reference})
     rng = np.random.default_rng(seed)
     out = {}
     for m in methods:
-        pts = np.array([_score(m, a, b, w) for a, b, w, _ in votes if {a, b} == {m, reference}])
-        if len(pts) == 0:
+        per_ann = {ann: [_score(m, a, b, w) for a, b, w in vs if {a, b} == {m, reference}] for ann, vs in by_ann.items()}
+        per_ann = {k: v for k, v in per_ann.items() if v}
+        pts = [x for v in per_ann.values() for x in v]
+        if not pts:
             continue
-        boot = pts[rng.integers(0, len(pts), (n_boot, len(pts)))].mean(axis=1)
-        out[m] = {"win_rate": float(pts.mean()), "low": float(np.percentile(boot, 2.5)),
-                  "high": float(np.percentile(boot, 97.5)), "votes": int(len(pts))}
+        n, total = len(pts), float(sum(pts))
+        low, high = wilson(total, n)
+        anns = list(per_ann)
+        sums = np.array([sum(per_ann[a]) for a in anns])
+        cnts = np.array([len(per_ann[a]) for a in anns])
+        draw = rng.integers(0, len(anns), (n_boot, len(anns)))
+        boot = sums[draw].sum(1) / cnts[draw].sum(1)
+        out[m] = {"win_rate": total / n, "wins": pts.count(1.0), "draws": pts.count(0.5), "losses": pts.count(0.0),
+                  "votes": n, "annotators": len(anns), "low": low, "high": high,
+                  "boot_low": float(np.percentile(boot, 2.5)), "boot_high": float(np.percentile(boot, 97.5)),
+                  "shown": f"n = {n}" if n < MIN_VOTES else f"{100 * total / n:.1f}%"}
     return out
 
 
 def bradley_terry(conn, criterion: str | None = None, iters: int = 200) -> dict[str, float]:
     """Bradley-Terry strengths (normalised to sum 1) by the MM algorithm; ties count half to each."""
-    votes = _votes(conn, criterion)
-    methods = sorted({m for a, b, _, _ in votes for m in (a, b)})
+    return _bt([v for vs in _annotator_votes(conn, criterion).values() for v in vs], iters)
+
+
+def _bt(votes, iters: int = 200, methods: list[str] | None = None) -> dict[str, float]:
+    methods = methods or sorted({m for a, b, _ in votes for m in (a, b)})
     idx = {m: i for i, m in enumerate(methods)}
     n = len(methods)
     wins = np.zeros((n, n))
-    for a, b, w, _ in votes:
+    for a, b, w in votes:
         i, j = idx[a], idx[b]
         sa = _score(a, a, b, w)
         wins[i, j] += sa
@@ -201,24 +238,99 @@ def bradley_terry(conn, criterion: str | None = None, iters: int = 200) -> dict[
     return dict(sorted(zip(methods, map(float, p)), key=lambda kv: -kv[1]))
 
 
+def bradley_terry_intervals(conn, criterion: str | None = None, n_boot: int = 200, seed: int = 0) -> dict:
+    """method -> {score, low, high}: Bradley-Terry strengths with 95% intervals by bootstrap over annotators."""
+    by_ann = _annotator_votes(conn, criterion)
+    votes = [v for vs in by_ann.values() for v in vs]
+    if not votes:
+        return {}
+    point = _bt(votes)
+    methods = sorted(point)
+    rng = np.random.default_rng(seed)
+    anns = list(by_ann)
+    boots = []
+    for _ in range(n_boot):
+        sample = [v for k in rng.integers(0, len(anns), len(anns)) for v in by_ann[anns[k]]]
+        bt = _bt(sample, 100, methods)
+        boots.append([bt[m] for m in methods])
+    boots = np.array(boots)
+    return {m: {"score": point[m], "low": float(np.percentile(boots[:, i], 2.5)),
+                "high": float(np.percentile(boots[:, i], 97.5))} for i, m in enumerate(methods)}
+
+
+def krippendorff_alpha(conn, criterion: str) -> tuple[float | None, int]:
+    """Krippendorff's alpha (nominal) of the annotators' choices on one criterion: units are pairs, values
+    the winner as stored (a, b, tie, both_bad), any number of annotators per pair. (alpha, pairs with at
+    least two votes); None when no pair has two votes or all votes agree on one value."""
+    units: dict[int, list[str]] = {}
+    for pair, w in conn.execute("SELECT pair, winner FROM votes WHERE criterion = ?", (criterion,)):
+        units.setdefault(pair, []).append(w)
+    units = {u: v for u, v in units.items() if len(v) >= 2}
+    values = sorted({w for v in units.values() for w in v})
+    if not units or len(values) < 2:
+        return None, len(units)
+    k = {w: i for i, w in enumerate(values)}
+    o = np.zeros((len(values), len(values)))                  # coincidence matrix
+    for v in units.values():
+        m = len(v)
+        counts = np.zeros(len(values))
+        for w in v:
+            counts[k[w]] += 1
+        o += (np.outer(counts, counts) - np.diag(counts)) / (m - 1)
+    n_c = o.sum(axis=1)
+    n = n_c.sum()
+    d_o = o.sum() - np.trace(o)
+    d_e = (n * n - (n_c ** 2).sum()) / (n - 1)
+    return (float(1 - d_o / d_e) if d_e > 0 else None), len(units)
+
+
 def report(db: str | Path, reference: str, png: str | Path | None = None) -> str:
     conn = connect(db)
-    lines = [f"Win rate against {reference} (wins + half of ties/both-bad; 95% bootstrap interval)", "",
-             "| method | criterion | win rate | 95% interval | votes |", "|---|---|---|---|---|"]
+    lines = [f"Against {reference}: win / draw / lose counts (draw = tie or both bad); win rate = (wins + half the "
+             f"draws) / votes, shown as \"n = k\" below {MIN_VOTES} votes; 95% Wilson score interval over votes, and a "
+             "95% bootstrap interval over annotators (an annotator's votes are resampled together).", "",
+             "| method | criterion | win / draw / lose | win rate | Wilson 95% | bootstrap 95% (annotators) | votes | "
+             "annotators |", "|---|---|---|---|---|---|---|---|"]
     per = {}
     for crit in (None, *CRITERIA):
         wr = win_rates(conn, reference, crit)
         per[crit or "all"] = wr
         for m, r in wr.items():
-            lines.append(f"| {m} | {crit or 'all'} | {100 * r['win_rate']:.1f}% | "
-                         f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}] | {r['votes']} |")
-    bt = bradley_terry(conn)
-    lines += ["", "Bradley-Terry ranking (all criteria):", ""]
-    lines += [f"{k + 1}. {m}: {s:.3f}" for k, (m, s) in enumerate(bt.items())]
+            lines.append(f"| {m} | {crit or 'all'} | {r['wins']} / {r['draws']} / {r['losses']} | {r['shown']} | "
+                         f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}] | [{100 * r['boot_low']:.1f}, "
+                         f"{100 * r['boot_high']:.1f}] | {r['votes']} | {r['annotators']} |")
+    bt = bradley_terry_intervals(conn)
+    lines += ["", "Bradley-Terry strengths (all criteria; 95% bootstrap interval over annotators):", ""]
+    lines += [f"{k + 1}. {m}: {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for k, (m, r) in enumerate(bt.items())]
+    lines += ["", "Agreement between annotators (Krippendorff's alpha, nominal; 1 = full agreement, 0 = chance):", ""]
+    for crit in CRITERIA:
+        alpha, units = krippendorff_alpha(conn, crit)
+        lines.append(f"- {crit}: " + (f"{alpha:.2f} over {units} pairs" if alpha is not None
+                                       else f"not defined ({units} pairs with two or more votes, or no disagreement possible)"))
     if png:
         _plot(per, reference, png)
     conn.close()
     return "\n".join(lines)
+
+
+def export_design(db: str | Path, json_path: str | Path) -> dict:
+    """The study's design as JSON, so the analysis can be re-run elsewhere: items, pairs, criteria,
+    choices and the rule that fixes each annotator's left/right order and pair order."""
+    conn = connect(db)
+    try:
+        items = [dict(zip(("id", "input", "prompt", "method", "video"), r))
+                 for r in conn.execute("SELECT id, input, prompt, method, video FROM items ORDER BY id")]
+        for it in items:
+            it["video"] = Path(it["video"]).name
+        pairs = [dict(zip(("id", "a", "b"), r)) for r in conn.execute("SELECT id, a, b FROM pairs ORDER BY id")]
+    finally:
+        conn.close()
+    design = {"items": items, "pairs": pairs, "criteria": list(CRITERIA), "choices": list(CHOICES),
+              "order": {"left_right": "b shown left when sha256(f'{annotator}|{pair}').digest()[0] is odd",
+                        "pair_order": "pairs sorted by sha256(f'{annotator}#{pair}').hexdigest()"},
+              "min_votes_for_percentages": MIN_VOTES}
+    Path(json_path).write_text(json.dumps(design, indent=2) + "\n")
+    return design
 
 
 def _plot(per: dict, reference: str, png):

@@ -130,3 +130,62 @@ def test_report_and_export(db, tmp_path):
     assert study.export(db, tmp_path / "v.csv") == 6 * len(study.CRITERIA)
     assert study.next_pair(conn, "u") is None and study.progress(conn, "u") == (6, 6)
     assert study.next_pair(conn, "new") is not None
+
+
+def test_wilson_interval_is_the_hand_computed_one_and_wide_for_one_vote():
+    # 2 wins, 1 draw, 1 loss: p = 2.5 / 4; Wilson by hand with z = 1.96
+    z, n, p = 1.959964, 4, 0.625
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    assert study.wilson(2.5, 4) == pytest.approx((centre - half, centre + half))
+    assert study.wilson(2.5, 4) == pytest.approx((0.2194, 0.9081), abs=1e-3)
+    low, high = study.wilson(1, 1)                        # one win: nowhere near [100, 100]
+    assert low == pytest.approx(0.2065, abs=1e-3) and high == 1.0
+
+
+def test_one_vote_is_shown_as_n_equals_1_with_a_wide_interval(db):
+    conn = study.connect(db)
+    p = _pair_of(conn, "StreamDiffusion", "StreamV2V")
+    study.vote(conn, "solo", p, "quality", _left_choice_for(conn, "solo", p, "StreamV2V"))
+    r = study.win_rates(conn, "StreamDiffusion", "quality")["StreamV2V"]
+    assert r["shown"] == "n = 1" and (r["wins"], r["draws"], r["losses"]) == (1, 0, 0)
+    assert r["low"] < 0.25 and r["boot_low"] == r["boot_high"] == 1.0    # one annotator: the bootstrap cannot vary
+    text = study.report(db, "StreamDiffusion")
+    assert "n = 1" in text and "100.0%" not in text
+
+
+def test_bootstrap_is_over_annotators(db):
+    """One annotator with many votes must not look like many independent people: resampling annotators,
+    two people who disagree completely give an interval spanning both of their rates."""
+    conn = study.connect(db)
+    for inp in ("a.mp4", "b.mp4"):
+        p = _pair_of(conn, "StreamDiffusion", "StreamV2V", inp)
+        for crit in study.CRITERIA:
+            study.vote(conn, "fan", p, crit, _left_choice_for(conn, "fan", p, "StreamV2V"))
+            study.vote(conn, "critic", p, crit, _left_choice_for(conn, "critic", p, "StreamDiffusion"))
+    r = study.win_rates(conn, "StreamDiffusion")["StreamV2V"]
+    assert r["votes"] == 16 and r["annotators"] == 2 and r["win_rate"] == 0.5
+    assert r["boot_low"] == 0.0 and r["boot_high"] == 1.0
+    bt = study.bradley_terry_intervals(conn)
+    assert set(bt) >= {"StreamDiffusion", "StreamV2V"} and all(v["low"] <= v["score"] <= v["high"] for v in bt.values())
+
+
+def test_krippendorff_alpha_hand_computed(tmp_path):
+    """Two raters, four pairs: (a, a), (b, b), (a, b), (a, a): coincidences o_aa 4, o_bb 2, o_ab = o_ba 1;
+    alpha = 1 - D_o / D_e = 1 - 2 / ((64 - 25 - 9) / 7) = 0.5333."""
+    db = tmp_path / "k.db"
+    study.create(_fake_results(tmp_path, methods=("A", "B", "C"), inputs=("x.mp4", "y.mp4")), db)
+    conn = study.connect(db)
+    pairs = [p for (p,) in conn.execute("SELECT id FROM pairs ORDER BY id")][:4]
+    for p, (w1, w2) in zip(pairs, [("a", "a"), ("b", "b"), ("a", "b"), ("a", "a")]):
+        for ann, w in (("r1", w1), ("r2", w2)):
+            conn.execute("INSERT INTO votes(annotator, pair, criterion, winner) VALUES (?,?,?,?)", (ann, p, "quality", w))
+    alpha, units = study.krippendorff_alpha(conn, "quality")
+    assert units == 4 and alpha == pytest.approx(1 - 2 / (30 / 7))
+
+
+def test_design_export_lets_the_analysis_be_rerun(db, tmp_path):
+    d = study.export_design(db, tmp_path / "design.json")
+    saved = json.loads((tmp_path / "design.json").read_text())
+    assert saved == d and len(saved["pairs"]) == 6 and saved["criteria"] == list(study.CRITERIA)
+    assert all("/" not in it["video"] for it in saved["items"])         # file names, no server paths
