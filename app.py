@@ -283,16 +283,19 @@ def build_correspondence_tab():
 def build_study_tab():
     from comparisons import study
 
-    gr.Markdown("Blind pairwise comparison: for each pair, pick the better clip for each question.")
+    gr.Markdown("Blind pairwise comparison: for each pair, pick the better clip for each question. Your answers "
+                "are saved as you give them: after a reload, enter the same name to continue where you stopped.")
     with gr.Tab("Participant"):
         name = gr.Textbox(label="Your name or code")
-        start = gr.Button("Start / next pair", variant="primary")
+        start = gr.Button("Start / continue", variant="primary")
         info = gr.Markdown()
-        with gr.Row():
-            left, right = gr.Video(label="Left", elem_id="study-left"), gr.Video(label="Right", elem_id="study-right")
+        with gr.Row(equal_height=True):
+            # no download or share buttons, opaque file names (study.served_videos): the view is blind
+            left = gr.Video(label="Left", elem_id="study-left", buttons=[], min_width=160)
+            right = gr.Video(label="Right", elem_id="study-right", buttons=[], min_width=160)
         radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " "), elem_id=f"vote-{c}")
                   for c in study.CRITERIA]
-        submit = gr.Button("Submit vote")
+        submit = gr.Button("Next pair")
     with gr.Tab("Admin"):
         password = gr.Textbox(type="password", label="Admin password (V2V_STUDY_PASSWORD)")
         with gr.Accordion("Create the study from results bundles", open=False):
@@ -305,7 +308,9 @@ def build_study_tab():
         show = gr.Button("Show results")
         results = gr.Markdown()
         plot = gr.Image(label="Win rates")
-        csv_file = gr.File(label="Votes (CSV)")
+        csv_file = gr.File(label="Votes (CSV) and the study design (JSON), to re-run the analysis elsewhere",
+                           file_count="multiple")
+        refresh = gr.Timer(10.0)
     current = gr.State(None)
 
     def open_db():
@@ -314,28 +319,43 @@ def build_study_tab():
                            "--results DIR1 DIR2 --out study.db` (DIRs from Compare runs).")
         return study.connect(STUDY_DB)
 
-    def next_pair(annotator):
-        if not annotator or not annotator.strip():
-            raise gr.Error("Enter your name or participant code first.")
-        conn = open_db()
-        p = study.next_pair(conn, annotator.strip())
-        done, total = study.progress(conn, annotator.strip())
-        if p is None:
-            return None, f"All {total} pairs done — thank you!", None, None, *[None] * len(radios)
-        shown = study.present(conn, annotator.strip(), p)
-        asked = f" Prompt: **{shown['prompt']}**" if shown.get("prompt") else ""
-        return p, f"Pair {done + 1} of {total}.{asked}", shown["left"], shown["right"], \
-            *[None] * len(radios)
+    def labels(missing=()):
+        return [gr.update(label=c.replace("_", " ") + ("  ⚠ please answer this question" if c in missing else ""))
+                for c in study.CRITERIA]
 
-    def vote(annotator, pair, *choices):
+    def show_pair(conn, token):
+        annotator = study.annotator_of(conn, token)
+        p = study.next_pair(conn, annotator)
+        done, total = study.progress(conn, annotator)
+        if p is None:
+            return (token, None, f"All {total} pairs done — thank you!", None, None,
+                    *[gr.update(value=None, label=c.replace("_", " ")) for c in study.CRITERIA])
+        shown = study.present(conn, annotator, p)
+        lv, rv = study.served_videos(conn, STUDY_DB, annotator, p)
+        given = study.answers(conn, annotator, p)
+        asked = f" Prompt: **{shown['prompt']}**" if shown.get("prompt") else ""
+        return (token, p, f"Pair {done + 1} of {total}.{asked}", lv, rv,
+                *[gr.update(value=given.get(c), label=c.replace("_", " ")) for c in study.CRITERIA])
+
+    def begin(annotator):
+        conn = open_db()
+        token = _call(study.start_session, conn, annotator)
+        return show_pair(conn, token)
+
+    def answer(token, pair, criterion, choice):
+        """Each answer is saved at once (so a reload loses nothing); only the participant view can vote."""
+        if choice is None or pair is None:
+            return
+        _call(study.participant_vote, open_db(), token, pair, criterion, choice)
+
+    def next_or_warn(token, pair, *choices):
         if pair is None:
             raise gr.Error("Press Start first.")
-        if any(c is None for c in choices):
-            raise gr.Error("Answer every question before submitting.")
-        conn = open_db()
-        for c, ch in zip(study.CRITERIA, choices):
-            _call(study.vote, conn, annotator.strip(), pair, c, ch)
-        return next_pair(annotator)
+        missing = [c for c, ch in zip(study.CRITERIA, choices) if ch is None]
+        if missing:   # a warning beside each unanswered question; the videos and the given answers stay
+            gr.Warning(f"Answer every question first ({', '.join(m.replace('_', ' ') for m in missing)}).")
+            return (token, pair, gr.update(), gr.update(), gr.update(), *labels(missing))
+        return show_pair(open_db(), token)
 
     def check_password(pw):
         expected = os.environ.get("V2V_STUDY_PASSWORD")
@@ -358,15 +378,29 @@ def build_study_tab():
         open_db().close()
         png = Path(STUDY_DB).with_suffix(".winrates.png")
         csv_path = Path(STUDY_DB).with_suffix(".votes.csv")
+        design = Path(STUDY_DB).with_suffix(".design.json")
         text = study.report(STUDY_DB, ref, png)
         study.export(STUDY_DB, csv_path)
-        return text, str(png), str(csv_path)
+        study.export_design(STUDY_DB, design)
+        return text, str(png), [str(csv_path), str(design)]
 
-    outs = [current, info, left, right, *radios]
-    start.click(next_pair, name, outs)
-    submit.click(vote, [name, current, *radios], outs)
-    show.click(admin, [password, reference], [results, plot, csv_file])
-    create.click(create_study, [password, bundles], [created, reference])
+    def admin_refresh(pw, ref):
+        """The admin view refreshes by itself once the password was accepted (silent otherwise)."""
+        if not pw or pw != os.environ.get("V2V_STUDY_PASSWORD") or not Path(STUDY_DB).exists():
+            return gr.update(), gr.update(), gr.update()
+        return admin(pw, ref)
+
+    token = gr.State(None)
+    outs = [token, current, info, left, right, *radios]
+    start.click(begin, name, outs, api_visibility="private")
+    submit.click(next_or_warn, [token, current, *radios], outs, api_visibility="private")
+    for c, r in zip(study.CRITERIA, radios):
+        r.input(lambda t, p, ch, c=c: answer(t, p, c, ch), [token, current, r], None, api_visibility="private",
+                show_progress="hidden")
+    show.click(admin, [password, reference], [results, plot, csv_file], api_visibility="private")
+    refresh.tick(admin_refresh, [password, reference], [results, plot, csv_file], api_visibility="private",
+                 show_progress="hidden")
+    create.click(create_study, [password, bundles], [created, reference], api_visibility="private")
 
 
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:

@@ -23,6 +23,9 @@ import csv
 import hashlib
 import itertools
 import json
+import os
+import secrets
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -40,6 +43,8 @@ CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, input TEXT, prompt TEX
                                   UNIQUE(input, prompt, method));
 CREATE TABLE IF NOT EXISTS pairs (id INTEGER PRIMARY KEY, a INTEGER REFERENCES items(id), b INTEGER REFERENCES items(id),
                                   UNIQUE(a, b));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (token TEXT PRIMARY KEY, annotator TEXT NOT NULL, started REAL DEFAULT (julianday('now')));
 CREATE TABLE IF NOT EXISTS votes (annotator TEXT NOT NULL, pair INTEGER NOT NULL REFERENCES pairs(id),
                                   criterion TEXT NOT NULL, winner TEXT NOT NULL CHECK (winner IN ('a','b','tie','both_bad')),
                                   ts REAL DEFAULT (julianday('now')), PRIMARY KEY (annotator, pair, criterion));
@@ -86,6 +91,71 @@ def create(results: list[str | Path], db: str | Path) -> int:
     n = conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
     conn.close()
     return n
+
+
+def _secret(conn) -> str:
+    """The study's own random secret (made once): served video names are derived from it, so nobody can
+    work out which file is which method from the names."""
+    conn.executescript(SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
+    if row:
+        return row[0]
+    value = secrets.token_hex(16)
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('secret', ?)", (value,))
+    return conn.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0]
+
+
+def start_session(conn, annotator: str) -> str:
+    """A participant starts (or resumes): a fresh token bound to this annotator. Votes from the
+    participant view carry it; a vote without a valid token is refused."""
+    annotator = (annotator or "").strip()
+    if not annotator:
+        raise V2VError("Enter your name or participant code first.")
+    conn.executescript(SCHEMA)
+    token = secrets.token_urlsafe(24)
+    conn.execute("INSERT INTO sessions(token, annotator) VALUES (?, ?)", (token, annotator))
+    return token
+
+
+def annotator_of(conn, token: str | None) -> str:
+    row = conn.execute("SELECT annotator FROM sessions WHERE token = ?", (token or "",)).fetchone() if token else None
+    if row is None:
+        raise V2VError("This page's study session is not valid: press Start with your name or code to begin.")
+    return row[0]
+
+
+def participant_vote(conn, token: str, pair: int, criterion: str, choice: str) -> None:
+    """A vote from the participant view: the annotator is the one the token was issued to."""
+    vote(conn, annotator_of(conn, token), pair, criterion, choice)
+
+
+def answers(conn, annotator: str, pair: int) -> dict[str, str]:
+    """The answers this annotator already gave on this pair, as they saw it (left / right / tie / both_bad)."""
+    out = {}
+    flip = flipped(annotator, pair)
+    for crit, w in conn.execute("SELECT criterion, winner FROM votes WHERE annotator = ? AND pair = ?", (annotator, pair)):
+        out[crit] = w if w in ("tie", "both_bad") else ("left" if (w == "a") != flip else "right")
+    return out
+
+
+def served_videos(conn, db: str | Path, annotator: str, pair: int) -> tuple[str, str]:
+    """(left, right) as files with opaque names, copied next to the database: nothing in a name, an
+    address or a download says which method made it."""
+    shown = present(conn, annotator, pair)
+    folder = Path(db).resolve().parent / f"{Path(db).stem}-served"
+    folder.mkdir(exist_ok=True)
+    key = _secret(conn)
+    out = []
+    for side in ("left", "right"):
+        src = Path(shown[side])
+        name = hashlib.sha256(f"{key}|{annotator}|{pair}|{side}".encode()).hexdigest()[:20] + src.suffix.lower()
+        dst = folder / name
+        if not dst.exists():
+            tmp = dst.with_suffix(".part")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        out.append(str(dst))
+    return out[0], out[1]
 
 
 def methods(db: str | Path) -> list[str]:

@@ -73,3 +73,12 @@ def test_bad_upload_is_a_message_and_the_app_stays_up(client, tmp_path):
     report, _ = client.predict(handle_file(str(EXAMPLE)), "a sepia photo", ["StreamDiffusion"], 128, 3, 0,
                                api_name="/compare")
     assert report["settings"]["frames"] == 3
+
+
+def test_no_vote_or_study_endpoint_in_the_public_api(client):
+    """Votes come only from the participant view: gradio_client lists no endpoint that can vote, start a
+    study session or read the admin view."""
+    api = client.view_api(print_info=False, return_format="dict")
+    names = list(api["named_endpoints"]) + [str(k) for k in api.get("unnamed_endpoints", {})]
+    assert not [n for n in names if any(w in n.lower() for w in ("vote", "answer", "begin", "next_or_warn", "admin",
+                                                                  "create_study", "lambda"))], names

@@ -138,7 +138,7 @@ def test_replay_a_bundle_and_build_a_study_from_one(page, bundles):
 
     page.get_by_role("tab", name="Participant").click()
     page.get_by_label("Your name or code").fill("browser-participant")
-    page.get_by_role("button", name="Start / next pair").click()
+    page.get_by_role("button", name="Start / continue").click()
     page.wait_for_selector(":text('Pair 1 of 3')", timeout=60_000)
     page.wait_for_function("(() => { const v = document.querySelector('#study-left video'); return v && v.src; })()",
                            timeout=60_000)
@@ -146,6 +146,30 @@ def test_replay_a_bundle_and_build_a_study_from_one(page, bundles):
 
     for c in CRITERIA:
         page.locator(f"#vote-{c} label:has-text('left')").first.click()
-    page.get_by_role("button", name="Submit vote").click()
+    page.get_by_role("button", name="Next pair").click()
     page.wait_for_selector(":text('Pair 2 of 3')", timeout=60_000)
     page.screenshot(path=str(ART / "study_from_bundle.png"), full_page=True)
+
+    # a missing answer is a warning beside that question: both videos and the given answers stay
+    page.locator("#vote-quality label:has-text('right')").first.click()
+    page.get_by_role("button", name="Next pair").click()
+    page.wait_for_selector("#vote-structure :text('please answer')", timeout=30_000)
+    assert page.locator("#study-left video").count() == 1 and page.locator("#study-right video").count() == 1
+    assert page.locator("#vote-quality input[type=radio]:checked").count() == 1
+    assert page.locator(":text('Pair 2 of 3')").count() >= 1
+    # a reload resumes at the same pair, with the answer given before it
+    page.reload(wait_until="load")
+    page.get_by_role("tab", name="User study").click()
+    page.get_by_label("Your name or code").fill("browser-participant")
+    page.get_by_role("button", name="Start / continue").click()
+    page.wait_for_selector(":text('Pair 2 of 3')", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#vote-quality input[type=radio]:checked').length == 1",
+                           timeout=30_000)
+    # the participant view names no method, in the DOM or in the videos' addresses
+    html = page.content()
+    for v in page.locator("#study-left video, #study-right video").all():
+        src = v.get_attribute("src") or ""
+        assert "lucia" not in src.lower(), src
+    assert "lucia-desert" not in page.locator("#study-left, #study-right").first.inner_html().lower()
+    assert "Download" not in page.locator("#study-left").inner_html()
+    del html

@@ -4,6 +4,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,30 @@ def test_design_export_lets_the_analysis_be_rerun(db, tmp_path):
     saved = json.loads((tmp_path / "design.json").read_text())
     assert saved == d and len(saved["pairs"]) == 6 and saved["criteria"] == list(study.CRITERIA)
     assert all("/" not in it["video"] for it in saved["items"])         # file names, no server paths
+
+
+def test_votes_need_a_session_token_bound_to_the_annotator(db):
+    from v2v_core.errors import V2VError
+
+    conn = study.connect(db)
+    with pytest.raises(V2VError, match="not valid"):
+        study.participant_vote(conn, "forged-token", 1, "quality", "left")
+    with pytest.raises(V2VError, match="not valid"):
+        study.participant_vote(conn, None, 1, "quality", "left")
+    token = study.start_session(conn, "alice")
+    study.participant_vote(conn, token, 1, "quality", "left")
+    assert conn.execute("SELECT annotator FROM votes").fetchall() == [("alice",)]
+    assert study.answers(conn, "alice", 1) == {"quality": "left"}          # as alice saw it, after a reload too
+
+
+def test_served_videos_have_opaque_names(db, tmp_path):
+    conn = study.connect(db)
+    left, right = study.served_videos(conn, db, "bob", 1)
+    shown = study.present(conn, "bob", 1)
+    assert Path(left).read_bytes() == Path(shown["left"]).read_bytes()
+    for p in (left, right):
+        name = Path(p).name.lower()
+        assert not any(m.lower().split()[0] in name for m in ("StreamDiffusion", "StreamV2V", "Window attention"))
+        assert "run" not in Path(p).parent.name
+    assert study.served_videos(conn, db, "bob", 1) == (left, right)          # stable for one annotator
+    assert study.served_videos(conn, db, "carol", 1)[0] != left                # per-annotator names
