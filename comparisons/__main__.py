@@ -122,16 +122,20 @@ def cmd_study(args) -> int:
     else:
         n = study.export(args.db, args.csv)
         print(f"wrote {args.csv}: {n} votes")
+        if args.design:
+            study.export_design(args.db, args.design)
+            print(f"wrote {args.design}")
     return 0
 
 
 def _common(p, out_default=None):
-    p.add_argument("--backbone", default="toy")
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strength", type=float, default=0.4)
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--backbone", default="toy", help="toy | sd15 | sd15-random | a local diffusers folder (default: toy)")
+    p.add_argument("--frames", type=int, default=None, help="use only the first N frames (default: the whole clip)")
+    p.add_argument("--size", type=int, default=256, help="frame size in px, a multiple of 64 (default: 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every stream's noise and random choices (default: 0)")
+    p.add_argument("--strength", type=float, default=0.4, help="how far outputs move from the input, 0.05-0.95 "
+                                                               "(default: 0.4)")
+    p.add_argument("--steps", type=int, default=2, help="LCM denoising steps per frame (default: 2)")
 
 
 def main(argv=None) -> int:
@@ -141,27 +145,29 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the registered methods").set_defaults(fn=cmd_list)
     p = sub.add_parser("run", help="run methods side by side on one clip")
-    p.add_argument("input")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--methods", default="StreamDiffusion,StreamV2V", help='comma-separated names, "all-online" or "all"')
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("input", help="the input clip (any container ffmpeg reads)")
+    p.add_argument("--prompt", required=True, help="what the output should be, e.g. \"a pencil sketch\"")
+    p.add_argument("--methods", default="StreamDiffusion,StreamV2V",
+                   help='comma-separated names (see `list`), "all-online" or "all" (default: StreamDiffusion,StreamV2V)')
+    p.add_argument("--out-dir", required=True, help="the results bundle folder to write")
     _common(p)
     p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("ablate", help="ablation grid on one clip (table + bar chart)")
-    p.add_argument("input")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("input", help="the input clip")
+    p.add_argument("--prompt", required=True, help="what the output should be")
     p.add_argument("--grid", default="streamv2v", choices=list(GRIDS),
                    help="streamv2v: EA x FF x bank with the code's FF defaults; streamv2v-paper: with the paper's; "
                         "svdiff: memory sizes (default: streamv2v)")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="where the grid's bundle, table and charts go")
     _common(p)
     p.set_defaults(fn=cmd_ablate)
     p = sub.add_parser("evaluate", help="batch evaluation over a JSONL dataset (resumable, torchrun-shardable)")
-    p.add_argument("dataset")
-    p.add_argument("--methods", default="StreamDiffusion,StreamV2V")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--clip-model", default=None)
+    p.add_argument("dataset", help='JSON lines {"video": ..., "prompt": ..., "strength"?, "steps"?, "frames"?}')
+    p.add_argument("--methods", default="StreamDiffusion,StreamV2V",
+                   help="comma-separated registered names (default: StreamDiffusion,StreamV2V)")
+    p.add_argument("--out-dir", required=True, help="where per-job results and the tables go (a re-run resumes)")
+    p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
     _common(p)
     p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("import", help="make a results bundle from outside videos (nothing regenerated)")
@@ -193,14 +199,16 @@ def main(argv=None) -> int:
     ssub = p.add_subparsers(dest="study_cmd", required=True)
     q = ssub.add_parser("create", help="blind pairs from results bundles (folders or zips)")
     q.add_argument("--results", nargs="+", required=True, help="bundles written by run, import or the Compare tab")
-    q.add_argument("--out", required=True)
+    q.add_argument("--out", required=True, help="the study database (SQLite) to write")
     q = ssub.add_parser("report", help="win rates vs a reference + Bradley-Terry ranking")
-    q.add_argument("db")
-    q.add_argument("--reference", default="StreamDiffusion")
-    q.add_argument("--png", default=None, help="also draw the win-rate chart here")
-    q = ssub.add_parser("export", help="all votes as CSV")
-    q.add_argument("db")
-    q.add_argument("--csv", required=True)
+    q.add_argument("db", help="the study database")
+    q.add_argument("--reference", default="StreamDiffusion", help="the method others are compared with "
+                                                                  "(default: StreamDiffusion)")
+    q.add_argument("--png", default=None, help="also draw the win-rate chart here (default: none)")
+    q = ssub.add_parser("export", help="all votes as CSV, and the study design as JSON")
+    q.add_argument("db", help="the study database")
+    q.add_argument("--csv", required=True, help="the CSV of raw votes to write")
+    q.add_argument("--design", default=None, help="also write the study design (pairs, order rule, criteria) as JSON")
     p.set_defaults(fn=cmd_study)
     return run_cli(ap, argv)
 

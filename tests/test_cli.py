@@ -74,3 +74,41 @@ def test_translate_on_the_embedded_model_prints_no_warnings(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = [seg.strip() for seg in re.split(r"[\r\n]", p.stderr) if seg.strip()]
     assert lines and all(seg.startswith("translate:") for seg in lines), lines
+
+
+def _parsers():
+    import argparse
+
+    import comparisons.__main__ as cm
+    import v2v_core.__main__ as vm
+
+    out = []
+    for mod in (cm, vm):
+        captured = {}
+        orig = mod.run_cli
+        mod.run_cli = lambda parser, argv=None: captured.setdefault("p", parser) and 0
+        try:
+            mod.main([])
+        finally:
+            mod.run_cli = orig
+
+        def walk(p, path):
+            for a in p._actions:
+                if isinstance(a, argparse._SubParsersAction):
+                    for n, sp in a.choices.items():
+                        walk(sp, path + [n])
+                elif a.dest != "help":
+                    out.append((" ".join(path), a))
+        walk(captured["p"], [mod.__name__.split(".")[0]])
+    return out
+
+
+def test_every_flag_has_help_and_no_abbreviation_passes(capsys):
+    missing = [(where, a.dest) for where, a in _parsers() if not a.help]
+    assert missing == []
+    from comparisons.__main__ import main as cmain
+
+    with pytest.raises(SystemExit):
+        cmain(["run", "clip.mp4", "--prompt", "p", "--method", "StreamV2V", "--out-dir", "x"])   # --methods abbreviated
+    err = capsys.readouterr().err
+    assert "python -m comparisons run" in err and "unrecognized arguments: --method" in err

@@ -131,9 +131,9 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     _translate_parser(sub).set_defaults(fn=cmd_translate)
     p = sub.add_parser("toy-eval", help="evaluate the embedded toy model on a clip (JSON)")
-    p.add_argument("video")
-    p.add_argument("--frames", type=int, default=48)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("video", help="a clip to evaluate on (never one the toy trained on)")
+    p.add_argument("--frames", type=int, default=48, help="frames to evaluate (default: 48)")
+    p.add_argument("--size", type=int, default=256, help="frame size in px (default: 256)")
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--grid", default=None, help="also draw every style on frame 0 into this PNG")
     p.add_argument("--model", default=None, help="a toy model folder written by `python -m v2v_core.toy.train --out "

@@ -54,7 +54,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...
         if f.name in skip:
             continue
         m = f.metadata
-        bounds = f" [{m['lo']}..{m['hi']}]" if m.get("lo") is not None else ""
+        lo, hi = m.get("lo"), m.get("hi")
+        bounds = (f" [{lo}..{hi}]" if lo is not None and hi is not None else f" [>= {lo}]" if lo is not None
+                  else f" [<= {hi}]" if hi is not None else "")
         help_ = f"{m.get('help', '')}{bounds} (default: {f.default})".replace("%", "%%")  # argparse formats help
         if isinstance(f.default, bool):
             parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)

@@ -9,11 +9,40 @@ class V2VError(Exception):
     """A problem the user can fix (bad input, unreachable model, impossible setting)."""
 
 
+def _subparsers(parser):
+    """{name: subparser} of a parser's sub-commands, and the attribute that holds the chosen name."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices, action.dest
+    return {}, None
+
+
+def _strict(parser) -> None:
+    """No silent abbreviations (`--method` must not pass for `--methods`), on every (sub)parser."""
+    parser.allow_abbrev = False
+    for sub in _subparsers(parser)[0].values():
+        _strict(sub)
+
+
 def run_cli(parser, argv=None) -> int:
-    """Parse, run the chosen sub-command's `fn`, and turn a V2VError into one line and exit status 2."""
+    """Parse, run the chosen sub-command's `fn`, and turn a V2VError into one line and exit status 2.
+    Flags are never abbreviated, and a wrong flag is reported with the usage of the sub-command it was
+    given to, not the top-level usage."""
     import sys
 
-    args = parser.parse_args(argv)
+    _strict(parser)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        target = parser
+        while True:
+            choices, dest = _subparsers(target)
+            name = getattr(args, dest, None) if dest else None
+            if name not in choices:
+                break
+            target = choices[name]
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.fn(args)
     except V2VError as e:

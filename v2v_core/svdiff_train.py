@@ -358,13 +358,13 @@ def add_parser(sub):
     p.add_argument("--batch", type=int, default=2, help="clips trained side by side")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 for the consistent "
                                                           "objective, 1e-3 for the others)")
-    p.add_argument("--t-min", type=int, default=100)
-    p.add_argument("--t-max", type=int, default=650)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--t-min", type=int, default=100, help="lowest training timestep (default: 100)")
+    p.add_argument("--t-max", type=int, default=650, help="highest training timestep (default: 650)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order, noise and memory init (default: 0)")
     p.add_argument("--resume", default=None, help="continue from this checkpoint (weights, Adam moments, step)")
-    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--save-every", type=int, default=100, help="write the checkpoint every N steps (default: 100)")
     p.add_argument("--half", action="store_true", help="write float16 weights without optimizer state (to ship)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu | cuda (default: the best available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.set_defaults(fn=cmd_train)
     return p
