@@ -61,6 +61,15 @@ def control_for(field: dict):
     return gr.Textbox(value=field["value"], label=label, info=info)
 
 
+def prompt_box(value: str, **kw):
+    """A prompt box that offers the backbone's known prompts (the toy's styles) and takes any text."""
+    known = service.suggested_prompts()
+    if known is None:
+        return gr.Textbox(label="Prompt", value=value, **kw)
+    return gr.Dropdown(known, value=value, label="Prompt", allow_custom_value=True, filterable=True,
+                       info="The embedded toy model knows these styles; other text gives no meaningful edit.", **kw)
+
+
 # -- Compare ---------------------------------------------------------------------------------------
 @GPU(duration=120)
 def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *override_values,
@@ -71,6 +80,9 @@ def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *ov
         default = next(f["value"] for f in REGISTRY[name].fields() if f["name"] == field)
         if value != default:
             overrides.setdefault(name, {})[field] = type(default)(value)
+    warning = service.prompt_warning(prompt)
+    if warning:
+        gr.Warning(warning)
     events = service.compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
                                   progress=lambda d, t, stage: progress((d, t) if t else None, desc=stage))
     partial: dict = {"methods": {}}
@@ -128,7 +140,7 @@ def build_compare_tab():
     with gr.Row():
         with gr.Column(scale=1):
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="compare-input")
-            prompt = gr.Textbox(label="Prompt", value="a pencil sketch")
+            prompt = prompt_box("a pencil sketch")
             methods = gr.CheckboxGroup(METHOD_NAMES, value=["StreamDiffusion", "StreamV2V"], label="Methods")
             with gr.Accordion("Run settings", open=False):
                 size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)")
@@ -195,7 +207,7 @@ def build_ablation_tab():
     with gr.Row():
         with gr.Column():
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="ablation-input")
-            prompt = gr.Textbox(label="Prompt", value="a cartoon")
+            prompt = prompt_box("a pencil sketch")
             grid = gr.Radio(list(service.ABLATION_GRIDS), value="streamv2v", label="Grid",
                             info="streamv2v: EA x FF x bank (the code's FF defaults 0.8 / 0.98); streamv2v-paper: the "
                                  "same with the paper's 0.75 / 0.9; svdiff: memory sizes 1x1, 8x8, 16x16 against the "
@@ -223,7 +235,7 @@ def build_live_tab():
             cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam")
             method = gr.Dropdown([p.name for p in PRESETS if p.online], value="StreamV2V", label="Method",
                                  info="switchable while streaming (the stream restarts with a fresh bank)")
-            prompt = gr.Textbox(value="a cartoon", label="Prompt")
+            prompt = prompt_box("a pencil sketch")
             with gr.Row():
                 ea = gr.Checkbox(True, label="EA (StreamV2V)")
                 ff = gr.Checkbox(True, label="FF (StreamV2V)")

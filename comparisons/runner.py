@@ -108,7 +108,8 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
 
     report = {"settings": {"input": str(input_path), "prompt": prompt, "backbone": bb.name, "size": size,
                            "frames": len(source), "seed": seed, "strength": strength, "steps": steps,
-                           "device": str(bb.device), "backbone_makes_edits": bb.makes_edits},
+                           "device": str(bb.device), "backbone_makes_edits": bb.makes_edits,
+                           "prompt_warning": bb.prompt_warning(prompt) if hasattr(bb, "prompt_warning") else None},
               "input": str(out_dir / "input.mp4"), "mosaic": str(out_dir / "mosaic.mp4"), "methods": {}}
     outputs: dict[str, list[np.ndarray]] = {}
     n = len(source)

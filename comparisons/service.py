@@ -31,6 +31,28 @@ MAX_FRAMES = int(os.environ.get("V2V_MAX_FRAMES", "120"))
 MAX_SIZE = int(os.environ.get("V2V_MAX_SIZE", "512"))
 
 
+def suggested_prompts() -> list[str] | None:
+    """The prompts the configured backbone understands (the toy's styles), for the UI's prompt boxes;
+    None for an open-vocabulary backbone. Needs no model."""
+    if BACKBONE != "toy":
+        return None
+    from v2v_core.toy.styles import STYLES
+
+    return [s.prompts[0] for s in STYLES]
+
+
+def prompt_warning(prompt: str) -> str | None:
+    """The same warning the loaded backbone gives, without loading it (toy only)."""
+    if BACKBONE != "toy" or not prompt or not prompt.strip():
+        return None
+    from v2v_core.toy.styles import style_for_prompt
+
+    if style_for_prompt(prompt) is not None:
+        return None
+    return (f"The embedded toy model only knows its styles, so \"{prompt}\" will not give a meaningful edit. Use one "
+            f"of: {', '.join(suggested_prompts())}.")
+
+
 def _work_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 

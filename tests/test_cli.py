@@ -112,3 +112,12 @@ def test_every_flag_has_help_and_no_abbreviation_passes(capsys):
         cmain(["run", "clip.mp4", "--prompt", "p", "--method", "StreamV2V", "--out-dir", "x"])   # --methods abbreviated
     err = capsys.readouterr().err
     assert "python -m comparisons run" in err and "unrecognized arguments: --method" in err
+
+
+def test_unknown_prompt_on_the_toy_is_a_warning_naming_its_styles(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "v2v_core", "translate", str(ROOT / "examples" / "astronaut-pan.mp4"),
+                        "--prompt", "a claymation figure", "--out", str(tmp_path / "o.mp4"), "--frames", "2",
+                        "--size", "128"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    warn = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and "a claymation figure" in warn[0] and "a pencil sketch" in warn[0] and "pixel art" in warn[0]

@@ -73,6 +73,9 @@ def cmd_translate(args) -> int:
     if not backbone.makes_edits:
         print(f"note: backbone '{backbone.name}' has random weights: its output is noise, not an edit "
               "(use it for speed and memory figures only).", file=sys.stderr)
+    warning = backbone.prompt_warning(args.prompt)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     bar = tqdm(unit="frame", desc="translate")
 
     def progress(done, total):

@@ -48,7 +48,19 @@ class Backbone:
     # The self-attention layer the correspondence view opens on (None: the last one recorded). The toy's
     # tuning stage trained its contracting path to match content across frames; its expanding path does not.
     correspondence_layer: str | None = None
+    # The prompts the backbone understands, when it has a closed vocabulary (the toy's styles and their
+    # phrasings); None for open-vocabulary text encoders such as SD's CLIP.
+    known_prompts: tuple[str, ...] | None = None
     _prompt_cache: dict = field(default_factory=dict, repr=False)
+
+    def prompt_warning(self, prompt: str) -> str | None:
+        """A warning naming what the backbone knows, for a prompt outside its vocabulary (else None)."""
+        if self.known_prompts is None or prompt.strip().lower() in (p.lower() for p in self.known_prompts):
+            return None
+        from .toy.styles import STYLES
+
+        return (f"The {self.name} backbone only knows its styles, so \"{prompt}\" will not give a meaningful edit. "
+                f"Use one of: {', '.join(s.prompts[0] for s in STYLES)} (or a listed phrasing of them).")
 
     @property
     def latent_scale(self) -> float:
@@ -257,8 +269,13 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
         pipe.vae.to(memory_format=torch.channels_last)
     name = source if source in BACKBONES else str(source)
     corr = TOY_CORRESPONDENCE_LAYER if source == "toy" and makes_edits else None
+    known = None
+    if source == "toy":
+        from .toy.styles import STYLES
+
+        known = tuple(p for s in STYLES for p in s.prompts)
     return Backbone(name, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype,
-                    makes_edits, correspondence_layer=corr)
+                    makes_edits, correspondence_layer=corr, known_prompts=known)
 
 
 def _fuse_lora(parts, lora: str):
