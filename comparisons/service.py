@@ -206,6 +206,9 @@ def ablation(video, prompt: str, grid: str, size: int = 256, frames: int = 24, s
     return rep
 
 
+LIVE_TIMINGS = 300   # a live stream keeps its last 300 frames' timings (a minute at 5 fps): flat memory
+
+
 class LiveSession:
     """One browser session's webcam stream: a Stream rebuilt when the method or a toggle changes."""
 
@@ -229,7 +232,7 @@ class LiveSession:
         if key != self.key:                           # a switch: new state, same shared backbone
             cfg = preset.with_overrides(**overrides) if overrides and preset.fields() else None
             self.stream = Stream(get_backbone(BACKBONE), prompt or "a photo", StreamSettings(strength=strength, steps=steps),
-                                 preset.build(cfg))
+                                 preset.build(cfg), keep_timings=LIVE_TIMINGS)
             self.key = key
         t0 = time.perf_counter()
         out = self.stream.push(fit_frame(np.ascontiguousarray(frame[..., :3]), self.size))

@@ -146,3 +146,16 @@ def test_bad_frames_are_refused(tiny_backbone):
         s.push(np.zeros((64, 64, 3), np.float32))
     with pytest.raises(V2VError, match="outside its range"):
         Stream(tiny_backbone, "x", StreamSettings(steps=20))
+
+
+def test_a_live_stream_keeps_a_bounded_window_of_timings(tiny_backbone, frames64):
+    s = Stream(tiny_backbone, "a photo", StreamSettings(seed=0), keep_timings=3)
+    for f in frames64[:6]:
+        s.push(f)
+    assert len(s.timings) == 3 and s.frames_out == 6
+    from v2v_core.engine import fps_after_warmup
+
+    assert fps_after_warmup(s.timings, 1) > 0
+    whole = Stream(tiny_backbone, "a photo", StreamSettings(seed=0))
+    list(whole.run(frames64[:6]))
+    assert len(whole.timings) == 6                    # a whole-clip run keeps what its report needs

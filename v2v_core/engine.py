@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
@@ -92,8 +93,11 @@ class Stream:
     """One user's video through one method on a shared backbone."""
 
     def __init__(self, backbone: Backbone, prompt: str, settings: StreamSettings | None = None,
-                 method: TemporalMethod | None = None):
+                 method: TemporalMethod | None = None, keep_timings: int | None = None):
+        """keep_timings: keep only the last N frames' timings (a live stream's memory stays flat); None keeps
+        every frame's (whole-clip runs report them)."""
         self.backbone = backbone
+        self.keep_timings = keep_timings
         self.prompt = prompt
         self.settings = settings or StreamSettings()
         validate(self.settings)
@@ -118,7 +122,7 @@ class Stream:
         self.noise: torch.Tensor | None = None
         self.frames_in = 0
         self.frames_out = 0
-        self.timings: list[dict] = []
+        self.timings: list[dict] | deque = [] if self.keep_timings is None else deque(maxlen=self.keep_timings)
         self._slots: list[_Slot] = []
         self.method_state = self.method.new_state(self) if self.method is not None else None
 
@@ -237,6 +241,7 @@ class Stream:
 
 def fps_after_warmup(timings: list[dict], warmup: int = 2) -> float:
     """Frames per second over the frames after the first `warmup` (first calls pay one-off costs)."""
+    timings = list(timings)
     steady = timings[warmup:] if len(timings) > warmup else timings
     total = sum(t["total"] for t in steady)
     return len(steady) / total if total > 0 else float("nan")
