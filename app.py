@@ -292,44 +292,33 @@ def build_correspondence_tab():
 
 
 # -- User study ------------------------------------------------------------------------------------
-def build_study_tab():
+def _open_study_db():
     from comparisons import study
 
-    gr.Markdown("Blind pairwise comparison: for each pair, pick the better clip for each question. Your answers "
-                "are saved as you give them: after a reload, enter the same name to continue where you stopped.")
-    with gr.Tab("Participant"):
-        name = gr.Textbox(label="Your name or code")
-        start = gr.Button("Start / continue", variant="primary")
-        info = gr.Markdown()
-        with gr.Row(equal_height=True):
-            # no download or share buttons, opaque file names (study.served_videos): the view is blind
-            left = gr.Video(label="Left", elem_id="study-left", buttons=[], min_width=160)
-            right = gr.Video(label="Right", elem_id="study-right", buttons=[], min_width=160)
-        radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " "), elem_id=f"vote-{c}")
-                  for c in study.CRITERIA]
-        submit = gr.Button("Next pair")
-    with gr.Tab("Admin"):
-        password = gr.Textbox(type="password", label="Admin password (V2V_STUDY_PASSWORD)")
-        with gr.Accordion("Create the study from results bundles", open=False):
-            bundles = gr.File(label="Results zips (Compare downloads or `comparisons import` bundles, zipped)",
-                              file_count="multiple", file_types=[".zip"], elem_id="study-bundles")
-            create = gr.Button("Create study", elem_id="create-study")
-            created = gr.Markdown(elem_id="study-created")
-        reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method",
-                                allow_custom_value=True)
-        show = gr.Button("Show results")
-        results = gr.Markdown()
-        plot = gr.Image(label="Win rates")
-        csv_file = gr.File(label="Votes (CSV) and the study design (JSON), to re-run the analysis elsewhere",
-                           file_count="multiple")
-        refresh = gr.Timer(10.0)
-    current = gr.State(None)
+    if not Path(STUDY_DB).exists():
+        raise gr.Error("No study yet: the admin creates one (User study tab, or `python -m comparisons study create "
+                       "--results BUNDLE ... --out study.db`).")
+    return study.connect(STUDY_DB)
 
-    def open_db():
-        if not Path(STUDY_DB).exists():
-            raise gr.Error(f"No study database at {STUDY_DB}: create one with `python -m comparisons study create "
-                           "--results DIR1 DIR2 --out study.db` (DIRs from Compare runs).")
-        return study.connect(STUDY_DB)
+
+def build_participant_page():
+    """The participant's page (/study): its own page, so nothing of the studio (no method name, no other
+    tab) reaches a participant's browser; videos under opaque names without download buttons."""
+    from comparisons import study
+
+    gr.Markdown("## User study\nBlind pairwise comparison: for each pair, pick the better clip for each question. "
+                "Your answers are saved as you give them: after a reload, enter the same name to continue.")
+    name = gr.Textbox(label="Your name or code")
+    start = gr.Button("Start / continue", variant="primary")
+    info = gr.Markdown()
+    with gr.Row(equal_height=True):
+        left = gr.Video(label="Left", elem_id="study-left", buttons=[], min_width=160)
+        right = gr.Video(label="Right", elem_id="study-right", buttons=[], min_width=160)
+    radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " "), elem_id=f"vote-{c}")
+              for c in study.CRITERIA]
+    submit = gr.Button("Next pair")
+    current = gr.State(None)
+    open_db = _open_study_db
 
     def labels(missing=()):
         return [gr.update(label=c.replace("_", " ") + ("  ⚠ please answer this question" if c in missing else ""))
@@ -369,6 +358,37 @@ def build_study_tab():
             return (token, pair, gr.update(), gr.update(), gr.update(), *labels(missing))
         return show_pair(open_db(), token)
 
+    token = gr.State(None)
+    outs = [token, current, info, left, right, *radios]
+    start.click(begin, name, outs, api_visibility="private")
+    submit.click(next_or_warn, [token, current, *radios], outs, api_visibility="private")
+    for c, r in zip(study.CRITERIA, radios):
+        r.input(lambda t, p, ch, c=c: answer(t, p, c, ch), [token, current, r], None, api_visibility="private",
+                show_progress="hidden")
+
+
+def build_study_admin_tab():
+    from comparisons import study
+
+    gr.Markdown("Participants vote on their own page, **/study** (e.g. http://127.0.0.1:7860/study): it shows "
+                "nothing of the studio, so the comparison stays blind. This view, behind `V2V_STUDY_PASSWORD`, "
+                "creates the study and shows its results.")
+    password = gr.Textbox(type="password", label="Admin password (V2V_STUDY_PASSWORD)")
+    with gr.Accordion("Create the study from results bundles", open=False):
+        bundles = gr.File(label="Results zips (Compare downloads or `comparisons import` bundles, zipped)",
+                          file_count="multiple", file_types=[".zip"], elem_id="study-bundles")
+        create = gr.Button("Create study", elem_id="create-study")
+        created = gr.Markdown(elem_id="study-created")
+    reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method",
+                            allow_custom_value=True)
+    show = gr.Button("Show results")
+    results = gr.Markdown()
+    plot = gr.Image(label="Win rates")
+    csv_file = gr.File(label="Votes (CSV) and the study design (JSON), to re-run the analysis elsewhere",
+                       file_count="multiple")
+    refresh = gr.Timer(10.0)
+    open_db = _open_study_db
+
     def check_password(pw):
         expected = os.environ.get("V2V_STUDY_PASSWORD")
         if not expected:
@@ -402,13 +422,6 @@ def build_study_tab():
             return gr.update(), gr.update(), gr.update()
         return admin(pw, ref)
 
-    token = gr.State(None)
-    outs = [token, current, info, left, right, *radios]
-    start.click(begin, name, outs, api_visibility="private")
-    submit.click(next_or_warn, [token, current, *radios], outs, api_visibility="private")
-    for c, r in zip(study.CRITERIA, radios):
-        r.input(lambda t, p, ch, c=c: answer(t, p, c, ch), [token, current, r], None, api_visibility="private",
-                show_progress="hidden")
     show.click(admin, [password, reference], [results, plot, csv_file], api_visibility="private")
     refresh.tick(admin_refresh, [password, reference], [results, plot, csv_file], api_visibility="private",
                  show_progress="hidden")
@@ -428,7 +441,9 @@ with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
     with gr.Tab("Correspondence"):
         build_correspondence_tab()
     with gr.Tab("User study"):
-        build_study_tab()
+        build_study_admin_tab()
+with demo.route("Participate in the study", "/study"):
+    build_participant_page()
 
 
 def main():
