@@ -377,6 +377,8 @@ def build_study_admin_tab():
     with gr.Accordion("Create the study from results bundles", open=False):
         bundles = gr.File(label="Results zips (Compare downloads or `comparisons import` bundles, zipped)",
                           file_count="multiple", file_types=[".zip"], elem_id="study-bundles")
+        checks = gr.Number(value=0, precision=0, minimum=0, label="Attention checks",
+                           info="extra pairs showing one video on both sides; the report flags who picked a side")
         create = gr.Button("Create study", elem_id="create-study")
         created = gr.Markdown(elem_id="study-created")
     reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method",
@@ -396,11 +398,11 @@ def build_study_admin_tab():
         if pw != expected:
             raise gr.Error("Wrong password.")
 
-    def create_study(pw, files):
+    def create_study(pw, files, n_checks):
         check_password(pw)
         if not files:
             raise gr.Error("Upload at least one results zip.")
-        n = _call(study.create, list(files), STUDY_DB)
+        n = _call(study.create, list(files), STUDY_DB, attention_checks=int(n_checks or 0))
         methods = study.methods(STUDY_DB)
         return (f"Study ready: {n} blind pairs over {len(methods)} results ({', '.join(methods)}).",
                 gr.update(choices=methods, value=methods[0] if methods else None))
@@ -425,7 +427,7 @@ def build_study_admin_tab():
     show.click(admin, [password, reference], [results, plot, csv_file], api_visibility="private")
     refresh.tick(admin_refresh, [password, reference], [results, plot, csv_file], api_visibility="private",
                  show_progress="hidden")
-    create.click(create_study, [password, bundles], [created, reference], api_visibility="private")
+    create.click(create_study, [password, bundles, checks], [created, reference], api_visibility="private")
 
 
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:

@@ -115,8 +115,9 @@ def cmd_study(args) -> int:
     from . import study
 
     if args.study_cmd == "create":
-        n = study.create(args.results, args.out)
-        print(f"wrote {args.out}: {n} blind pairs")
+        n = study.create(args.results, args.out, attention_checks=args.attention_checks)
+        print(f"wrote {args.out}: {n} blind pairs" + (f" + {args.attention_checks} attention checks"
+                                                       if args.attention_checks else ""))
     elif args.study_cmd == "report":
         print(study.report(args.db, args.reference, args.png))
     else:
@@ -200,6 +201,8 @@ def main(argv=None) -> int:
     q = ssub.add_parser("create", help="blind pairs from results bundles (folders or zips)")
     q.add_argument("--results", nargs="+", required=True, help="bundles written by run, import or the Compare tab")
     q.add_argument("--out", required=True, help="the study database (SQLite) to write")
+    q.add_argument("--attention-checks", type=int, default=0, help="extra pairs showing one video on both sides; "
+                                                                   "the report flags who picked a side (default: 0)")
     q = ssub.add_parser("report", help="win rates vs a reference + Bradley-Terry ranking")
     q.add_argument("db", help="the study database")
     q.add_argument("--reference", default="StreamDiffusion", help="the method others are compared with "

@@ -42,6 +42,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, input TEXT, prompt TEXT, method TEXT, video TEXT,
                                   UNIQUE(input, prompt, method));
 CREATE TABLE IF NOT EXISTS pairs (id INTEGER PRIMARY KEY, a INTEGER REFERENCES items(id), b INTEGER REFERENCES items(id),
+                                  kind TEXT NOT NULL DEFAULT 'compare',
                                   UNIQUE(a, b));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (token TEXT PRIMARY KEY, annotator TEXT NOT NULL, started REAL DEFAULT (julianday('now')));
@@ -59,12 +60,21 @@ def connect(db: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def create(results: list[str | Path], db: str | Path) -> int:
-    """Build items and blind pairs from results bundles (folders or zips written by `comparisons run`,
-    `comparisons import` or the Compare tab); returns the number of pairs. A zip is extracted beside the
-    database (its videos must outlive this call)."""
-    conn = connect(db)
+def _migrate(conn) -> None:
     conn.executescript(SCHEMA)
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(pairs)")}
+    if "kind" not in cols:                                   # databases made before attention checks existed
+        conn.execute("ALTER TABLE pairs ADD COLUMN kind TEXT NOT NULL DEFAULT 'compare'")
+
+
+def create(results: list[str | Path], db: str | Path, attention_checks: int = 0) -> int:
+    """Build items and blind pairs from results bundles (folders or zips written by `comparisons run`,
+    `comparisons import` or the Compare tab); returns the number of comparison pairs. A zip is extracted
+    beside the database (its videos must outlive this call). attention_checks: that many extra pairs
+    showing one video on both sides (the honest answer is "tie" on every question); they are left out of
+    every statistic and the report flags annotators who picked a side on one."""
+    conn = connect(db)
+    _migrate(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for d in results:
@@ -84,11 +94,16 @@ def create(results: list[str | Path], db: str | Path) -> int:
         for ids in groups.values():
             for a, b in itertools.combinations(sorted(ids), 2):
                 conn.execute("INSERT OR IGNORE INTO pairs(a, b) VALUES (?,?)", (a, b))
+        have = conn.execute("SELECT COUNT(*) FROM pairs WHERE kind = 'identical'").fetchone()[0]
+        items = [i for (i,) in conn.execute("SELECT id FROM items ORDER BY id")]
+        for k in range(have, min(attention_checks, len(items))):
+            it = items[(k * 7919) % len(items)]                     # spread over the items, deterministic
+            conn.execute("INSERT OR IGNORE INTO pairs(a, b, kind) VALUES (?,?, 'identical')", (it, it))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    n = conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    n = conn.execute("SELECT COUNT(*) FROM pairs WHERE kind = 'compare'").fetchone()[0]
     conn.close()
     return n
 
@@ -245,9 +260,9 @@ def wilson(points: float, n: int, z: float = Z95) -> tuple[float, float]:
 
 def _annotator_votes(conn, criterion: str | None = None) -> dict[str, list[tuple[str, str, str]]]:
     q = ("SELECT v.annotator, ia.method, ib.method, v.winner FROM votes v JOIN pairs p ON p.id = v.pair "
-         "JOIN items ia ON ia.id = p.a JOIN items ib ON ib.id = p.b")
+         "JOIN items ia ON ia.id = p.a JOIN items ib ON ib.id = p.b WHERE p.kind = 'compare'")
     out: dict[str, list] = {}
-    for ann, a, b, w in conn.execute(q + (" WHERE v.criterion = ?" if criterion else ""),
+    for ann, a, b, w in conn.execute(q + (" AND v.criterion = ?" if criterion else ""),
                                      (criterion,) if criterion else ()):
         out.setdefault(ann, []).append((a, b, w))
     return out
@@ -333,7 +348,8 @@ def krippendorff_alpha(conn, criterion: str) -> tuple[float | None, int]:
     the winner as stored (a, b, tie, both_bad), any number of annotators per pair. (alpha, pairs with at
     least two votes); None when no pair has two votes or all votes agree on one value."""
     units: dict[int, list[str]] = {}
-    for pair, w in conn.execute("SELECT pair, winner FROM votes WHERE criterion = ?", (criterion,)):
+    for pair, w in conn.execute("SELECT v.pair, v.winner FROM votes v JOIN pairs p ON p.id = v.pair "
+                                "WHERE v.criterion = ? AND p.kind = 'compare'", (criterion,)):
         units.setdefault(pair, []).append(w)
     units = {u: v for u, v in units.items() if len(v) >= 2}
     values = sorted({w for v in units.values() for w in v})
@@ -372,6 +388,12 @@ def report(db: str | Path, reference: str, png: str | Path | None = None) -> str
     bt = bradley_terry_intervals(conn)
     lines += ["", "Bradley-Terry strengths (all criteria; 95% bootstrap interval over annotators):", ""]
     lines += [f"{k + 1}. {m}: {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for k, (m, r) in enumerate(bt.items())]
+    checks = attention_failures(conn)
+    failed = {a: r for a, r in checks.items() if r["failed"]}
+    lines += ["", "Attention checks (one video on both sides; picking a side fails): "
+              + (f"{len(failed)} of {len(checks)} annotators failed: " + ", ".join(
+                  f"{a} ({r['failed']} of {r['checks']})" for a, r in sorted(failed.items())) if failed
+                 else f"none failed ({len(checks)} annotators answered one)" if checks else "none in this study"), ""]
     lines += ["", "Agreement between annotators (Krippendorff's alpha, nominal; 1 = full agreement, 0 = chance):", ""]
     for crit in CRITERIA:
         alpha, units = krippendorff_alpha(conn, crit)
@@ -383,6 +405,18 @@ def report(db: str | Path, reference: str, png: str | Path | None = None) -> str
     return "\n".join(lines)
 
 
+def attention_failures(conn) -> dict[str, dict]:
+    """annotator -> {checks: identical pairs answered, failed: those where a side was picked on any question}."""
+    out: dict[str, dict] = {}
+    for ann, pair, sided in conn.execute(
+            "SELECT v.annotator, v.pair, MAX(v.winner IN ('a', 'b')) FROM votes v JOIN pairs p ON p.id = v.pair "
+            "WHERE p.kind = 'identical' GROUP BY v.annotator, v.pair"):
+        r = out.setdefault(ann, {"checks": 0, "failed": 0})
+        r["checks"] += 1
+        r["failed"] += int(sided)
+    return out
+
+
 def export_design(db: str | Path, json_path: str | Path) -> dict:
     """The study's design as JSON, so the analysis can be re-run elsewhere: items, pairs, criteria,
     choices and the rule that fixes each annotator's left/right order and pair order."""
@@ -392,7 +426,7 @@ def export_design(db: str | Path, json_path: str | Path) -> dict:
                  for r in conn.execute("SELECT id, input, prompt, method, video FROM items ORDER BY id")]
         for it in items:
             it["video"] = Path(it["video"]).name
-        pairs = [dict(zip(("id", "a", "b"), r)) for r in conn.execute("SELECT id, a, b FROM pairs ORDER BY id")]
+        pairs = [dict(zip(("id", "a", "b", "kind"), r)) for r in conn.execute("SELECT id, a, b, kind FROM pairs ORDER BY id")]
     finally:
         conn.close()
     design = {"items": items, "pairs": pairs, "criteria": list(CRITERIA), "choices": list(CHOICES),

@@ -217,3 +217,21 @@ def test_served_videos_have_opaque_names(db, tmp_path):
         assert "run" not in Path(p).parent.name
     assert study.served_videos(conn, db, "bob", 1) == (left, right)          # stable for one annotator
     assert study.served_videos(conn, db, "carol", 1)[0] != left                # per-annotator names
+
+
+def test_attention_check_failures_appear_in_the_report(tmp_path):
+    db = tmp_path / "c.db"
+    assert study.create(_fake_results(tmp_path), db, attention_checks=2) == 6
+    conn = study.connect(db)
+    checks = [p for (p,) in conn.execute("SELECT id FROM pairs WHERE kind = 'identical'")]
+    assert len(checks) == 2
+    shown = study.present(conn, "lazy", checks[0])
+    assert shown["left"] == shown["right"]                             # one video on both sides
+    for c in study.CRITERIA:
+        study.vote(conn, "lazy", checks[0], c, "left" if c == "quality" else "tie")
+        study.vote(conn, "careful", checks[0], c, "tie")
+    assert study.attention_failures(conn) == {"lazy": {"checks": 1, "failed": 1}, "careful": {"checks": 1, "failed": 0}}
+    text = study.report(db, "StreamDiffusion")
+    assert "1 of 2 annotators failed: lazy (1 of 1)" in text
+    assert study.win_rates(conn, "StreamDiffusion") == {}                # check votes never count as comparisons
+    assert study.progress(conn, "careful") == (1, 8)                     # participants answer the checks too
