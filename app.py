@@ -292,6 +292,30 @@ def build_correspondence_tab():
 
 
 # -- User study ------------------------------------------------------------------------------------
+# The two study videos play as one: play, pause, scrub or speed on either is mirrored on the other
+# (a participant compares them at the same instant, also on a phone).
+SYNC_STUDY_VIDEOS_JS = """
+() => {
+  const mirror = (from, to) => {
+    const go = (fn) => { if (from._v2vBusy) return; to._v2vBusy = true; try { fn(); } finally {
+      setTimeout(() => { to._v2vBusy = false; }, 50); } };
+    from.addEventListener('play', () => go(() => { to.currentTime = from.currentTime; to.play().catch(() => {}); }));
+    from.addEventListener('pause', () => go(() => { to.pause(); to.currentTime = from.currentTime; }));
+    from.addEventListener('seeked', () => go(() => { if (Math.abs(to.currentTime - from.currentTime) > 0.05)
+      to.currentTime = from.currentTime; }));
+    from.addEventListener('ratechange', () => go(() => { to.playbackRate = from.playbackRate; }));
+  };
+  setInterval(() => {
+    const l = document.querySelector('#study-left video'), r = document.querySelector('#study-right video');
+    if (!l || !r || (l._v2vPartner === r && r._v2vPartner === l)) return;
+    l._v2vPartner = r; r._v2vPartner = l;
+    l.muted = true; r.muted = true; l.loop = true; r.loop = true;
+    mirror(l, r); mirror(r, l);
+  }, 300);
+}
+"""
+
+
 def _open_study_db():
     from comparisons import study
 
@@ -456,7 +480,7 @@ def main():
     args = ap.parse_args()
     demo.queue(default_concurrency_limit=1, max_size=20).launch(
         server_name=args.host, server_port=args.port, share=args.share, show_error=True, ssr_mode=False,
-        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"))
+        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"), js=SYNC_STUDY_VIDEOS_JS)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required"])
         ctx = browser.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000})
         pg = ctx.new_page()
         pg.goto(server, wait_until="load")
@@ -173,7 +174,25 @@ def vote_once_and_check_the_form(page):
         page.locator(f"#vote-{c} label:has-text('left')").first.click()
     page.get_by_role("button", name="Next pair").click()
     page.wait_for_selector(":text('Pair 2 of 3')", timeout=60_000)
+    page.wait_for_function("(() => { const v = document.querySelector('#study-right video'); return v && v.src; })()",
+                           timeout=60_000)
+    # one control for both: playing the left video plays the right one at the same time, pausing stops both
+    page.wait_for_function("document.querySelector('#study-left video')._v2vPartner !== undefined", timeout=30_000)
+    page.evaluate("document.querySelector('#study-left video').play()")
+    page.wait_for_function("!document.querySelector('#study-right video').paused", timeout=10_000)
+    page.wait_for_timeout(800)
+    page.evaluate("document.querySelector('#study-left video').pause()")
+    page.wait_for_function("document.querySelector('#study-right video').paused", timeout=10_000)
+    gap = page.evaluate("Math.abs(document.querySelector('#study-left video').currentTime - "
+                        "document.querySelector('#study-right video').currentTime)")
+    assert gap < 0.25, gap
     page.screenshot(path=str(ART / "study_participant.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ART / "study_participant_phone.png"), full_page=True)
+    boxes = [page.locator(sel).bounding_box() for sel in ("#study-left", "#study-right")]
+    assert all(b and b["width"] > 100 for b in boxes)
+    page.set_viewport_size({"width": 1400, "height": 1000})
     # a missing answer is a warning beside that question: both videos and the given answers stay
     page.locator("#vote-quality label:has-text('right')").first.click()
     page.get_by_role("button", name="Next pair").click()
