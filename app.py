@@ -325,7 +325,7 @@ def _open_study_db():
     return study.connect(STUDY_DB)
 
 
-def build_participant_page():
+def build_participant_page(page):
     """The participant's page (/study): its own page, so nothing of the studio (no method name, no other
     tab) reaches a participant's browser; videos under opaque names without download buttons."""
     from comparisons import study
@@ -382,6 +382,12 @@ def build_participant_page():
             return (token, pair, gr.update(), gr.update(), gr.update(), *labels(missing))
         return show_pair(open_db(), token)
 
+    def prefill(request: gr.Request):
+        """An invitation link (/study?code=CODE) fills in the participant's code."""
+        code = dict(request.query_params).get("code") if request is not None else None
+        return gr.update(value=code) if code else gr.update()
+
+    page.load(prefill, None, name, api_visibility="private")
     token = gr.State(None)
     outs = [token, current, info, left, right, *radios]
     start.click(begin, name, outs, api_visibility="private")
@@ -405,6 +411,10 @@ def build_study_admin_tab():
                            info="extra pairs showing one video on both sides; the report flags who picked a side")
         create = gr.Button("Create study", elem_id="create-study")
         created = gr.Markdown(elem_id="study-created")
+    with gr.Accordion("Invitation mode: only holders of a link can vote", open=False):
+        n_invites = gr.Number(value=3, precision=0, minimum=1, label="Participants to invite")
+        make_invites = gr.Button("Create invitation links", elem_id="make-invites")
+        invites = gr.Markdown(elem_id="invites")
     reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method",
                             allow_custom_value=True)
     show = gr.Button("Show results")
@@ -431,6 +441,14 @@ def build_study_admin_tab():
         return (f"Study ready: {n} blind pairs over {len(methods)} results ({', '.join(methods)}).",
                 gr.update(choices=methods, value=methods[0] if methods else None))
 
+    def create_invites(pw, n, request: gr.Request):
+        check_password(pw)
+        codes = study.invite(open_db(), int(n or 0))
+        host = (request.headers.get("host") if request is not None else None) or "127.0.0.1:7860"
+        links = "\n".join(f"- http://{host}/study?code={c}" for c in codes)
+        return (f"{len(codes)} new links (from now on only invited codes can vote; send each person one):\n\n"
+                f"{links}")
+
     def admin(pw, ref):
         check_password(pw)
         open_db().close()
@@ -452,6 +470,7 @@ def build_study_admin_tab():
     refresh.tick(admin_refresh, [password, reference], [results, plot, csv_file], api_visibility="private",
                  show_progress="hidden")
     create.click(create_study, [password, bundles, checks], [created, reference], api_visibility="private")
+    make_invites.click(create_invites, [password, n_invites], invites, api_visibility="private")
 
 
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
@@ -468,8 +487,8 @@ with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
         build_correspondence_tab()
     with gr.Tab("User study"):
         build_study_admin_tab()
-with demo.route("Participate in the study", "/study"):
-    build_participant_page()
+with demo.route("Participate in the study", "/study") as study_page:
+    build_participant_page(study_page)
 
 
 def main():

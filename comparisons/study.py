@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS pairs (id INTEGER PRIMARY KEY, a INTEGER REFERENCES i
                                   kind TEXT NOT NULL DEFAULT 'compare',
                                   UNIQUE(a, b));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS invites (code TEXT PRIMARY KEY, created REAL DEFAULT (julianday('now')));
 CREATE TABLE IF NOT EXISTS sessions (token TEXT PRIMARY KEY, annotator TEXT NOT NULL, started REAL DEFAULT (julianday('now')));
 CREATE TABLE IF NOT EXISTS votes (annotator TEXT NOT NULL, pair INTEGER NOT NULL REFERENCES pairs(id),
                                   criterion TEXT NOT NULL, winner TEXT NOT NULL CHECK (winner IN ('a','b','tie','both_bad')),
@@ -120,13 +121,31 @@ def _secret(conn) -> str:
     return conn.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()[0]
 
 
+def invite(conn, n: int) -> list[str]:
+    """Invitation mode: n new participant codes. Once a study has invitations, only their holders can
+    vote (each code is that participant's identity; the link /study?code=CODE fills it in)."""
+    _migrate(conn)
+    codes = [secrets.token_urlsafe(9) for _ in range(int(n))]
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT INTO invites(code) VALUES (?)", [(c,) for c in codes])
+    conn.execute("COMMIT")
+    return codes
+
+
+def invite_only(conn) -> bool:
+    return conn.execute("SELECT COUNT(*) FROM invites").fetchone()[0] > 0
+
+
 def start_session(conn, annotator: str) -> str:
     """A participant starts (or resumes): a fresh token bound to this annotator. Votes from the
-    participant view carry it; a vote without a valid token is refused."""
+    participant view carry it; a vote without a valid token is refused. In invitation mode the
+    annotator must be an invitation code."""
     annotator = (annotator or "").strip()
     if not annotator:
         raise V2VError("Enter your name or participant code first.")
-    conn.executescript(SCHEMA)
+    _migrate(conn)
+    if invite_only(conn) and conn.execute("SELECT 1 FROM invites WHERE code = ?", (annotator,)).fetchone() is None:
+        raise V2VError("This study is by invitation: open the link you were given, or enter its code exactly.")
     token = secrets.token_urlsafe(24)
     conn.execute("INSERT INTO sessions(token, annotator) VALUES (?, ?)", (token, annotator))
     return token

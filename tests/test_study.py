@@ -235,3 +235,17 @@ def test_attention_check_failures_appear_in_the_report(tmp_path):
     assert "1 of 2 annotators failed: lazy (1 of 1)" in text
     assert study.win_rates(conn, "StreamDiffusion") == {}                # check votes never count as comparisons
     assert study.progress(conn, "careful") == (1, 8)                     # participants answer the checks too
+
+
+def test_invitation_mode_lets_only_invited_codes_vote(db):
+    from v2v_core.errors import V2VError
+
+    conn = study.connect(db)
+    study.start_session(conn, "anyone")                          # open study: any name
+    codes = study.invite(conn, 2)
+    assert len(set(codes)) == 2 and study.invite_only(conn)
+    with pytest.raises(V2VError, match="by invitation"):
+        study.start_session(conn, "anyone")
+    token = study.start_session(conn, codes[0])
+    study.participant_vote(conn, token, 1, "quality", "tie")
+    assert conn.execute("SELECT annotator FROM votes").fetchall() == [(codes[0],)]
