@@ -8,8 +8,9 @@ StreamV2V, TokenFlow; 24 frames); the script casts a few demo votes (always "lef
 admin screenshot so its table and chart have something to show.
 
 Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
-Live streams Chromium's fake camera, Correspondence clicks a point, User study votes and opens the
-admin view (the study database must exist: `python -m comparisons study create ...`).
+Live streams Chromium's fake camera, Correspondence clicks a point, the User study tab opens the
+admin view and /study the participant's page at desktop and phone size (the study database must exist:
+`python -m comparisons study create ...`).
 
 Before pressing Run it waits until the example clip has really loaded into that tab's input video
 (#compare-input / #ablation-input / #corr-input hold a <video> with a source): counting <video>
@@ -100,28 +101,23 @@ def main():
             pg.wait_for_selector("#corr-view img", timeout=60_000)
             pg.wait_for_timeout(1000)
             pg.screenshot(path=str(OUT / "tab_correspondence.png"), full_page=True)
-            # User study
+            # User study: the admin view (User study tab), then the participant's own page (/study)
             pg.get_by_role("tab", name="User study").click()
             if args.study:
-                pg.get_by_label("Your name or code").fill("demo-participant")
-                pg.get_by_role("button", name="Start / next pair").click()
-                pg.wait_for_selector("#study-left video", timeout=60_000)
-                pg.wait_for_timeout(1500)
-            pg.screenshot(path=str(OUT / "tab_user_study.png"), full_page=True)
-            if args.study:  # a few demo votes (always "left") so the admin view has something to show
-                for _ in range(3):
-                    for group in pg.locator("fieldset:visible").all():
-                        opt = group.get_by_label("left", exact=True)
-                        if opt.count():
-                            opt.first.check()
-                    pg.get_by_role("button", name="Submit vote").click()
-                    pg.wait_for_timeout(1500)
-            if args.study:
-                pg.get_by_role("tab", name="Admin").click()
                 pg.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill("demo")
                 pg.get_by_role("button", name="Show results").click()
                 pg.wait_for_timeout(4000)
-                pg.screenshot(path=str(OUT / "tab_user_study_admin.png"), full_page=True)
+            pg.screenshot(path=str(OUT / "tab_user_study_admin.png"), full_page=True)
+            pg.goto(f"http://127.0.0.1:{port}/study", wait_until="load")
+            if args.study:
+                pg.get_by_label("Your name or code").fill("demo-participant")
+                pg.get_by_role("button", name="Start / continue").click()
+                pg.wait_for_selector("#study-left video", timeout=60_000)
+                pg.wait_for_timeout(1500)
+            pg.screenshot(path=str(OUT / "tab_user_study.png"), full_page=True)
+            pg.set_viewport_size({"width": 390, "height": 844})
+            pg.wait_for_timeout(800)
+            pg.screenshot(path=str(OUT / "tab_user_study_phone.png"), full_page=True)
             b.close()
     finally:
         app.terminate()
