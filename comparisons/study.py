@@ -358,8 +358,9 @@ def bradley_terry_intervals(conn, criterion: str | None = None, n_boot: int = 20
         bt = _bt(sample, 100, methods)
         boots.append([bt[m] for m in methods])
     boots = np.array(boots)
-    return {m: {"score": point[m], "low": float(np.percentile(boots[:, i], 2.5)),
-                "high": float(np.percentile(boots[:, i], 97.5))} for i, m in enumerate(methods)}
+    out = {m: {"score": point[m], "low": float(np.percentile(boots[:, i], 2.5)),
+               "high": float(np.percentile(boots[:, i], 97.5))} for i, m in enumerate(methods)}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["score"]))            # strongest first
 
 
 def krippendorff_alpha(conn, criterion: str) -> tuple[float | None, int]:
@@ -405,7 +406,8 @@ def report(db: str | Path, reference: str, png: str | Path | None = None) -> str
                          f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}] | [{100 * r['boot_low']:.1f}, "
                          f"{100 * r['boot_high']:.1f}] | {r['votes']} | {r['annotators']} |")
     bt = bradley_terry_intervals(conn)
-    lines += ["", "Bradley-Terry strengths (all criteria; 95% bootstrap interval over annotators):", ""]
+    lines += ["", "Bradley-Terry strengths (all criteria; 95% bootstrap interval over annotators; results never "
+              "compared with each other, e.g. of different sources, are not on one scale):", ""]
     lines += [f"{k + 1}. {m}: {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for k, (m, r) in enumerate(bt.items())]
     checks = attention_failures(conn)
     failed = {a: r for a, r in checks.items() if r["failed"]}

@@ -169,6 +169,8 @@ def test_bootstrap_is_over_annotators(db):
     assert r["boot_low"] == 0.0 and r["boot_high"] == 1.0
     bt = study.bradley_terry_intervals(conn)
     assert set(bt) >= {"StreamDiffusion", "StreamV2V"} and all(v["low"] <= v["score"] <= v["high"] for v in bt.values())
+    scores = [v["score"] for v in bt.values()]
+    assert scores == sorted(scores, reverse=True)                       # a ranking: strongest first
 
 
 def test_krippendorff_alpha_hand_computed(tmp_path):
