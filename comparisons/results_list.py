@@ -130,14 +130,16 @@ def table(result: dict) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.2f}"
 
-    lines = ["| source | output | prompt | frames | warp error ↓ | paper-compatible ↓ | self-flow warp error ↓ | "
-             "CLIP consistency | CLIP text |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| source | output | prompt | frames | size | warp error ↓ | paper-compatible ↓ | self-flow warp error ↓ | "
+             "CLIP consistency | CLIP text |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['source'] or '(none)'} | {r['output']} | {r['prompt'] or ''} | {r['frames']} | {f(r['warp_error'])} | "
+        size = "x".join(map(str, r["size"])) if r.get("size") else ""
+        lines.append(f"| {r['source'] or '(none)'} | {r['output']} | {r['prompt'] or ''} | {r['frames']} | {size} | "
+                     f"{f(r['warp_error'])} | "
                      f"{f(r['warp_error_paper_compatible'])} | {f(r['warp_error_self_flow'])} | "
                      f"{f(r['clip_consistency'])} | {f(r['clip_text'])} |")
     m = result["means"]
-    lines.append(f"| **mean** | | | | {f(m['warp_error'])} | {f(m['warp_error_paper_compatible'])} | "
+    lines.append(f"| **mean** | | | | | {f(m['warp_error'])} | {f(m['warp_error_paper_compatible'])} | "
                  f"{f(m['warp_error_self_flow'])} | {f(m['clip_consistency'])} | {f(m['clip_text'])} |")
     flows = sorted({r["flow"] for r in result["rows"]})
     lines += ["", f"Warp error: flow `{', '.join(flows)}` on each source, at the size each row lists; self-flow: the "
