@@ -102,6 +102,9 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
         if not p.online:                                               # offline: refuse before reading
             built[p.name].check_memory(bb, total or 1, size, size)
     source = list(iter_frames(input_path, frames, size, info=info))
+    if len(source) < 2:
+        raise V2VError(f"The input clip {Path(input_path).name} has {len(source)} frame(s); temporal consistency needs "
+                       "at least 2. Give a longer clip (or more frames).")
     with VideoWriter(out_dir / "input.mp4", info.fps) as w:
         for f in source:
             w.write(f)

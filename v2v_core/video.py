@@ -39,9 +39,9 @@ def _reader(path: str):
     if not p.exists():
         raise V2VError(f"No such video file: {path}. Check the path.")
     if p.is_dir():
-        raise V2VError(f"{path} is a folder, not a video file.")
+        raise V2VError(f"{Path(path).name} is a folder, not a video file.")
     if p.stat().st_size == 0:
-        raise V2VError(f"{path} is empty (0 bytes). Re-export or re-download the clip.")
+        raise V2VError(f"{Path(path).name} is empty (0 bytes). Re-export or re-download the clip.")
     try:
         if p.suffix.lower() == ".gif":  # imageio's ffmpeg plugin refuses .gif; Pillow reads it
             return imageio.get_reader(str(p), format="GIF")
