@@ -88,8 +88,11 @@ def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *ov
     partial: dict = {"methods": {}}
     while True:
         try:
-            kind, name, value = _call(next, events)
+            kind, name, value = next(events)
         except StopIteration:
+            return
+        except V2VError as e:   # a warning that keeps what is on screen (the last results stay visible)
+            gr.Warning(str(e), duration=None)
             return
         if kind == "result":
             partial["methods"][name] = value
@@ -121,7 +124,11 @@ def load_results(bundle, source, edits, prompt):
     """Replay results made elsewhere (a bundle zip, or a source plus edited videos named by their file
     names): the same videos, plots and table as a fresh run, and no model is loaded."""
     pairs = [(Path(e).stem, e) for e in (edits or [])]
-    return compare_outputs(_call(service.replay, bundle, source, pairs, prompt))
+    try:
+        return compare_outputs(service.replay(bundle, source, pairs, prompt))
+    except V2VError as e:   # a warning; the results on screen stay
+        gr.Warning(str(e), duration=None)
+        return tuple(gr.update() for _ in range(len(METHOD_NAMES) + SPARE_PANELS + 6))
 
 
 def compare_api(video, prompt, methods, size, frames, seed):

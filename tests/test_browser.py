@@ -81,6 +81,17 @@ def test_compare_two_methods_in_chromium(page):
     page.wait_for_selector("#warp-plot .js-plotly-plot, #warp-plot svg", timeout=60_000)
     page.screenshot(path=str(ART / "compare.png"), full_page=True)
     assert page.locator(".result-video video").count() >= 2
+    # an error is a warning that keeps the results on screen (here: a broken results zip)
+    bad = ART / "not-a-bundle.zip"
+    bad.write_text("this is not a zip")
+    page.get_by_text("Load results (made here or elsewhere").click()
+    page.locator("#bundle-file input[type=file]").set_input_files(str(bad))
+    page.wait_for_selector("#bundle-file :text('not-a-bundle.zip')", timeout=90_000)
+    page.locator("#load-results-btn").click()
+    page.wait_for_selector(":text('not a readable zip')", timeout=60_000)
+    assert page.locator(".result-video video").count() >= 2
+    assert page.locator("#warp-plot .js-plotly-plot").count() == 1
+    assert "/tmp/" not in page.locator(":text('not a readable zip')").first.inner_text()
 
 
 def test_live_webcam_with_fake_camera(page):
