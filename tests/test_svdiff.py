@@ -191,9 +191,10 @@ def test_consistent_teacher_is_the_engines_own_run_smoothed_along_the_flow(tiny_
         src = torch.cat([tiny_backbone.encode_images(to_tensor(f, tiny_backbone.device, tiny_backbone.dtype)) for f in frames])
     x, ts, z = consistent_teacher(tiny_backbone, frames, "a photo", 0.5, 2, 3, blend=0.0)
     assert x.shape == (4, 2, *src.shape[1:]) and ts == stream.t_list
-    # step 0's input is the engine's: sqrt(abar) z_src + sqrt(1 - abar) eps0, eps0 the stream's seeded noise
+    # step 0's input is the engine's: sqrt(abar) z_src + sqrt(1 - abar) eps_0, eps_0 the stream's first per-step noise
     abar = tiny_backbone.scheduler.alphas_cumprod[ts[0]].double()
-    eps0 = seeded_noise(src.shape[1:], 3, src.device, src.dtype)
+    eps0 = stream.noise[0]
+    assert torch.equal(eps0, seeded_noise((2, *src.shape[1:]), 3, src.device, src.dtype)[0])
     assert torch.allclose(x[:, 0], (abar.sqrt() * src + (1 - abar).sqrt() * eps0).float(), atol=1e-5)
     assert torch.equal(z, own)                                   # blend 0: the target is the backbone's own output
     _, _, zb = consistent_teacher(tiny_backbone, frames, "a photo", 0.5, 2, 3, blend=0.5)
