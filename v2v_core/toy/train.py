@@ -89,7 +89,7 @@ COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): the decoder again (encoder frozen: latents, UNet and SVDiff memories are unaffected), on
 # the pool plus Kodak, with less latent noise than stage 2: the image-conditioned UNet's x0 errors are smaller
 # than the unconditioned one's, so the decoder can trade some of stage 2's smoothing back for sharpness.
-SHARPEN_STEPS, SHARPEN_LR, SHARPEN_SIGMA = 1200, 3e-4, 0.1
+SHARPEN_STEPS, SHARPEN_LR, SHARPEN_SIGMA = 600, 3e-4, 0.1
 
 
 def _crop_batch(pool, rng, n, crop=CROP, allowed=None):
