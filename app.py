@@ -33,6 +33,19 @@ except ImportError:
 
 HERE = Path(__file__).parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.mp4"))
+# Each example with the prompt that shows the embedded model at its best on it, and a caption
+EXAMPLE_PROMPTS = {"astronaut-pan": ("a thermal image", "astronaut, camera pans: thermal"),
+                   "chelsea-rotate": ("a cartoon", "cat, camera rotates: cartoon"),
+                   "coffee-zoom": ("a sepia photo", "coffee, camera zooms: sepia"),
+                   "rocket-object": ("pointillism", "rocket, a ball crosses: pointillism (dots invented per frame)")}
+EXAMPLES.sort(key=lambda e: list(EXAMPLE_PROMPTS).index(Path(e).stem) if Path(e).stem in EXAMPLE_PROMPTS else 99)
+
+
+def example_rows():
+    """[clip, prompt] per example and their captions."""
+    rows = [[e, EXAMPLE_PROMPTS.get(Path(e).stem, ("a thermal image", ""))[0]] for e in EXAMPLES]
+    labels = [EXAMPLE_PROMPTS.get(Path(e).stem, ("", Path(e).stem))[1] or Path(e).stem for e in EXAMPLES]
+    return rows, labels
 METHOD_NAMES = [p.name for p in PRESETS]
 SPARE_PANELS = 6            # result panels for names outside the registry (imported results)
 STUDY_DB = os.environ.get("V2V_STUDY_DB", "study.db")
@@ -147,7 +160,7 @@ def build_compare_tab():
     with gr.Row():
         with gr.Column(scale=1):
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="compare-input")
-            prompt = prompt_box("a pencil sketch")
+            prompt = prompt_box("a thermal image")
             methods = gr.CheckboxGroup(METHOD_NAMES, value=["StreamDiffusion", "StreamV2V"], label="Methods")
             with gr.Accordion("Run settings", open=False):
                 size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)")
@@ -167,7 +180,9 @@ def build_compare_tab():
                 go = gr.Button("Run", variant="primary")
                 stop = gr.Button("Stop")
             if EXAMPLES:
-                gr.Examples([[e, "a pencil sketch"] for e in EXAMPLES], [video, prompt], label="Example clips")
+                rows, labels = example_rows()
+                gr.Examples(rows, [video, prompt], label="Example clips (each with its own prompt)",
+                            example_labels=labels)
             with gr.Accordion("Load results (made here or elsewhere; no model needed)", open=False,
                               elem_id="load-results"):
                 bundle = gr.File(label="Results zip (the download below, or `comparisons import`)",
@@ -214,7 +229,7 @@ def build_ablation_tab():
     with gr.Row():
         with gr.Column():
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="ablation-input")
-            prompt = prompt_box("a pencil sketch")
+            prompt = prompt_box("a thermal image")
             grid = gr.Radio(list(service.ABLATION_GRIDS), value="streamv2v", label="Grid",
                             info="streamv2v: EA x FF x bank (the code's FF defaults 0.8 / 0.98); streamv2v-paper: the "
                                  "same with the paper's 0.75 / 0.9; svdiff: memory sizes 1x1, 8x8, 16x16 against the "
@@ -242,7 +257,7 @@ def build_live_tab():
             cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam")
             method = gr.Dropdown([p.name for p in PRESETS if p.online], value="StreamV2V", label="Method",
                                  info="switchable while streaming (the stream restarts with a fresh bank)")
-            prompt = prompt_box("a pencil sketch")
+            prompt = prompt_box("a thermal image")
             with gr.Row():
                 ea = gr.Checkbox(True, label="EA (StreamV2V)")
                 ff = gr.Checkbox(True, label="FF (StreamV2V)")
@@ -482,7 +497,8 @@ def build_study_admin_tab():
 
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
     gr.Markdown(f"# V2V Studio\nStreaming video-to-video methods side by side. Backbone: `{service.BACKBONE}`"
-                + (" (the embedded toy model: simple styles such as *a pencil sketch*, *pixel art*, *a sepia photo*)."
+                + (" (the embedded toy model: simple styles such as *a thermal image*, *a cartoon*, *a sepia photo*, "
+                   "*pointillism*)."
                    if service.BACKBONE == "toy" else "."))
     with gr.Tab("Compare"):
         build_compare_tab()

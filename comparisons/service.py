@@ -165,8 +165,9 @@ def warp_error_figure(rep: dict):
     st = rep.get("settings") or {}
     first = next(iter(rep["methods"].values()), {}) if rep["methods"] else {}
     size = first.get("size") or ([st["size"]] * 2 if st.get("size") else None)
-    at = f"{first.get('frames') or st.get('frames')} frames" + (f" at {size[0]}x{size[1]} px" if size else "")
-    fig.update_layout(title=f"Warp error per frame pair, {at} ({what}; lower is steadier)",
+    n = first.get("frames") or st.get("frames") or (len(first.get(key) or []) + 1 if first.get(key) else None)
+    at = (f"{n} frames" if n else "") + (f" at {size[0]}x{size[1]} px" if size else "")
+    fig.update_layout(title=f"Warp error per frame pair{', ' + at if at else ''} ({what}; lower is steadier)",
                       xaxis_title="frame pair (i, i+1)", yaxis_title="warp error (0..255)", height=360)
     return fig
 

@@ -73,7 +73,7 @@ def page(server):
 
 def test_compare_two_methods_in_chromium(page):
     page.get_by_role("tab", name="Compare").click()
-    page.locator("tr.tr-body").first.click()                              # the first example clip (24 frames)
+    page.get_by_text("astronaut, camera pans: thermal").first.click()    # the first example (24 frames) + its prompt
     page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
                            "return v && (v.currentSrc || v.src); })()", timeout=60_000)   # loaded into the input
     page.get_by_role("button", name="Run", exact=True).click()
