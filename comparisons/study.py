@@ -469,15 +469,23 @@ def _plot(per: dict, reference: str, png):
     methods = sorted({m for c in crits for m in per[c]})
     fig, ax = plt.subplots(figsize=(2 + 1.5 * len(crits), 4))
     width = 0.8 / max(len(methods), 1)
+    def enough(c, m):
+        return m in per[c] and per[c][m]["votes"] >= MIN_VOTES
+
     for k, m in enumerate(methods):
         xs = [i + k * width for i in range(len(crits))]
-        ys = [100 * per[c].get(m, {}).get("win_rate", np.nan) for c in crits]
-        err = [[100 * (per[c][m]["win_rate"] - per[c][m]["low"]) if m in per[c] else 0 for c in crits],
-               [100 * (per[c][m]["high"] - per[c][m]["win_rate"]) if m in per[c] else 0 for c in crits]]
+        # below MIN_VOTES no bar (never a percentage): "n = k" is written where the bar would be
+        ys = [100 * per[c][m]["win_rate"] if enough(c, m) else np.nan for c in crits]
+        err = [[100 * (per[c][m]["win_rate"] - per[c][m]["low"]) if enough(c, m) else 0 for c in crits],
+               [100 * (per[c][m]["high"] - per[c][m]["win_rate"]) if enough(c, m) else 0 for c in crits]]
         ax.bar(xs, ys, width, yerr=err, capsize=3, label=m)
+        for x, c in zip(xs, crits):
+            if m in per[c] and not enough(c, m):
+                ax.text(x, 3, f"n = {per[c][m]['votes']}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.axhline(50, color="gray", lw=0.8, ls="--")
     ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(crits))], crits, fontsize=8)
-    ax.set_ylabel(f"win rate vs {reference} (%)")
+    ax.set_ylabel(f"win rate vs {reference} (%), Wilson 95%")
+    ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
