@@ -89,6 +89,17 @@ def procedural_scene(rng: np.random.Generator, size: int = 320) -> np.ndarray:
 SHORT_SIDES = (192, 256, 320)
 
 
+def at_scales(img: np.ndarray, short_sides) -> list[np.ndarray]:
+    """The image resized so its short side is each of `short_sides` (the other side a multiple of 8 px)."""
+    h, w = img.shape[:2]
+    out = []
+    for s in short_sides:
+        k = s / min(h, w)
+        size = (max(s, int(round(w * k / 8)) * 8), max(s, int(round(h * k / 8)) * 8))
+        out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+    return out
+
+
 def photo_indices(names, short_sides: tuple[int, ...] = SHORT_SIDES) -> list[int]:
     """Indices in image_pool() of the named scikit-image photos (every scale)."""
     return [SKIMAGE_PHOTOS.index(n) * len(short_sides) + k for n in names for k in range(len(short_sides))]
@@ -106,10 +117,7 @@ def image_pool(seed: int = 0, n_procedural: int = 60, short_sides: tuple[int, ..
             c = 2 * min(h, w)
             img = img[:c] if h > w else img[:, :c]
             h, w = img.shape[:2]
-        for s in short_sides:
-            k = s / min(h, w)
-            size = (max(s, int(round(w * k / 8)) * 8), max(s, int(round(h * k / 8)) * 8))
-            pool.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+        pool += at_scales(img, short_sides)
     return pool
 
 
@@ -132,10 +140,5 @@ def kodak_images(folder: Path = KODAK_DIR, short_sides: tuple[int, ...] = KODAK_
     files = sorted(Path(folder).glob("kodim*.png"))
     out = []
     for f in files:
-        img = cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        h, w = img.shape[:2]
-        for s in short_sides:
-            k = s / min(h, w)
-            size = (max(s, int(round(w * k / 8)) * 8), max(s, int(round(h * k / 8)) * 8))
-            out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+        out += at_scales(cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), short_sides)
     return out
