@@ -22,6 +22,39 @@ def shared_video(name: str) -> Path:
     return p
 
 
+def free_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_app(env_extra: dict, **popen_kw):
+    """`python app.py` on a free port (env: os.environ + GRADIO_ANALYTICS_ENABLED=False + env_extra), returned
+    once it accepts connections: (process, url). Fails the test with the app's output if it dies first."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {**os.environ, "V2V_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", **env_extra}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, **popen_kw)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited with {proc.returncode} before serving")
+            time.sleep(0.5)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def build_tiny_pipeline(seed: int = 0):
     """The API notes' tiny SD pipeline: UNet (32, 64), 2-block AutoencoderKL (f=2), 2-layer CLIP."""
     import torch

@@ -86,27 +86,14 @@ def test_no_vote_or_study_endpoint_in_the_public_api(client):
 
 def test_app_start_prints_no_warnings(tmp_path):
     """A quiet start: `python app.py` writes nothing to stderr while it comes up and serves."""
-    import os
-    import socket
     import time
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    env = {**os.environ, "V2V_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    from conftest import start_app
+
     err = tmp_path / "stderr.txt"
     with open(err, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=fh)
+        proc, _ = start_app({}, stdout=subprocess.DEVNULL, stderr=fh)
         try:
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert proc.poll() is None, err.read_text()
-                    time.sleep(0.5)
             time.sleep(2)
         finally:
             proc.terminate()

@@ -2,17 +2,13 @@
 `make browser-deps`; never a browser download). Screenshots go to test-artifacts/.
 
 Skips, saying why, when Chromium or Playwright is absent (a user's machine without them)."""
-import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, start_app
 
 pytestmark = pytest.mark.browser
 ART = ROOT / "test-artifacts"
@@ -21,34 +17,13 @@ ADMIN_PW = "browser-test-admin"
 PUBLISHED = ROOT.parent / "shared" / "data" / "videos" / "published"
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (run `make browser-deps`)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
-    port = _free_port()
-    env = {**os.environ, "V2V_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-           "V2V_STUDY_DB": str(tmp_path_factory.mktemp("study") / "study.db"), "V2V_STUDY_PASSWORD": ADMIN_PW}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(proc.stdout.read())
-            time.sleep(0.5)
+    proc, url = start_app({"V2V_STUDY_DB": str(tmp_path_factory.mktemp("study") / "study.db"),
+                           "V2V_STUDY_PASSWORD": ADMIN_PW}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield url
     proc.terminate()
     proc.wait(10)
