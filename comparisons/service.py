@@ -45,12 +45,9 @@ def prompt_warning(prompt: str) -> str | None:
     """The same warning the loaded backbone gives, without loading it (toy only)."""
     if BACKBONE != "toy" or not prompt or not prompt.strip():
         return None
-    from v2v_core.toy.styles import style_for_prompt
+    from v2v_core.toy.styles import unknown_prompt_warning
 
-    if style_for_prompt(prompt) is not None:
-        return None
-    return (f"The embedded toy model only knows its styles, so \"{prompt}\" will not give a meaningful edit. Use one "
-            f"of: {', '.join(suggested_prompts())}.")
+    return unknown_prompt_warning(prompt)
 
 
 def _work_dir(prefix: str) -> Path:

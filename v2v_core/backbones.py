@@ -55,12 +55,11 @@ class Backbone:
 
     def prompt_warning(self, prompt: str) -> str | None:
         """A warning naming what the backbone knows, for a prompt outside its vocabulary (else None)."""
-        if self.known_prompts is None or prompt.strip().lower() in (p.lower() for p in self.known_prompts):
+        if self.known_prompts is None:
             return None
-        from .toy.styles import STYLES
+        from .toy.styles import unknown_prompt_warning
 
-        return (f"The {self.name} backbone only knows its styles, so \"{prompt}\" will not give a meaningful edit. "
-                f"Use one of: {', '.join(s.prompts[0] for s in STYLES)} (or a listed phrasing of them).")
+        return unknown_prompt_warning(prompt, f"the {self.name} backbone")
 
     @property
     def latent_scale(self) -> float:

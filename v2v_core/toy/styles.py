@@ -155,6 +155,14 @@ def style_for_prompt(prompt: str) -> Style | None:
     return None
 
 
+def unknown_prompt_warning(prompt: str, who: str = "the embedded toy model") -> str | None:
+    """The warning for a prompt the toy does not know (None for a known one): names its styles."""
+    if style_for_prompt(prompt) is not None:
+        return None
+    return (f"{who[0].upper() + who[1:]} only knows its styles, so \"{prompt}\" will not give a meaningful edit. Use one "
+            f"of: {', '.join(s.prompts[0] for s in STYLES)} (or a listed phrasing of them).")
+
+
 def style_targets(sources, prompt: str) -> list[np.ndarray] | None:
     """The prompt's filter target of every source frame; None when the prompt is not one of the toy's
     deterministic styles."""
