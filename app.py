@@ -12,6 +12,7 @@ Importing this module builds `demo` without loading any model: the backbone load
 from __future__ import annotations
 
 import argparse
+import html
 import os
 from pathlib import Path
 
@@ -84,10 +85,67 @@ def prompt_box(value: str, **kw):
 
 
 # -- Compare ---------------------------------------------------------------------------------------
+def session_key(request) -> str:
+    """A browser session's key for its running job (Stop and a closed tab end that job, no other)."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+def progress_board(board: dict, order: list[str], note: str = "") -> str:
+    """Each method's own progress row: its name, a bar, "frame i / n" and the stage it is in."""
+    rows = []
+    for name in order:
+        b = board.get(name) or {"done": 0, "total": None, "stage": "waiting"}
+        total = b["total"]
+        share = min(1.0, b["done"] / total) if total else (1.0 if b["stage"].startswith("done") else 0.0)
+        count = f"frame {b['done']} / {total}" if total else ""
+        rows.append(f"<div class='pb-row'><span class='pb-name'>{html.escape(name)}</span>"
+                    f"<span class='pb-bar'><span style='width:{100 * share:.0f}%'></span></span>"
+                    f"<span class='pb-count'>{count}</span><span class='pb-stage'>{html.escape(b['stage'])}</span></div>")
+    head = f"<div class='pb-note'>{html.escape(note)}</div>" if note else ""
+    return f"<div class='progress-board'>{head}{''.join(rows)}</div>"
+
+
+BOARD_CSS = """
+.progress-board { font-size: 0.9em; }
+.pb-row { display: flex; gap: 8px; align-items: center; margin: 2px 0; flex-wrap: wrap; }
+.pb-name { flex: 0 0 13em; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.pb-bar { flex: 1 1 8em; height: 8px; background: #ddd; border-radius: 4px; overflow: hidden; min-width: 6em; }
+.pb-bar > span { display: block; height: 100%; background: #5b6cc0; }
+.pb-count { flex: 0 0 7.5em; font-variant-numeric: tabular-nums; }
+.pb-stage { flex: 1 1 10em; color: #666; }
+.pb-note { font-weight: 600; margin-bottom: 4px; }
+"""
+
+
+def run_job(request, order: list[str], work, n_outputs: int, on_event):
+    """Run work as this session's job and turn its events into UI updates: every output but the last
+    (the progress board) is left as it is unless on_event(kind, name, value) gives new values. A stop
+    or an error keeps what is on screen and says so on the board."""
+    keep = [gr.update()] * n_outputs
+    yield (*keep, progress_board({}, order, "Starting (the model loads on the first run)…"))
+    job = service.start_job(session_key(request), work)
+    board: dict = {}
+    for kind, name, value in job.events():
+        if kind == "progress":
+            board = value
+            yield (*keep, progress_board(board, order))
+        elif kind == "stopped":
+            yield (*keep, progress_board(job.board, order, service.stopped_message(name, value, job.finished, len(order))))
+        elif kind == "error":   # a warning that keeps the results on screen
+            gr.Warning(value, duration=None)
+            yield (*keep, progress_board(board, order, f"Not run: {value}"))
+        elif kind in ("result", "report"):
+            yield (*on_event(kind, name, value), progress_board(job.board, order, "Done." if kind == "report" else ""))
+
+
+def stop_job(request: gr.Request):
+    service.stop_job(session_key(request))
+
+
 @GPU(duration=120)
-def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *override_values,
-                progress=gr.Progress(track_tqdm=False), specs=()):
-    """A generator: each method's video, the plots and the table update as soon as that method is done."""
+def run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, *override_values, specs=()):
+    """A generator: each method's progress on the board, and its video, the plots and the table as soon as
+    that method is done."""
     overrides: dict[str, dict] = {}
     for (name, field), value in zip(specs, override_values):
         default = next(f["value"] for f in REGISTRY[name].fields() if f["name"] == field)
@@ -96,24 +154,27 @@ def run_compare(video, prompt, methods, size, frames, seed, strength, steps, *ov
     warning = service.prompt_warning(prompt)
     if warning:
         gr.Warning(warning)
-    events = service.compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
-                                  progress=lambda d, t, stage: progress((d, t) if t else None, desc=stage))
-    partial: dict = {"methods": {}}
-    while True:
-        try:
-            kind, name, value = next(events)
-        except StopIteration:
-            return
-        except V2VError as e:   # a warning that keeps what is on screen (the last results stay visible)
-            gr.Warning(str(e), duration=None)
-            return
-        if kind == "result":
-            partial["methods"][name] = value
-            vids = video_updates({n: m["video"] for n, m in partial["methods"].items()})
-            yield (*vids, gr.update(), service.warp_error_figure(partial), service.bank_figure(partial),
-                   service.summary_rows(partial), gr.update(), gr.update())
-            continue
-        yield compare_outputs(value)
+    order = [n for n in METHOD_NAMES if n in (methods or [])]
+    partial: dict = {"methods": {}, "settings": {"size": int(size), "frames": int(frames)}}
+
+    def work(progress, cancel):
+        return service.compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
+                                    progress=progress, cancel=cancel)
+
+    def on_event(kind, name, value):
+        if kind == "report":
+            return compare_outputs(value)
+        partial["methods"][name] = value
+        vids = video_updates({n: m["video"] for n, m in partial["methods"].items()})
+        return (*vids, gr.update(), service.warp_error_figure(partial), service.bank_figure(partial),
+                table_update(partial), gr.update(), gr.update())
+
+    yield from run_job(request, order, work, len(METHOD_NAMES) + SPARE_PANELS + 6, on_event)
+
+
+def table_update(rep: dict):
+    """The summary table, its label saying the size and frame count every warp error was measured at."""
+    return gr.update(value=service.summary_rows(rep), label=f"Summary ({service.measured_at(rep)})")
 
 
 def video_updates(videos: dict) -> list:
@@ -130,7 +191,7 @@ def video_updates(videos: dict) -> list:
 def compare_outputs(rep: dict) -> tuple:
     public = {k: v for k, v in rep.items() if k not in ("_frames",)}
     return (*video_updates(rep["videos"]), rep["mosaic"], service.warp_error_figure(rep), service.bank_figure(rep),
-            rep["table"], rep["zip"], public)
+            table_update(rep), rep["zip"], public)
 
 
 def load_results(bundle, source, edits, prompt):
@@ -158,10 +219,17 @@ def metrics_api(source, edited):
 
 def build_compare_tab():
     with gr.Row():
-        with gr.Column(scale=1):
-            video = gr.Video(label="Input clip", sources=["upload"], elem_id="compare-input")
+        with gr.Column(scale=1, min_width=320):
+            video = gr.Video(label="Input clip", sources=["upload"], elem_id="compare-input", height=240)
             prompt = prompt_box("a thermal image")
             methods = gr.CheckboxGroup(METHOD_NAMES, value=["StreamDiffusion", "StreamV2V"], label="Methods")
+            with gr.Row():
+                go = gr.Button("Run", variant="primary", elem_id="run-compare")
+                stop = gr.Button("Stop", elem_id="stop-compare")
+            if EXAMPLES:
+                rows, labels = example_rows()
+                gr.Examples(rows, [video, prompt], label="Example clips (each with its own prompt)",
+                            example_labels=labels)
             with gr.Accordion("Run settings", open=False):
                 size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)")
                 frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
@@ -169,20 +237,14 @@ def build_compare_tab():
                 steps = gr.Slider(1, 4, value=2, step=1, label="LCM steps")
                 seed = gr.Number(value=0, precision=0, label="Seed")
             specs, controls = [], []
-            for p in PRESETS:
-                fields = p.fields()
-                if fields:
-                    with gr.Accordion(f"Advanced: {p.name}", open=False):
-                        for f in fields:
-                            specs.append((p.name, f["name"]))
-                            controls.append(control_for(f))
-            with gr.Row():
-                go = gr.Button("Run", variant="primary")
-                stop = gr.Button("Stop")
-            if EXAMPLES:
-                rows, labels = example_rows()
-                gr.Examples(rows, [video, prompt], label="Example clips (each with its own prompt)",
-                            example_labels=labels)
+            with gr.Accordion("Method settings (each method's switches, paper defaults)", open=False):
+                for p in PRESETS:
+                    fields = p.fields()
+                    if fields:
+                        with gr.Accordion(p.name, open=False):
+                            for f in fields:
+                                specs.append((p.name, f["name"]))
+                                controls.append(control_for(f))
             with gr.Accordion("Load results (made here or elsewhere; no model needed)", open=False,
                               elem_id="load-results"):
                 bundle = gr.File(label="Results zip (the download below, or `comparisons import`)",
@@ -192,24 +254,29 @@ def build_compare_tab():
                 edits = gr.File(label="Edited videos", file_count="multiple", file_types=["video"],
                                 elem_id="replay-edits")
                 load = gr.Button("Load results", elem_id="load-results-btn")
-        with gr.Column(scale=2):
-            mosaic = gr.Video(label="Side by side (mosaic)", elem_id="mosaic")
+        with gr.Column(scale=2, min_width=320):
+            board = gr.HTML(elem_id="progress-board")
+            mosaic = gr.Video(label="Side by side (mosaic)", elem_id="mosaic", height=360)
             with gr.Row():
-                vids = [gr.Video(label=n, visible=False, elem_classes=["result-video"]) for n in METHOD_NAMES]
-                vids += [gr.Video(label="result", visible=False, elem_classes=["result-video"])
+                vids = [gr.Video(label=n, visible=False, elem_classes=["result-video"], min_width=200, height=280)
+                        for n in METHOD_NAMES]
+                vids += [gr.Video(label="result", visible=False, elem_classes=["result-video"], min_width=200, height=280)
                          for _ in range(SPARE_PANELS)]
             warp_plot = gr.Plot(label="Warp error per frame", elem_id="warp-plot")
             bank_plot = gr.Plot(label="Bank memory per frame")
-            table = gr.Dataframe(headers=service.SUMMARY_HEADERS, label="Summary", interactive=False)
+            table = gr.Dataframe(headers=service.SUMMARY_HEADERS, label="Summary", interactive=False, wrap=True,
+                                 elem_id="summary-table")
+            gr.Markdown(service.SUMMARY_LEGEND)
             zip_file = gr.File(label="Download everything (zip)")
             report = gr.JSON(label="Report", open=False)
 
-    def handler(*args, progress=gr.Progress()):
-        yield from run_compare(*args, progress=progress, specs=specs)
+    def handler(request: gr.Request, *args):
+        yield from run_compare(request, *args, specs=specs)
 
-    ev = go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, *controls],
-                  [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report], api_name="compare_ui")
-    stop.click(None, None, None, cancels=[ev])
+    go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, *controls],
+                  [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, board], api_name="compare_ui",
+                  show_progress="hidden")
+    stop.click(stop_job, None, None, concurrency_limit=None, api_visibility="private")
     load.click(load_results, [bundle, src_clip, edits, prompt], [*vids, mosaic, warp_plot, bank_plot, table, zip_file,
                                                                  report], api_name="load_results")
     with gr.Row(visible=False):  # the stable public API (users' scripts call these two signatures)
@@ -227,26 +294,54 @@ def build_compare_tab():
 # -- Ablation --------------------------------------------------------------------------------------
 def build_ablation_tab():
     with gr.Row():
-        with gr.Column():
-            video = gr.Video(label="Input clip", sources=["upload"], elem_id="ablation-input")
+        with gr.Column(scale=1, min_width=320):
+            video = gr.Video(label="Input clip", sources=["upload"], elem_id="ablation-input", height=240)
             prompt = prompt_box("a thermal image")
             grid = gr.Radio(list(service.ABLATION_GRIDS), value="streamv2v", label="Grid",
                             info="streamv2v: EA x FF x bank (the code's FF defaults 0.8 / 0.98); streamv2v-paper: the "
                                  "same with the paper's 0.75 / 0.9; svdiff: memory sizes 1x1, 8x8, 16x16 against the "
                                  "per-frame baseline")
             frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
-            go = gr.Button("Run ablation", variant="primary")
+            with gr.Row():
+                go = gr.Button("Run ablation", variant="primary", elem_id="run-ablation")
+                stop = gr.Button("Stop", elem_id="stop-ablation")
             if EXAMPLES:
                 gr.Examples([[e] for e in EXAMPLES], [video])
-        with gr.Column():
-            chart = gr.Image(label="Warp error by setting", elem_id="ablation-chart")
+        with gr.Column(scale=2, min_width=320):
+            board = gr.HTML(elem_id="ablation-board")
+            chart = gr.Plot(label="Warp error by setting", elem_id="ablation-chart")
             table = gr.Markdown()
+            with gr.Row():
+                setting = gr.Dropdown([], label="Play one setting's output", elem_id="ablation-setting")
+                setting_video = gr.Video(label="Setting's output", elem_id="ablation-video", autoplay=True, loop=True)
+            mosaic = gr.Video(label="All settings side by side", elem_id="ablation-mosaic")
+    videos = gr.State({})
 
-    def run(video, prompt, grid, frames, progress=gr.Progress(track_tqdm=True)):
-        rep = _call(service.ablation, video, prompt, grid, 256, frames)
-        return rep["png"], rep["ablation_table"]
+    def run(request: gr.Request, video, prompt, grid, frames):
+        partial: dict = {"methods": {}, "settings": {"size": 256, "frames": int(frames)}}
+        order = _call(service.ablation_settings, grid)
 
-    go.click(run, [video, prompt, grid, frames], [chart, table], api_name="ablation")
+        def work(progress, cancel):
+            return service.ablation_iter(video, prompt, grid, 256, frames, progress=progress, cancel=cancel)
+
+        def on_event(kind, name, value):
+            rep = value if kind == "report" else partial
+            if kind == "result":
+                partial["methods"][name] = value
+            vids = {n: m["video"] for n, m in rep["methods"].items()}
+            if kind == "report":    # the person may be watching a setting by now: keep it
+                return (service.ablation_figure(rep, grid), rep["ablation_table"], vids, gr.update(choices=list(vids)),
+                        gr.update(), rep["mosaic"])
+            return (service.ablation_figure(rep, grid), gr.update(), vids, gr.update(choices=list(vids), value=name),
+                    vids[name], gr.update())
+
+        yield from run_job(request, order, work, 6, on_event)
+
+    go.click(run, [video, prompt, grid, frames], [chart, table, videos, setting, setting_video, mosaic, board],
+             api_name="ablation", show_progress="hidden")
+    stop.click(stop_job, None, None, concurrency_limit=None, api_visibility="private")
+    setting.input(lambda name, vids: vids.get(name), [setting, videos], setting_video, api_visibility="private",
+                  show_progress="hidden")
 
 
 # -- Live ------------------------------------------------------------------------------------------
@@ -510,6 +605,7 @@ with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
         build_correspondence_tab()
     with gr.Tab("User study"):
         build_study_admin_tab()
+    demo.unload(stop_job)       # a closed or reloaded tab ends its running job: the worker is free again
 with demo.route("Participate in the study", "/study") as study_page:
     build_participant_page(study_page)
 
@@ -522,7 +618,7 @@ def main():
     args = ap.parse_args()
     demo.queue(default_concurrency_limit=1, max_size=20).launch(
         server_name=args.host, server_port=args.port, share=args.share, show_error=True, ssr_mode=False,
-        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"), js=SYNC_STUDY_VIDEOS_JS)
+        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"), js=SYNC_STUDY_VIDEOS_JS, css=BOARD_CSS)
 
 
 if __name__ == "__main__":

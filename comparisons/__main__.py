@@ -37,9 +37,10 @@ def cmd_run(args) -> int:
     bar = tqdm(unit="frame")
     current = {"stage": None}
 
-    def progress(done, total, stage):
-        if total is None:
+    def progress(method, done, total, stage):
+        if total is None or stage == "waiting":
             return
+        stage = f"{method}: {stage}"
         if current["stage"] != stage:
             current["stage"] = stage
             bar.reset(total=total)

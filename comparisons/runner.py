@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from v2v_core.engine import Stream, StreamSettings, fps_after_warmup, mean_timings
-from v2v_core.errors import V2VError
+from v2v_core.errors import Cancelled, V2VError
 from v2v_core.metrics import evaluate_clip, peak_memory_bytes
 from v2v_core.toy.styles import style_mae, style_targets
 from v2v_core.video import VideoWriter, iter_frames, probe
@@ -69,21 +69,23 @@ def mosaic_frame(tiles: list[np.ndarray], labels: list[str], cols: int | None = 
 def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out_dir: str | Path, backbone="toy",
                    frames: int | None = None, size: int = 256, seed: int = 0, strength: float = 0.4, steps: int = 2,
                    configs: dict[str, object] | None = None, clip_model: str | None = None,
-                   progress: Callable[[int, int | None, str], None] | None = None, keep_frames: bool = False,
-                   on_result: Callable[[str, dict], None] | None = None) -> dict:
+                   progress: Callable[[str, int, int | None, str], None] | None = None, keep_frames: bool = False,
+                   on_result: Callable[[str, dict], None] | None = None, cancel=None) -> dict:
     """Run the selected presets side by side; returns the report (also written to out_dir).
 
-    configs: preset name -> replacement config (UI overrides). progress(done, total, stage).
-    on_result(name, entry) is called as soon as each method's video and metrics are ready."""
+    configs: preset name -> replacement config (UI overrides). progress(method, done, total, stage), in
+    frames (total None while a stage has no count). on_result(name, entry) is called as soon as each
+    method's video and metrics are ready. cancel: a threading.Event; once set, the run raises
+    v2v_core.errors.Cancelled before the next frame."""
     for kind, name, value in iter_comparison(input_path, prompt, methods, out_dir, backbone, frames, size, seed,
-                                             strength, steps, configs, clip_model, progress, keep_frames):
+                                             strength, steps, configs, clip_model, progress, keep_frames, cancel):
         if kind == "result" and on_result is not None:
             on_result(name, value)
     return value
 
 
 def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames=None, size=256, seed=0, strength=0.4,
-                    steps=2, configs=None, clip_model=None, progress=None, keep_frames=False):
+                    steps=2, configs=None, clip_model=None, progress=None, keep_frames=False, cancel=None):
     """run_comparison as a generator, for UIs that show results as they come: yields
     ("result", name, entry) as each method finishes, then ("report", None, report) at the end."""
     presets: list[MethodPreset] = resolve(methods) if not isinstance(methods, list) or isinstance(methods[0], str) \
@@ -117,22 +119,35 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
     outputs: dict[str, list[np.ndarray]] = {}
     n = len(source)
     targets = style_targets(source, prompt)        # filtered once, scored against every method's output
+    report_progress = progress or (lambda *a: None)
+    for p in presets:
+        report_progress(p.name, 0, n, "waiting")
+
+    def check_cancel(method, done):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(method, done)
+
     for k, p in enumerate(presets):
-        stage = f"{p.name} ({k + 1}/{len(presets)})"
         t0 = time.perf_counter()
         if p.online:
             s = Stream(bb, prompt, settings, built[p.name])
             outs: list[np.ndarray] = []
             for i, frame in enumerate(source):
+                check_cancel(p.name, i)
                 outs += s.push(frame)
-                if progress is not None:
-                    progress(i + 1, n, stage)
+                report_progress(p.name, i + 1, n, "generating")
             outs += s.flush()
             timings = s.timings
         else:
-            def on_event(e, stage=stage):
-                if progress is not None and e["stage"] == "propagate":
-                    progress((e["step"] - 1) * n + e["done"], steps * n, stage)
+            def on_event(e, name=p.name):
+                # counted in frames: the clip's encoding and decoding, and each denoising step over the clip
+                if e["stage"] in ("encode", "decode"):
+                    done, total, stage = e["done"], n, f"{e['stage']}ing"
+                else:
+                    done = (e["step"] - 1) * n + (e["done"] if e["stage"] == "propagate" else 0)
+                    total, stage = steps * n, f"denoising step {e['step']}/{steps}: {e['stage']}"
+                check_cancel(name, done)
+                report_progress(name, done, total, stage)
 
             outs = built[p.name].run(bb, source, prompt, settings, on_event)
             timings = None
@@ -141,8 +156,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
         with VideoWriter(out_dir / f"{slug(p.name)}.mp4", info.fps) as w:
             for o in outs:
                 w.write(o)
-        if progress is not None:
-            progress(0, None, f"{p.name}: metrics")
+        report_progress(p.name, n, None, "measuring (warp error, style)")
         m = evaluate_clip(source, outs, prompt=prompt, clip_model=clip_model)
         mem = peak_memory_bytes()
         entry = {
@@ -163,6 +177,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
             "config": p.fields(),
         }
         report["methods"][p.name] = entry
+        report_progress(p.name, n, n, f"done in {seconds:.1f} s")
         yield "result", p.name, entry
 
     names = ["input"] + [p.name for p in presets]

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from v2v_core.errors import V2VError
+from v2v_core.errors import Cancelled, V2VError
 
 from .registry import ABLATION_GRIDS, REGISTRY, resolve  # noqa: F401  (the UI lists the grids from here)
 
 
-def get_backbone(name: str):
-    from .runner import get_backbone as load  # torch and the model load on first use, not at import
+def get_backbone(name):
+    """The shared backbone of that name (loaded on first use, not at import); a loaded one passes through."""
+    if not isinstance(name, str):
+        return name
+    from .runner import get_backbone as load
 
     return load(name)
 
@@ -82,9 +87,10 @@ def compare(video, prompt: str, methods: list[str], size: int = 256, frames: int
 
 def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames: int = 24, seed: int = 0,
                  strength: float = 0.4, steps: int = 2, overrides: dict[str, dict] | None = None, progress=None,
-                 backbone: str | None = None):
+                 backbone: str | None = None, cancel=None):
     """compare() as a generator: ("result", name, entry) as each method finishes (so a UI can show it at
-    once), then ("report", None, report) with `videos`, `zip` and `table` added."""
+    once), then ("report", None, report) with `videos`, `zip` and `table` added. progress(method, done,
+    total, stage); cancel: a threading.Event that stops the run before its next frame (Cancelled)."""
     check_request(video, prompt, methods, size, frames)
     configs = {n: REGISTRY[n].with_overrides(**o) for n, o in (overrides or {}).items() if o and n in methods}
     out = _work_dir("v2v-compare-")
@@ -93,11 +99,90 @@ def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames
     for kind, name, value in iter_comparison(video, prompt, list(methods), out,
                                              backbone=get_backbone(backbone or BACKBONE), size=int(size),
                                              frames=int(frames), seed=int(seed), strength=float(strength),
-                                             steps=int(steps), configs=configs, progress=progress):
+                                             steps=int(steps), configs=configs, progress=progress,
+                                             cancel=cancel):
         if kind == "result":
             yield kind, name, value
             continue
         yield "report", None, _presented(value, out)
+
+
+class Job:
+    """A run (comparison, ablation) in its own thread, so that the UI can show each method's progress while
+    it runs and stop it within one frame. work(progress, cancel) is a generator of (kind, name, value)
+    events, e.g. compare_iter; `events()` passes them on, with ("progress", None, board) snapshots between,
+    and ends with ("end", ...), ("stopped", method, frames) or ("error", None, message)."""
+
+    def __init__(self, work):
+        self.cancel = threading.Event()
+        self.board: dict[str, dict] = {}          # method -> {"done", "total", "stage"}, in frames
+        self.finished: list[str] = []
+        self._events: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self.thread.start()
+
+    def _progress(self, method, done, total, stage):
+        self.board[method] = {"done": done, "total": total, "stage": stage}
+
+    def _run(self, work):
+        try:
+            for kind, name, value in work(self._progress, self.cancel):
+                if kind == "result":
+                    self.finished.append(name)
+                self._events.put((kind, name, value))
+            self._events.put(("end", None, None))
+        except Cancelled as c:
+            self._events.put(("stopped", c.method, c.frames))
+        except V2VError as e:
+            self._events.put(("error", None, str(e)))
+        except BaseException as e:  # a bug: re-raised in the caller's thread, with its traceback
+            self._events.put(("crash", None, e))
+
+    def stop(self):
+        self.cancel.set()
+
+    def events(self, every: float = 0.5):
+        last = 0.0
+        while True:
+            try:
+                ev = self._events.get(timeout=every)
+            except queue.Empty:
+                ev = None
+            if time.monotonic() - last >= every or ev is not None:
+                last = time.monotonic()
+                yield "progress", None, {k: dict(v) for k, v in self.board.items()}
+            if ev is None:
+                continue
+            if ev[0] == "crash":
+                raise ev[2]
+            yield ev
+            if ev[0] in ("end", "stopped", "error"):
+                return
+
+
+JOBS: dict[str, Job] = {}       # each browser session's running job: its Stop button and a closed tab end it
+
+
+def start_job(key: str, work) -> Job:
+    """Run work as `key`'s job (a browser session); a job that session still had running is stopped first."""
+    stop_job(key)
+    JOBS[key] = job = Job(work)
+    return job
+
+
+def stop_job(key: str) -> bool:
+    """Stop `key`'s running job, if any (within one frame); True when there was one."""
+    job = JOBS.pop(key, None)
+    if job is None:
+        return False
+    job.stop()
+    return True
+
+
+def stopped_message(method: str | None, frames: int, finished: list[str], total: int) -> str:
+    kept = (f"{len(finished)} of {total} finished and stay shown ({', '.join(finished)})" if finished
+            else "none had finished")
+    return f"Stopped after {frames} frames" + (f" of {method}" if method else "") + f"; {kept}."
 
 
 def _presented(rep: dict, folder: Path) -> dict:
@@ -142,8 +227,24 @@ def summary_rows(rep: dict) -> list[list]:
     return rows
 
 
-SUMMARY_HEADERS = ["method", "warp error ↓", "warp error (paper-compatible) ↓", "self-flow warp error ↓",
-                   "style MAE ↓ (toy prompts)", "fps", "seconds", "bank MiB"]
+SUMMARY_HEADERS = ["method", "warp ↓", "warp (paper) ↓", "warp (self-flow) ↓", "style MAE ↓", "fps", "s", "bank MiB"]
+SUMMARY_LEGEND = ("*warp*: warp error on the source's optical flow (0-255, lower is steadier; the table's title says the "
+                  "size and frame count it was measured at); *warp (paper)*: the same with the reference script's "
+                  "uint8 arithmetic; *warp (self-flow)*: flow estimated on the edit itself, for results without a "
+                  "source; *style MAE*: distance to the toy prompt's filter target (toy prompts only); *s*: seconds "
+                  "for the whole clip; *bank MiB*: temporal memory held at the last frame.")
+
+
+def measured_at(rep: dict) -> str:
+    """What every warp error of a report was measured at, e.g. "warp error at 256x256 px over 24 frames":
+    the same clip at another size or length gives another figure (README, "Metrics")."""
+    st = rep.get("settings") or {}
+    first = next(iter(rep["methods"].values()), {}) if rep.get("methods") else {}
+    series = first.get("warp_error_series") or first.get("warp_error_self_flow_series")
+    size = first.get("size") or ([st["size"]] * 2 if st.get("size") else None)
+    n = first.get("frames") or st.get("frames") or (len(series) + 1 if series else None)
+    where = (f" at {size[0]}x{size[1]} px" if size else "") + (f" over {n} frames" if n else "")
+    return f"warp error{where}" if where else "warp error (size and frames not recorded)"
 
 
 def warp_error_figure(rep: dict):
@@ -159,12 +260,8 @@ def warp_error_figure(rep: dict):
             fig.add_trace(go.Scatter(y=m[key], mode="lines", name=n))
     flow = next(iter(rep["methods"].values())).get("flow", "?") if rep["methods"] else "?"
     what = f"flow: {flow} on the source" if with_source else f"flow: {flow} estimated on each edit itself (no source)"
-    st = rep.get("settings") or {}
-    first = next(iter(rep["methods"].values()), {}) if rep["methods"] else {}
-    size = first.get("size") or ([st["size"]] * 2 if st.get("size") else None)
-    n = first.get("frames") or st.get("frames") or (len(first.get(key) or []) + 1 if first.get(key) else None)
-    at = (f"{n} frames" if n else "") + (f" at {size[0]}x{size[1]} px" if size else "")
-    fig.update_layout(title=f"Warp error per frame pair{', ' + at if at else ''} ({what}; lower is steadier)",
+    at = measured_at(rep)
+    fig.update_layout(title=f"{at[0].upper() + at[1:]}, per frame pair ({what}; lower is steadier)",
                       xaxis_title="frame pair (i, i+1)", yaxis_title="warp error (0..255)", height=360)
     return fig
 
@@ -193,15 +290,42 @@ def metrics(source, edited, prompt: str | None = None) -> dict:
     return evaluate_clip(src, ed, prompt=prompt or None, clip_model=os.environ.get("V2V_CLIP_MODEL"))
 
 
-def ablation(video, prompt: str, grid: str, size: int = 256, frames: int = 24, seed: int = 0) -> dict:
-    from .ablation import run_ablation
+def ablation_settings(grid: str) -> list[str]:
+    """The grid's setting names, in the order they run."""
+    from .ablation import grid_presets
+
+    return [p.name for p in grid_presets(grid)]
+
+
+def ablation_iter(video, prompt: str, grid: str, size: int = 256, frames: int = 24, seed: int = 0, progress=None,
+                  cancel=None, backbone=None):
+    """The ablation as a generator, like compare_iter: ("result", setting, entry) as each setting is done
+    (with its video), then ("report", None, report) with `png`, `videos`, `mosaic` and `ablation_table`."""
+    from .ablation import iter_ablation
 
     check_request(video, prompt, None, size, frames)
     out = _work_dir("v2v-ablate-")
-    rep = run_ablation(video, prompt, grid, out, backbone=get_backbone(BACKBONE), size=int(size), frames=int(frames),
-                       seed=int(seed))
-    rep["png"] = str(out / "ablation.png")
-    return rep
+    for kind, name, value in iter_ablation(video, prompt, grid, out, backbone=get_backbone(backbone or BACKBONE),
+                                           size=int(size), frames=int(frames), seed=int(seed), progress=progress,
+                                           cancel=cancel):
+        if kind == "report":
+            value["png"] = str(out / "ablation.png")
+            value["videos"] = {n: m["video"] for n, m in value["methods"].items()}
+        yield kind, name, value
+
+
+def ablation(video, prompt: str, grid: str, size: int = 256, frames: int = 24, seed: int = 0) -> dict:
+    for kind, _, value in ablation_iter(video, prompt, grid, size, frames, seed):
+        if kind == "report":
+            return value
+    raise RuntimeError("the ablation ended without a report")
+
+
+def ablation_figure(rep: dict, grid: str):
+    """The ablation's interactive chart (so far, while it runs), titled with what it was measured at."""
+    from .ablation import ablation_figure as figure
+
+    return figure(rep["methods"], rep.get("ablation_title") or f"{grid} ablation: {measured_at(rep)}")
 
 
 LIVE_TIMINGS = 300   # a live stream keeps its last 300 frames' timings (a minute at 5 fps): flat memory

@@ -67,6 +67,21 @@ def test_compare_two_methods_in_chromium(page):
     assert page.locator(".result-video video").count() >= 2
     assert page.locator("#warp-plot .js-plotly-plot").count() == 1
     assert "/tmp/" not in page.locator(":text('not a readable zip')").first.inner_text()
+    # the board counted each method in frames; Stop mid-run (StreamV2V's frames) stops it on the server, says
+    # so, and keeps what finished (StreamDiffusion of this run, whose video stays)
+    assert "frame 24 / 24" in page.locator("#progress-board").inner_text()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_function("(() => { const r = [...document.querySelectorAll('#progress-board .pb-row')]"
+                           ".find(e => e.innerText.startsWith('StreamV2V')); return r && /generating/.test(r.innerText)"
+                           " && /frame [1-9]/.test(r.innerText); })()", timeout=400_000)
+    page.locator("#stop-compare").click()
+    page.wait_for_selector("#progress-board :text('Stopped after')", timeout=60_000)
+    note = page.locator("#progress-board .pb-note").inner_text()
+    page.screenshot(path=str(ART / "compare-stopped.png"), full_page=True)
+    import re
+    n = int(re.search(r"Stopped after (\d+) frames of StreamV2V", note).group(1))
+    assert 1 <= n < 24 and "StreamDiffusion" in note
+    assert page.locator(".result-video video").count() >= 1
 
 
 def test_live_webcam_with_fake_camera(page):

@@ -63,6 +63,72 @@ def test_runner_equals_each_method_alone(tiny_backbone, tmp_path):
     assert "| StreamV2V |" in (tmp_path / "report.md").read_text()
 
 
+def test_a_cancelled_run_stops_within_one_frame(tiny_backbone, tmp_path):
+    """Stop: the event is set while method 2 reports its 3rd frame; no further frame is generated, the
+    run raises Cancelled naming the method and its 3 done frames, and method 1's result had arrived."""
+    import threading
+
+    from comparisons.runner import iter_comparison
+    from v2v_core.errors import Cancelled
+
+    cancel, calls = threading.Event(), []
+
+    def progress(method, done, total, stage):
+        calls.append((method, done, total, stage, cancel.is_set()))
+        if method == "StreamV2V" and stage == "generating" and done == 3:
+            cancel.set()
+
+    arrived = []
+    with pytest.raises(Cancelled) as stopped:
+        for kind, name, _ in iter_comparison(ROOT / "examples" / "astronaut-pan.mp4", "a cartoon",
+                                             ["StreamDiffusion", "StreamV2V", "TokenFlow"], tmp_path,
+                                             backbone=tiny_backbone, frames=8, size=64, progress=progress,
+                                             cancel=cancel):
+            arrived.append((kind, name))
+    assert (stopped.value.method, stopped.value.frames) == ("StreamV2V", 3)
+    assert arrived == [("result", "StreamDiffusion")]
+    assert [c for c in calls if c[-1]] == []                      # nothing reported after the stop
+    gen = [c[1] for c in calls if c[0] == "StreamDiffusion" and c[3] == "generating"]
+    assert gen == list(range(1, 9))                               # progress is counted in frames, per method
+    assert ("TokenFlow", 0, 8, "waiting", False) in calls          # every method is on the board from the start
+
+
+def test_job_reports_a_board_per_method_and_stops(tiny_backbone, tmp_path):
+    from comparisons import service
+
+    def work(progress, cancel):
+        return service.compare_iter(ROOT / "examples" / "astronaut-pan.mp4", "a cartoon",
+                                    ["StreamDiffusion", "StreamV2V"], size=64, frames=24, progress=progress,
+                                    cancel=cancel, backbone=tiny_backbone)
+
+    job = service.start_job("session-a", work)
+    kinds = []
+    for kind, name, value in job.events(every=0.05):
+        kinds.append(kind)
+        if kind == "result":
+            assert service.stop_job("session-a") and not service.stop_job("session-a")
+        if kind == "progress" and "StreamDiffusion" in value:
+            assert set(value["StreamDiffusion"]) == {"done", "total", "stage"}
+    assert kinds.count("result") == 1 and kinds[-1] == "stopped" and "end" not in kinds
+    assert (name, job.finished) == ("StreamV2V", ["StreamDiffusion"])
+    msg = service.stopped_message(name, value, job.finished, 2)
+    assert msg.startswith(f"Stopped after {value} frames of StreamV2V") and value < 24
+    # the user's mistakes come out as an "error" event, never as a crash
+    bad = service.start_job("session-b", lambda progress, cancel: service.compare_iter(None, "x", ["StreamV2V"]))
+    assert [e[0] for e in bad.events(every=0.05) if e[0] != "progress"] == ["error"]
+
+
+def test_ablation_axis_shows_the_differences():
+    from comparisons.ablation import ablation_figure, value_range
+
+    lo, hi = value_range([1.68, 1.75])
+    assert 1.5 < lo < 1.68 and 1.75 < hi < 1.95          # not from 0: 1.68 and 1.75 look different
+    m = {"EA on": {"warp_error": 1.68, "flow": "dis"}, "EA off": {"warp_error": 1.75, "flow": "dis"}}
+    fig = ablation_figure(m, "t")
+    assert list(fig.layout.yaxis.range) == pytest.approx([lo, hi])
+    assert list(fig.data[0].x) == ["EA on", "EA off"]
+
+
 def _dataset(tmp_path):
     ds = tmp_path / "data.jsonl"
     ds.write_text("\n".join(json.dumps(d) for d in [

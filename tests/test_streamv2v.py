@@ -148,6 +148,18 @@ def test_bank_sizes_over_200_updates(bank, max_frames):
         assert set(sizes) == {0} and st.accounting()["bank_bytes"] == 0
 
 
+def test_a_bank_nothing_reads_is_not_kept(tiny_backbone, frames64):
+    """EA and FF off: the bank would never be read, so the stream holds none (the ablation's 'EA off, FF off'
+    row reports 0 bytes, not a bank it never used), and the output is the per-frame baseline."""
+    base, _ = _run(tiny_backbone, frames64, None)
+    off, s = _run(tiny_backbone, frames64, StreamV2V(StreamV2VConfig(extended_attention=False, feature_fusion=False,
+                                                                     interval=1)))
+    assert all(np.array_equal(a, b) for a, b in zip(base, off))
+    assert {t["bank_bytes"] for t in s.timings} == {0}
+    _, ea_only = _run(tiny_backbone, frames64, StreamV2V(StreamV2VConfig(feature_fusion=False, interval=1)))
+    assert ea_only.timings[-1]["bank_bytes"] > 0
+
+
 def test_interval_controls_updates():
     st = FeatureBankState(StreamV2VConfig(bank="queue", interval=4, max_frames=16))
     for f in range(9):

@@ -48,3 +48,12 @@ def run_cli(parser, argv=None) -> int:
     except V2VError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+class Cancelled(Exception):
+    """A run stopped on request (the UI's Stop, a closed tab): not a mistake. Says which method was
+    running and how many of its frames were done, so the UI can say "Stopped after N frames"."""
+
+    def __init__(self, method: str | None = None, frames: int = 0):
+        super().__init__(f"stopped after {frames} frames" + (f" of {method}" if method else ""))
+        self.method, self.frames = method, frames

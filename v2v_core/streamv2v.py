@@ -136,11 +136,12 @@ class FeatureBankState:
                 "bank_bytes": sum(b.nbytes for b in self.banks.values())}
 
     def update(self, key, k, v, o, frame: int):
-        """Add a frame's tokens (N, C) to the bank of `key`, by the configured rule."""
+        """Add a frame's tokens (N, C) to the bank of `key`, by the configured rule. A bank that nothing
+        reads (EA and FF both off) is not kept: that setting holds no memory, and reports none."""
         import torch
 
         cfg = self.config
-        if cfg.bank == "none":
+        if cfg.bank == "none" or not (cfg.extended_attention or cfg.feature_fusion):
             return
         bank = self.banks.get(key)
         if bank is None:                         # bank start: the first frame's own tokens
