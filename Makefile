@@ -17,7 +17,7 @@ test-slow: install-dev
 	$(PY) -m pytest -q -m slow
 
 svdiff-checkpoints:  ## re-train the shipped SVDiff memories for the toy backbone (about 9 min each on 2 cores)
-	for m in 1 8 16; do $(PY) -m v2v_core train-svdiff --synthetic 48 --memory-size $$m --steps 300 --half --objective consistent \
+	for m in 1 8 16; do V2V_THREADS=torch $(PY) -m v2v_core train-svdiff --synthetic 48 --memory-size $$m --steps 300 --half --objective consistent \
 		--out v2v_core/svdiff_checkpoints/toy-$${m}x$${m}.safetensors || exit 1; done
 
 browser-deps:  ## Debian Chromium for the browser tests (Playwright drives it; no browser download)

@@ -611,6 +611,9 @@ with demo.route("Participate in the study", "/study") as study_page:
 
 
 def main():
+    from v2v_core.threads import apply
+
+    apply()     # the thread policy (v2v_core.threads: cores - 1, passive wait) before the model loads torch
     ap = argparse.ArgumentParser(description="V2V Studio web UI")
     ap.add_argument("--host", default=os.environ.get("V2V_HOST", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("V2V_PORT", "7860")))

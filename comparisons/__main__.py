@@ -218,4 +218,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from v2v_core.threads import apply
+
+    apply()      # the process's thread policy (v2v_core.threads), before torch loads
     sys.exit(main())

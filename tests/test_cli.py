@@ -121,3 +121,26 @@ def test_unknown_prompt_on_the_toy_is_a_warning_naming_its_styles(tmp_path):
     assert p.returncode == 0, p.stderr
     warn = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warn) == 1 and "a claymation figure" in warn[0] and "a pencil sketch" in warn[0] and "pixel art" in warn[0]
+
+
+@pytest.mark.parametrize("choice,expected", [(None, "cores-1"), ("3", "3"), ("torch", "cores")])
+def test_thread_policy_is_set_where_the_process_starts(choice, expected):
+    """v2v_core.threads.apply (called by app.main and the CLIs' __main__): cores - 1 threads with a passive
+    OpenMP wait by default, N on request, torch's own default with V2V_THREADS=torch. Importing the library
+    sets nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "V2V_THREADS")}
+    if choice:
+        env["V2V_THREADS"] = choice
+    code = ("import os, v2v_core, comparisons.service; import torch; before = torch.get_num_threads(); "
+            "from v2v_core.threads import apply; apply(); "
+            "print(before, torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'), os.cpu_count())")
+    before, after, wait, cores = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                                check=True).stdout.split()
+    assert before == cores                                     # importing the library changed nothing
+    want = {"cores-1": str(max(1, int(cores) - 1)), "3": "3", "cores": cores}[expected]
+    assert after == want
+    assert wait == ("None" if choice == "torch" else "PASSIVE")
