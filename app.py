@@ -50,9 +50,6 @@ def example_rows():
 METHOD_NAMES = [p.name for p in PRESETS]
 SPARE_PANELS = 6            # result panels for names outside the registry (imported results)
 STUDY_DB = os.environ.get("V2V_STUDY_DB", "study.db")
-CAMERA_HELP = ("Browsers only give the camera to pages served from **localhost** or over **HTTPS**. If no "
-               "picture appears, open the studio at http://127.0.0.1:7860 on this computer, use a Space's "
-               "https:// address, or allow the camera in the address bar.")
 
 
 def _call(fn, *args, **kw):
@@ -345,33 +342,116 @@ def build_ablation_tab():
 
 
 # -- Live ------------------------------------------------------------------------------------------
+STAMP = -424242     # the hidden stamp input's value; the page's script replaces it with the send time
+# What the person experiences, measured in the page (a script in the page's head, before Gradio's client
+# starts): each camera frame sent to the server carries its send time (the STAMP input), the server
+# echoes it with the output, and when the output image has loaded the page knows that frame's
+# camera-to-screen latency. #live-figures shows, over the last 5 s: displayed frames per second, latency
+# p50/p95, time to first frame, frames sent and dropped (sent but never processed: the newest frame
+# wins) and the model's own time per frame (from the server).
+LIVE_HEAD = """
+<script>
+(() => {
+  const STAMP = %d, WINDOW = 5000;
+  const st = window.v2vLive = {sent: 0, firstSent: null, firstShown: null, shown: [], processed: 0, modelMs: null};
+  const realFetch = window.fetch;
+  window.fetch = function (input, init) {
+    try {
+      const url = typeof input === 'string' ? input : (input && input.url) || '';
+      if (init && typeof init.body === 'string' && /queue\\/join|\\/stream\\//.test(url)
+          && init.body.indexOf(String(STAMP)) >= 0) {
+        const body = JSON.parse(init.body), i = Array.isArray(body.data) ? body.data.indexOf(STAMP) : -1;
+        if (i >= 0) {
+          const now = Date.now();
+          body.data[i] = now; init = Object.assign({}, init, {body: JSON.stringify(body)});
+          st.sent += 1; if (st.firstSent === null) st.firstSent = now;
+        }
+      }
+    } catch (e) {}
+    return realFetch.call(this, input, init);
+  };
+  document.addEventListener('load', (e) => {
+    const img = e.target;
+    if (!img || img.tagName !== 'IMG' || !img.closest || !img.closest('#live-out')) return;
+    const meta = document.querySelector('#live-meta [data-stamp]');
+    if (!meta) return;
+    const stamp = Number(meta.dataset.stamp), now = Date.now();
+    if (!(stamp > 0) || stamp === st.lastStamp) return;
+    st.lastStamp = stamp;
+    if (st.firstShown === null) st.firstShown = now;
+    st.shown.push([now, now - stamp]);
+    st.processed = Number(meta.dataset.frames); st.modelMs = Number(meta.dataset.modelMs);
+  }, true);
+  const q = (a, p) => { const s = a.slice().sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
+  setInterval(() => {
+    const el = document.querySelector('#live-figures'); if (!el) return;
+    const now = Date.now(); st.shown = st.shown.filter(([t]) => now - t <= 60000);
+    const recent = st.shown.filter(([t]) => now - t <= WINDOW);
+    if (!st.sent) { el.textContent = 'Press Record on the camera to start.'; return; }
+    const span = recent.length > 1 ? (recent[recent.length - 1][0] - recent[0][0]) / 1000 : 0;
+    const fps = span > 0 ? (recent.length - 1) / span : 0, lat = recent.map(r => r[1]);
+    const f = (x, d) => (x === null || x === undefined || isNaN(x)) ? 'n/a' : x.toFixed(d);
+    el.dataset.fps = fps.toFixed(3);
+    el.dataset.p95 = lat.length ? q(lat, 0.95) : '';
+    el.textContent = `shown ${f(fps, 2)} frames/s · camera-to-screen latency p50 ${lat.length ? q(lat, 0.5) : 'n/a'} ms, `
+      + `p95 ${lat.length ? q(lat, 0.95) : 'n/a'} ms (last 5 s) · first frame after `
+      + `${st.firstShown ? f((st.firstShown - st.firstSent) / 1000, 1) + ' s' : '…'} · ${st.sent} frames sent, `
+      + `${Math.max(0, st.sent - st.processed - 1)} dropped (the newest frame wins) · model ${f(st.modelMs, 0)} ms/frame`;
+  }, 500);
+})();
+</script>
+""" % STAMP
+
+
+def camera_help(request: gr.Request | None = None) -> str:
+    """The camera help, naming the address this studio is actually served at."""
+    host = (request.headers.get("host") if request is not None else None) or ""
+    port = host.rsplit(":", 1)[1] if ":" in host else None
+    local = f"http://127.0.0.1:{port}" if port else "http://127.0.0.1 with this studio's port"
+    return ("Browsers only give the camera to pages served from **localhost** or over **HTTPS**. If no picture "
+            f"appears, open the studio at {local} on the computer that runs it, use a Space's https:// address, or "
+            "allow the camera in the address bar.")
+
+
+def live_meta(stamp, info: dict) -> str:
+    """What the page's script reads when the output image has loaded: the frame's send time, the model's
+    time per frame and the frames processed so far."""
+    return (f"<div data-stamp='{int(stamp or 0)}' data-model-ms='{info['model_ms']}' data-frames='{info['frames']}' "
+            f"style='display:none'></div>")
+
+
 def build_live_tab():
-    gr.Markdown(CAMERA_HELP)
+    help_md = gr.Markdown(camera_help())
     with gr.Row():
-        with gr.Column():
+        with gr.Column(min_width=300):
             cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam")
             method = gr.Dropdown([p.name for p in PRESETS if p.online], value="StreamV2V", label="Method",
                                  info="switchable while streaming (the stream restarts with a fresh bank)")
             prompt = prompt_box("a thermal image")
-            with gr.Row():
+            with gr.Row(visible=True) as v2v_controls:      # StreamV2V's switches, shown only for its variants
                 ea = gr.Checkbox(True, label="EA (StreamV2V)")
                 ff = gr.Checkbox(True, label="FF (StreamV2V)")
                 bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)")
-        with gr.Column():
-            out = gr.Image(label="Translated", elem_id="live-out")
-            stats = gr.JSON(label="Live stats (fps, latency)")
+        with gr.Column(min_width=300):
+            out = gr.Image(label="Translated", elem_id="live-out", format="jpeg")
+            figures = gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")
+            meta = gr.HTML(elem_id="live-meta")
+    stamp = gr.Number(STAMP, visible=False)
     session = gr.State(None)
 
-    def step(frame, method, prompt, ea, ff, bank, sess):
+    def step(frame, method, prompt, ea, ff, bank, stamp, sess):
         sess = sess or service.LiveSession()
         over = dict(extended_attention=ea, feature_fusion=ff, bank=bank) if REGISTRY[method].core_method == "streamv2v" else {}
         img, info = _call(sess.process, frame, method, prompt, over)
-        return img, info, sess
+        return img, live_meta(stamp, info), sess
 
-    cam.stream(step, [cam, method, prompt, ea, ff, bank, session], [out, stats, session], stream_every=0.2,
-               time_limit=120, concurrency_limit=2)
-    gr.Button("Translate one frame", visible=False).click(step, [cam, method, prompt, ea, ff, bank, session],
-                                                          [out, stats, session], api_name="live_frame")
+    inputs = [cam, method, prompt, ea, ff, bank, stamp, session]
+    cam.stream(step, inputs, [out, meta, session], stream_every=0.2, time_limit=120, concurrency_limit=2,
+               show_progress="hidden")
+    method.change(lambda m: gr.update(visible=REGISTRY[m].core_method == "streamv2v"), method, v2v_controls,
+                  api_visibility="private", show_progress="hidden")
+    gr.Button("Translate one frame", visible=False).click(step, inputs, [out, meta, session], api_name="live_frame")
+    return help_md
 
 
 # -- Correspondence --------------------------------------------------------------------------------
@@ -600,11 +680,12 @@ with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
     with gr.Tab("Ablation"):
         build_ablation_tab()
     with gr.Tab("Live"):
-        build_live_tab()
+        live_help = build_live_tab()
     with gr.Tab("Correspondence"):
         build_correspondence_tab()
     with gr.Tab("User study"):
         build_study_admin_tab()
+    demo.load(camera_help, None, live_help, api_visibility="private", show_progress="hidden")
     demo.unload(stop_job)       # a closed or reloaded tab ends its running job: the worker is free again
 with demo.route("Participate in the study", "/study") as study_page:
     build_participant_page(study_page)
@@ -621,7 +702,8 @@ def main():
     args = ap.parse_args()
     demo.queue(default_concurrency_limit=1, max_size=20).launch(
         server_name=args.host, server_port=args.port, share=args.share, show_error=True, ssr_mode=False,
-        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"), js=SYNC_STUDY_VIDEOS_JS, css=BOARD_CSS)
+        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"), js=SYNC_STUDY_VIDEOS_JS, css=BOARD_CSS,
+        head=LIVE_HEAD)
 
 
 if __name__ == "__main__":

@@ -332,15 +332,17 @@ LIVE_TIMINGS = 300   # a live stream keeps its last 300 frames' timings (a minut
 
 
 class LiveSession:
-    """One browser session's webcam stream: a Stream rebuilt when the method or a toggle changes."""
+    """One browser session's webcam stream: a Stream rebuilt when the method, a toggle or the camera's
+    shape changes. The output keeps the camera's aspect (the short side at `size`). Frames that arrive
+    while one is in flight are not queued: the server takes the newest (Gradio's stream events replace
+    the pending input), so latency stays bounded on a slow machine; `frames` counts those processed."""
 
     def __init__(self, size: int = 256):
         self.size = size
         self.key = None
         self.stream = None
         self.frames = 0
-        self.last = time.perf_counter()
-        self.fps = 0.0
+        self.model_ms: list[float] = []           # the last seconds' model times (a bounded window)
 
     def process(self, frame: np.ndarray, method: str, prompt: str, overrides: dict | None = None,
                 strength: float = 0.4, steps: int = 2) -> tuple[np.ndarray, dict]:
@@ -350,20 +352,17 @@ class LiveSession:
         if frame is None:
             raise V2VError("No camera frame arrived.")
         preset = REGISTRY[method] if method in REGISTRY else resolve(method)[0]
-        key = (preset.name, prompt, tuple(sorted((overrides or {}).items())), strength, steps)
+        key = (preset.name, prompt, tuple(sorted((overrides or {}).items())), strength, steps, frame.shape[:2])
         if key != self.key:                           # a switch: new state, same shared backbone
             cfg = preset.with_overrides(**overrides) if overrides and preset.fields() else None
             self.stream = Stream(get_backbone(BACKBONE), prompt or "a photo", StreamSettings(strength=strength, steps=steps),
                                  preset.build(cfg), keep_timings=LIVE_TIMINGS)
             self.key = key
         t0 = time.perf_counter()
-        out = self.stream.push(fit_frame(np.ascontiguousarray(frame[..., :3]), self.size))
-        latency = time.perf_counter() - t0
-        now = time.perf_counter()
-        self.fps = 0.8 * self.fps + 0.2 / max(now - self.last, 1e-6) if self.frames else 0.0
-        self.last = now
+        out = self.stream.push(fit_frame(np.ascontiguousarray(frame[..., :3]), self.size, keep_aspect=True))
+        self.model_ms = (self.model_ms + [1000 * (time.perf_counter() - t0)])[-50:]
         self.frames += 1
-        return out[-1], {"fps": round(self.fps, 2), "latency_ms": round(1000 * latency, 1), "frames": self.frames,
+        return out[-1], {"model_ms": round(float(np.median(self.model_ms)), 1), "frames": self.frames,
                          "method": preset.name}
 
 
