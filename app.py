@@ -424,7 +424,11 @@ def build_live_tab():
     help_md = gr.Markdown(camera_help())
     with gr.Row():
         with gr.Column(min_width=300):
-            cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam")
+            # the model needs a 256 px short side: asking the camera for about that keeps each frame's JPEG, its
+            # upload and its decoding small (a camera that cannot gives its nearest size; the server fits it)
+            cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam",
+                           webcam_options=gr.WebcamOptions(mirror=True, constraints={
+                               "video": {"width": {"ideal": 384}, "height": {"ideal": 288}}}))
             method = gr.Dropdown([p.name for p in PRESETS if p.online], value="StreamV2V", label="Method",
                                  info="switchable while streaming (the stream restarts with a fresh bank)")
             prompt = prompt_box("a thermal image")

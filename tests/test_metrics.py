@@ -124,3 +124,24 @@ def test_metrics_cli_on_published_edit_pair(tmp_path, capsys):
         assert k in r
     assert r["frames"] == 24 and r["flow"] == "dis" and r["clip_consistency"] is None
     assert 0 < r["warp_error"] < r["warp_error_paper_compatible"]
+
+
+def test_metrics_cli_measures_like_a_run_and_says_at_what(tmp_path, capsys):
+    """--like-run takes a run's size and frame count from its report.json; every figure says the size and
+    frames it was measured at (the JSON and a line on stderr)."""
+    import json
+
+    from conftest import ROOT
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({"settings": {"size": 128, "frames": 5}}))
+    clip = str(ROOT / "examples" / "coffee-zoom.mp4")
+    assert cli(["metrics", "--source", clip, "--edited", clip, "--like-run", str(run), "--no-clip",
+                "--json", str(tmp_path / "m.json")]) == 0
+    r = json.loads((tmp_path / "m.json").read_text())
+    assert r["measured_at"] == {"width": 128, "height": 128, "frames": 5, "source": "resized and cropped to 128 px"}
+    assert r["warp_error"] < 3        # the clip against itself: only the flow's own error
+    err = capsys.readouterr().err
+    assert "measured at 128x128 px over 5 frames" in err and "measured like the run in run/" in err
+    assert cli(["metrics", "--source", clip, "--edited", clip, "--like-run", str(tmp_path), "--no-clip"]) == 2

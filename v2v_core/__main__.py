@@ -114,10 +114,26 @@ def cmd_metrics(args) -> int:
     from .metrics import evaluate_clip
     from .video import read_video
 
-    source, _ = read_video(args.source, args.frames, args.size)
-    edited, _ = read_video(args.edited, args.frames)
+    size, frames, run_note = args.size, args.frames, None
+    if args.like_run:                 # measure as the run did: its size and its number of frames
+        run = Path(args.like_run)
+        run = run / "report.json" if run.is_dir() else run
+        if not run.exists():
+            raise V2VError(f"{args.like_run}: no report.json there; give a run's folder or its report.json.")
+        settings = json.loads(run.read_text()).get("settings") or {}
+        size, frames = size or settings.get("size"), frames or settings.get("frames")
+        run_note = (f"measured like the run in {run.parent.name}/ ({size} px, {frames} frames); the run's own figure was "
+                    "taken on its frames before mp4 encoding, so the written mp4 reads slightly differently")
+    source, _ = read_video(args.source, frames, size)
+    edited, _ = read_video(args.edited, frames, size if args.like_run else None)
     report = evaluate_clip(source, edited, flow=args.flow, prompt=args.prompt,
                            clip_model=None if args.no_clip else args.clip_model)
+    h, w = source[0].shape[:2]
+    n = min(len(source), len(edited))
+    report["measured_at"] = {"width": w, "height": h, "frames": n,
+                             "source": f"resized and cropped to {size} px" if size else "native size"}
+    print(f"warp error measured at {w}x{h} px over {n} frames ({report['measured_at']['source']}); the same clip at "
+          "another size or length gives another figure" + (f"; {run_note}" if run_note else ""), file=sys.stderr)
     if not args.series:
         report = {k: v for k, v in report.items() if not k.endswith("_series")}
     text = json.dumps(report, indent=2)
@@ -147,7 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--edited", required=True, help="the edited clip (frame i matches source frame i)")
     p.add_argument("--flow", default="dis", choices=["dis", "raft"], help="optical flow estimator (default: dis)")
     p.add_argument("--size", type=int, default=None, help="resize+crop the source to SIZE first (default: native)")
-    p.add_argument("--frames", type=int, default=None, help="use only the first N frames")
+    p.add_argument("--frames", type=int, default=None, help="use only the first N frames (default: all)")
+    p.add_argument("--like-run", default=None, metavar="RUN",
+                   help="measure at a comparison run's size and frame count (its folder or report.json; default: none)")
     p.add_argument("--prompt", default=None, help="prompt for CLIP text alignment")
     p.add_argument("--clip-model", default="openai/clip-vit-base-patch32", help="CLIP hub id or local folder")
     p.add_argument("--no-clip", action="store_true", help="skip CLIP metrics")
