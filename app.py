@@ -121,6 +121,13 @@ def run_job(request, order: list[str], work, n_outputs: int, on_event):
     keep = [gr.update()] * n_outputs
     yield (*keep, progress_board({}, order, "Starting (the model loads on the first run)…"))
     job = service.start_job(session_key(request), work)
+    try:
+        yield from _job_updates(job, order, keep, on_event)
+    finally:                # the page went away (closed tab, Gradio closed this generator): the job ends too
+        job.stop()
+
+
+def _job_updates(job, order, keep, on_event):
     board: dict = {}
     for kind, name, value in job.events():
         if kind == "progress":

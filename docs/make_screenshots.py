@@ -7,7 +7,8 @@ example clips (astronaut-pan "a pencil sketch", coffee-zoom "a sepia photo"; Str
 StreamV2V, TokenFlow; 24 frames); the script casts a few demo votes (always "left") before the
 admin screenshot so its table and chart have something to show.
 
-Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
+Every tab is shot at desktop size (1400x1000, tab_NAME.png) and at phone size (390x844,
+tab_NAME_phone.png), full page. Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
 Live streams Chromium's fake camera, Correspondence clicks a point, the User study tab opens the
 admin view and /study the participant's page at desktop and phone size (the study database must exist:
 `python -m comparisons study create ...`).
@@ -59,6 +60,15 @@ def main():
             pg = b.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000}).new_page()
             pg.goto(f"http://127.0.0.1:{port}", wait_until="load")
 
+            def shoot(name: str):
+                """The page at desktop size, then at phone size (the layout reflows), back to desktop."""
+                pg.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                pg.set_viewport_size({"width": 390, "height": 844})
+                pg.wait_for_timeout(1200)
+                pg.screenshot(path=str(OUT / f"{name}_phone.png"), full_page=True)
+                pg.set_viewport_size({"width": 1400, "height": 1000})
+                pg.wait_for_timeout(800)
+
             def load_example(input_id: str):
                 # examples render as a table (several inputs) or as a gallery (one input)
                 pg.locator("tr.tr-body:visible, button.gallery-item:visible, .gallery-item:visible").first.click()
@@ -71,15 +81,16 @@ def main():
             pg.get_by_role("button", name="Run", exact=True).first.click()
             pg.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=600_000)
             pg.wait_for_timeout(1500)
-            pg.screenshot(path=str(OUT / "tab_compare.png"), full_page=True)
+            pg.wait_for_selector("#progress-board :text('Done.')", timeout=300_000)
+            shoot("tab_compare")
             # Ablation
             pg.get_by_role("tab", name="Ablation").click()
             pg.wait_for_timeout(500)
             load_example("ablation-input")
             pg.get_by_role("button", name="Run ablation").click()
-            pg.wait_for_selector("#ablation-chart img", timeout=900_000)
-            pg.wait_for_timeout(1000)
-            pg.screenshot(path=str(OUT / "tab_ablation.png"), full_page=True)
+            pg.wait_for_selector("#ablation-board :text('Done.')", timeout=900_000)
+            pg.wait_for_timeout(1500)
+            shoot("tab_ablation")
             # Live
             pg.get_by_role("tab", name="Live").click()
             access = pg.get_by_text("Click to Access Webcam")
@@ -87,8 +98,8 @@ def main():
                 access.first.click()
             pg.locator("#cam button:has-text('Record')").click()
             pg.wait_for_selector("#live-out img", timeout=120_000)
-            pg.wait_for_timeout(4000)
-            pg.screenshot(path=str(OUT / "tab_live.png"), full_page=True)
+            pg.wait_for_timeout(8000)
+            shoot("tab_live")
             pg.locator("#cam button:has-text('Stop')").click()
             # Correspondence
             pg.get_by_role("tab", name="Correspondence").click()
@@ -100,24 +111,21 @@ def main():
             pg.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
             pg.wait_for_selector("#corr-view img", timeout=60_000)
             pg.wait_for_timeout(1000)
-            pg.screenshot(path=str(OUT / "tab_correspondence.png"), full_page=True)
+            shoot("tab_correspondence")
             # User study: the admin view (User study tab), then the participant's own page (/study)
             pg.get_by_role("tab", name="User study").click()
             if args.study:
                 pg.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill("demo")
                 pg.get_by_role("button", name="Show results").click()
                 pg.wait_for_timeout(4000)
-            pg.screenshot(path=str(OUT / "tab_user_study_admin.png"), full_page=True)
+            shoot("tab_user_study_admin")
             pg.goto(f"http://127.0.0.1:{port}/study", wait_until="load")
             if args.study:
                 pg.get_by_label("Your name or code").fill("demo-participant")
                 pg.get_by_role("button", name="Start / continue").click()
                 pg.wait_for_selector("#study-left video", timeout=60_000)
                 pg.wait_for_timeout(1500)
-            pg.screenshot(path=str(OUT / "tab_user_study.png"), full_page=True)
-            pg.set_viewport_size({"width": 390, "height": 844})
-            pg.wait_for_timeout(800)
-            pg.screenshot(path=str(OUT / "tab_user_study_phone.png"), full_page=True)
+            shoot("tab_user_study")
             b.close()
     finally:
         app.terminate()

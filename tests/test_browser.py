@@ -15,6 +15,15 @@ ART = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ADMIN_PW = "browser-test-admin"
 PUBLISHED = ROOT.parent / "shared" / "data" / "videos" / "published"
+SERVER_PID: list[int] = []
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +33,7 @@ def server(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
     proc, url = start_app({"V2V_STUDY_DB": str(tmp_path_factory.mktemp("study") / "study.db"),
                            "V2V_STUDY_PASSWORD": ADMIN_PW}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    SERVER_PID.append(proc.pid)
     yield url
     proc.terminate()
     proc.wait(10)
@@ -82,6 +92,34 @@ def test_compare_two_methods_in_chromium(page):
     n = int(re.search(r"Stopped after (\d+) frames of StreamV2V", note).group(1))
     assert 1 <= n < 24 and "StreamDiffusion" in note
     assert page.locator(".result-video video").count() >= 1
+
+
+def test_a_closed_tab_stops_its_run(page, server):
+    """A tab that starts a long run (every method) and is closed stops that run: the server goes idle
+    (its CPU time stops growing) and another person's run starts at once."""
+    other = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    other.goto(server, wait_until="load")
+    other.get_by_text("astronaut, camera pans: thermal").first.click()
+    other.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
+                            "return v && (v.currentSrc || v.src); })()", timeout=60_000)
+    for name in ["StreamV2V (EA only)", "StreamV2V (FF only)", "StreamV2V (queue bank)", "Window attention",
+                 "Temporal shift", "SVDiff", "TokenFlow"]:
+        other.get_by_label(name, exact=True).check()
+    other.get_by_role("button", name="Run", exact=True).click()
+    other.wait_for_selector("#progress-board :text('generating')", timeout=120_000)
+    other.context.close()                         # the tab is gone mid-run (9 methods x 24 frames left)
+    page.wait_for_timeout(4000)
+    before = cpu_seconds(SERVER_PID[0])
+    page.wait_for_timeout(4000)
+    assert cpu_seconds(SERVER_PID[0]) - before < 1.0   # a run still computing would use ~4 s of CPU here
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("astronaut, camera pans: thermal").first.click()
+    page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
+                           "return v && (v.currentSrc || v.src); })()", timeout=60_000)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_selector("#progress-board :text('generating')", timeout=20_000)
+    page.locator("#stop-compare").click()
+    page.wait_for_selector("#progress-board :text('Stopped after')", timeout=60_000)
 
 
 def test_live_webcam_with_fake_camera(page, server):
