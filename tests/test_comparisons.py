@@ -180,3 +180,21 @@ def test_two_rank_torchrun_matches_one_rank(tmp_path, tiny_pipe_dir):
         return [{k: v for k, v in r.items() if k != "fps"} for r in rows]
 
     assert table(tmp_path / "one") == table(tmp_path / "two") and len(table(tmp_path / "one")) == 6
+
+
+def test_ablation_reports_each_setting_as_it_finishes(tiny_backbone):
+    """The streamv2v grid through the UI's service: each setting arrives with its video, in the board's
+    order; settings whose bank nothing reads hold none; the report has the chart, table and mosaic."""
+    from comparisons import service
+
+    events = list(service.ablation_iter(ROOT / "examples" / "astronaut-pan.mp4", "a cartoon", "streamv2v", size=64,
+                                        frames=3, backbone=tiny_backbone))
+    results = [(n, v) for k, n, v in events if k == "result"]
+    assert [n for n, _ in results] == service.ablation_settings("streamv2v")
+    assert all(Path(v["video"]).exists() for _, v in results)
+    banks = {n: v["bank_bytes"][-1] for n, v in results}
+    assert banks["EA off, FF off, dyme"] == banks["EA off, FF off, queue"] == banks["bank none (= per-frame baseline)"] == 0
+    assert banks["EA on, FF off, dyme"] > 0 and banks["EA off, FF on, queue"] > 0
+    kind, _, rep = events[-1]
+    assert kind == "report" and Path(rep["png"]).exists() and Path(rep["mosaic"]).exists()
+    assert "at 64x64 px over 3 frames" in rep["ablation_title"] and "| EA on, FF on, dyme |" in rep["ablation_table"]
