@@ -128,18 +128,19 @@ def run_job(request, order: list[str], work, n_outputs: int, on_event):
 
 
 def _job_updates(job, order, keep, on_event):
-    board: dict = {}
+    board, note = {}, ""
     for kind, name, value in job.events():
         if kind == "progress":
             board = value
-            yield (*keep, progress_board(board, order))
+            yield (*keep, progress_board(board, order, note))
         elif kind == "stopped":
             yield (*keep, progress_board(job.board, order, service.stopped_message(name, value, job.finished, len(order))))
         elif kind == "error":   # a warning that keeps the results on screen
             gr.Warning(value, duration=None)
             yield (*keep, progress_board(board, order, f"Not run: {value}"))
         elif kind in ("result", "report"):
-            yield (*on_event(kind, name, value), progress_board(job.board, order, "Done." if kind == "report" else ""))
+            note = "Done." if kind == "report" else note
+            yield (*on_event(kind, name, value), progress_board(job.board, order, note))
 
 
 def stop_job(request: gr.Request):
@@ -268,8 +269,10 @@ def build_compare_tab():
                          for _ in range(SPARE_PANELS)]
             warp_plot = gr.Plot(label="Warp error per frame", elem_id="warp-plot")
             bank_plot = gr.Plot(label="Bank memory per frame")
+            # fixed column widths: the table fits at desktop width and scrolls sideways on a phone (no
+            # letter-by-letter wrapping)
             table = gr.Dataframe(headers=service.SUMMARY_HEADERS, label="Summary", interactive=False, wrap=True,
-                                 elem_id="summary-table")
+                                 elem_id="summary-table", column_widths=["160px"] + ["90px"] * 7)
             gr.Markdown(service.SUMMARY_LEGEND)
             zip_file = gr.File(label="Download everything (zip)")
             report = gr.JSON(label="Report", open=False)
@@ -317,8 +320,9 @@ def build_ablation_tab():
             table = gr.Markdown()
             with gr.Row():
                 setting = gr.Dropdown([], label="Play one setting's output", elem_id="ablation-setting")
-                setting_video = gr.Video(label="Setting's output", elem_id="ablation-video", autoplay=True, loop=True)
-            mosaic = gr.Video(label="All settings side by side", elem_id="ablation-mosaic")
+                setting_video = gr.Video(label="Setting's output", elem_id="ablation-video", autoplay=True, loop=True,
+                                         height=280)
+            mosaic = gr.Video(label="All settings side by side", elem_id="ablation-mosaic", height=420)
     videos = gr.State({})
 
     def run(request: gr.Request, video, prompt, grid, frames):
@@ -440,9 +444,9 @@ def build_live_tab():
                                  info="switchable while streaming (the stream restarts with a fresh bank)")
             prompt = prompt_box("a thermal image")
             with gr.Row(visible=True) as v2v_controls:      # StreamV2V's switches, shown only for its variants
-                ea = gr.Checkbox(True, label="EA (StreamV2V)")
-                ff = gr.Checkbox(True, label="FF (StreamV2V)")
-                bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)")
+                ea = gr.Checkbox(True, label="EA (StreamV2V)", info="extended attention", min_width=150)
+                ff = gr.Checkbox(True, label="FF (StreamV2V)", info="feature fusion", min_width=150)
+                bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)", min_width=150)
         with gr.Column(min_width=300):
             out = gr.Image(label="Translated", elem_id="live-out", format="jpeg")
             figures = gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")

@@ -261,8 +261,11 @@ def warp_error_figure(rep: dict):
     flow = next(iter(rep["methods"].values())).get("flow", "?") if rep["methods"] else "?"
     what = f"flow: {flow} on the source" if with_source else f"flow: {flow} estimated on each edit itself (no source)"
     at = measured_at(rep)
-    fig.update_layout(title=f"{at[0].upper() + at[1:]}, per frame pair ({what}; lower is steadier)",
-                      xaxis_title="frame pair (i, i+1)", yaxis_title="warp error (0..255)", height=360)
+    # short title lines and the legend below: the plot stays readable at a phone's width
+    fig.update_layout(title=dict(text=f"{at[0].upper() + at[1:]}, per frame pair<br>({what}; lower is steadier)",
+                                 font=dict(size=14)),
+                      xaxis_title="frame pair (i, i+1)", yaxis_title="warp error (0..255)", height=400,
+                      legend=dict(orientation="h", yanchor="top", y=-0.25), margin=dict(t=80))
     return fig
 
 
@@ -273,9 +276,10 @@ def bank_figure(rep: dict):
     for n, m in rep["methods"].items():
         fig.add_trace(go.Scatter(y=[b / 2 ** 20 for b in m.get("bank_bytes") or []], mode="lines", name=n))
     recorded = any(m.get("bank_bytes") for m in rep["methods"].values())
-    fig.update_layout(title="Temporal memory held per stream" + ("" if recorded else " (not recorded: no online method "
+    fig.update_layout(title="Temporal memory held per stream" + ("" if recorded else "<br>(not recorded: no online method "
                                                                                   "of this studio ran)"),
-                      xaxis_title="frame", yaxis_title="MiB", height=360)
+                      xaxis_title="frame", yaxis_title="MiB", height=380,
+                      legend=dict(orientation="h", yanchor="top", y=-0.25))
     return fig
 
 

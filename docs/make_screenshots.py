@@ -69,15 +69,18 @@ def main():
                 pg.set_viewport_size({"width": 1400, "height": 1000})
                 pg.wait_for_timeout(800)
 
-            def load_example(input_id: str):
-                # examples render as a table (several inputs) or as a gallery (one input)
-                pg.locator("tr.tr-body:visible, button.gallery-item:visible, .gallery-item:visible").first.click()
+            def load_example(input_id: str, label: str | None = None):
+                # examples render as a table (several inputs), a gallery (one input) or labelled buttons
+                if label:
+                    pg.get_by_text(label).first.click()
+                else:
+                    pg.locator("tr.tr-body:visible, button.gallery-item:visible, .gallery-item:visible").first.click()
                 pg.wait_for_function(f"(() => {{ const v = document.querySelector('#{input_id} video'); "
                                      "return v && (v.currentSrc || v.src); })()", timeout=60_000)
                 pg.wait_for_timeout(500)
 
             # Compare
-            load_example("compare-input")
+            load_example("compare-input", "astronaut, camera pans: thermal")
             pg.get_by_role("button", name="Run", exact=True).first.click()
             pg.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=600_000)
             pg.wait_for_timeout(1500)

@@ -79,7 +79,8 @@ def test_compare_two_methods_in_chromium(page):
     assert "/tmp/" not in page.locator(":text('not a readable zip')").first.inner_text()
     # the board counted each method in frames; Stop mid-run (StreamV2V's frames) stops it on the server, says
     # so, and keeps what finished (StreamDiffusion of this run, whose video stays)
-    assert "frame 24 / 24" in page.locator("#progress-board").inner_text()
+    page.wait_for_selector("#progress-board :text('Done.')", timeout=60_000)
+    assert page.locator("#progress-board").inner_text().count("frame 24 / 24") == 2
     page.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_function("(() => { const r = [...document.querySelectorAll('#progress-board .pb-row')]"
                            ".find(e => e.innerText.startsWith('StreamV2V')); return r && /generating/.test(r.innerText)"

@@ -7,6 +7,7 @@
     python -m v2v_core.toy.train --stage tune --tune-steps 1500 ...  # continues the UNet in --out
     python -m v2v_core.toy.train --stage cond --cond-steps 3500 ...  # makes the UNet image-conditioned
     python -m v2v_core.toy.train --stage sharpen ...                 # fine-tunes the decoder for detail
+    python -m v2v_core.toy.train --stage recorr --recorr-steps 1000  # stage 4 again, on the conditioned UNet
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
@@ -41,6 +42,11 @@ writes --out, so a stopped run resumes at the stage it stopped in.
 Stage 6, sharpen: stage 2 again (decoder only) on the pool plus Kodak with latent noise up to 0.1 instead
 of 0.3: the image-conditioned UNet errs less, so less smoothing is needed. Stages 5 and 6 touch disjoint
 weights (UNet + text encoder; decoder) and their data draws do not depend on each other.
+
+Stage 7, re-correspondence: stage 4 again, on the image-conditioned UNet (its pairs carry each crop's
+source latent). Stage 5's objective does not ask for correspondence, and it lost most of it (the
+16 px layer's q.k matches moved from 8 to 104 px off a known pan): this restores it while stage 3's
+objective keeps the styles.
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
@@ -85,6 +91,7 @@ CORR_LAYERS = ("down_blocks", "mid_block")
 # Stage 5 (image conditioning): the pool plus the Kodak photographs (../shared/data/images/kodak, allowed
 # as training data) at two scales; the structural styles, which carry the most detail, drawn more often.
 COND_LR, COND_STEPS = 5e-4, 3500
+RECORR_STEPS = 1000        # stage 7: stage 4's objective on the conditioned UNet
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): the decoder again (encoder frozen: latents, UNet and SVDiff memories are unaffected), on
 # the pool plus Kodak, with less latent noise than stage 2: the image-conditioned UNet's x0 errors are smaller
@@ -470,13 +477,15 @@ def _load(out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen"], default="all")
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr"],
+                    default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--decoder-steps", type=int, default=800)
     ap.add_argument("--unet-steps", type=int, default=8000)
     ap.add_argument("--tune-steps", type=int, default=1500)
     ap.add_argument("--cond-steps", type=int, default=COND_STEPS)
     ap.add_argument("--sharpen-steps", type=int, default=SHARPEN_STEPS)
+    ap.add_argument("--recorr-steps", type=int, default=RECORR_STEPS)
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
@@ -539,6 +548,14 @@ def main(argv=None):
         save(pipe, args.out, {"sharpen_steps": args.sharpen_steps, "sharpen_minutes": round((time.time() - t0) / 60, 1),
                               "sharpen_sigma_max": SHARPEN_SIGMA, "sharpen_lr": SHARPEN_LR})
         print(f"decoder sharpening done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    if args.stage in ("all", "recorr"):
+        torch.manual_seed(args.seed)
+        pipe = _load(args.out)
+        t0 = time.time()
+        tune_unet(pipe, pool, args.recorr_steps, args.seed + 7, lr=args.tune_lr, corr_weight=args.corr_weight)
+        save(pipe, args.out, {"recorr_steps": args.recorr_steps, "recorr_minutes": round((time.time() - t0) / 60, 1),
+                              "recorr_lr": args.tune_lr, "recorr_corr_weight": args.corr_weight})
+        print(f"re-correspondence done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
