@@ -508,14 +508,15 @@ def build_correspondence_tab():
 # (a participant compares them at the same instant, also on a phone).
 SYNC_STUDY_VIDEOS_JS = """
 () => {
+  // idempotent mirroring (no timers): each handler only acts when the partner differs, so the partner's
+  // own event finds nothing to do and nothing ping-pongs, however slow the machine is
   const mirror = (from, to) => {
-    const go = (fn) => { if (from._v2vBusy) return; to._v2vBusy = true; try { fn(); } finally {
-      setTimeout(() => { to._v2vBusy = false; }, 50); } };
-    from.addEventListener('play', () => go(() => { to.currentTime = from.currentTime; to.play().catch(() => {}); }));
-    from.addEventListener('pause', () => go(() => { to.pause(); to.currentTime = from.currentTime; }));
-    from.addEventListener('seeked', () => go(() => { if (Math.abs(to.currentTime - from.currentTime) > 0.05)
-      to.currentTime = from.currentTime; }));
-    from.addEventListener('ratechange', () => go(() => { to.playbackRate = from.playbackRate; }));
+    from.addEventListener('play', () => { if (to.paused) { to.currentTime = from.currentTime; to.play().catch(() => {}); } });
+    from.addEventListener('pause', () => { if (!to.paused) { to.pause(); to.currentTime = from.currentTime; } });
+    from.addEventListener('seeked', () => { if (Math.abs(to.currentTime - from.currentTime) > 0.05)
+      to.currentTime = from.currentTime; });
+    from.addEventListener('ratechange', () => { if (to.playbackRate !== from.playbackRate)
+      to.playbackRate = from.playbackRate; });
   };
   setInterval(() => {
     const l = document.querySelector('#study-left video'), r = document.querySelector('#study-right video');
