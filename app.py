@@ -127,12 +127,25 @@ def run_job(request, order: list[str], work, n_outputs: int, on_event):
         job.stop()
 
 
+def remaining_note(board: dict, order: list[str], elapsed: float) -> str:
+    """'about N s left': this run's own pace so far (seconds per frame done, over every method's frames,
+    model loading included) times the frames still to do; nothing until a frame is done."""
+    done = sum(min(b["done"], b["total"]) for b in board.values() if b.get("total"))
+    total = sum(b["total"] for b in board.values() if b.get("total"))
+    total += sum(1 for n in order if n not in board)          # not reported yet: at least a frame each
+    if done <= 0 or total <= done:
+        return ""
+    return f"About {elapsed / done * (total - done):.0f} s left (at this run's pace so far)."
+
+
 def _job_updates(job, order, keep, on_event):
-    board, note = {}, ""
+    import time
+
+    board, note, t0 = {}, "", time.monotonic()
     for kind, name, value in job.events():
         if kind == "progress":
             board = value
-            yield (*keep, progress_board(board, order, note))
+            yield (*keep, progress_board(board, order, note or remaining_note(board, order, time.monotonic() - t0)))
         elif kind == "stopped":
             yield (*keep, progress_board(job.board, order, service.stopped_message(name, value, job.finished, len(order))))
         elif kind == "error":   # a warning that keeps the results on screen

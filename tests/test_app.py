@@ -99,3 +99,16 @@ def test_app_start_prints_no_warnings(tmp_path):
             proc.terminate()
             proc.wait(10)
     assert err.read_text().strip() == ""
+
+
+def test_progress_board_counts_frames_per_method_and_an_honest_remaining_time():
+    import app
+
+    board = {"StreamDiffusion": {"done": 24, "total": 24, "stage": "done in 8.0 s"},
+             "StreamV2V": {"done": 6, "total": 24, "stage": "generating"}}
+    html = app.progress_board(board, ["StreamDiffusion", "StreamV2V", "TokenFlow"], "note")
+    assert html.count("class='pb-row'") == 3 and "frame 6 / 24" in html and "width:25%" in html
+    assert "TokenFlow" in html and "waiting" in html            # not started yet: on the board all the same
+    # 30 frames done in 30 s: 1 s a frame; 18 frames of StreamV2V and at least 1 of TokenFlow to go
+    assert app.remaining_note(board, ["StreamDiffusion", "StreamV2V", "TokenFlow"], 30.0).startswith("About 19 s left")
+    assert app.remaining_note({}, ["StreamV2V"], 5.0) == ""     # no frame done yet: no guess
