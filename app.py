@@ -378,7 +378,7 @@ LIVE_HEAD = """
 (() => {
   const STAMP = %d, WINDOW = 5000;
   const st = window.v2vLive = {sent: 0, firstSent: null, firstShown: null, shown: [], processed: 0, modelMs: null};
-  const realFetch = window.fetch;
+  const realFetch = window.fetch.bind(window);   // Gradio's client calls fetch as a method of its own objects
   window.fetch = function (input, init) {
     try {
       const url = typeof input === 'string' ? input : (input && input.url) || '';
@@ -392,7 +392,7 @@ LIVE_HEAD = """
         }
       }
     } catch (e) {}
-    return realFetch.call(this, input, init);
+    return realFetch(input, init);
   };
   document.addEventListener('load', (e) => {
     const img = e.target;
