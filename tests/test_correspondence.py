@@ -11,20 +11,12 @@ from v2v_core.synthetic import make_clip
 from v2v_core.toy.data import heldout_scene
 
 
-# The v3 toy (image-conditioned, 2026-11-30) lost what stage 4 had trained: its stage 5 ran without the
-# correspondence loss, and q.k now matches points 80-132 px off on every layer (8 px before). Known regression,
-# recorded in the model card; strict, so these tests fail loudly once a re-tuned model fixes it.
-V3_LOST_CORRESPONDENCE = pytest.mark.xfail(strict=True, reason="toy v3's stage 5 undid stage 4's correspondence "
-                                                               "training (model card, Limits)")
-
-
 def test_token_grid():
     assert token_grid(256, (256, 256)) == (16, 16)
     assert token_grid(96, (256, 384)) == (8, 12)
 
 
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
-@V3_LOST_CORRESPONDENCE
 @pytest.mark.parametrize("image", ["astronaut", "held-out scene"])
 def test_recovered_point_follows_a_known_shift(image):
     """astronaut is in the toy's diffusion data but never in the correspondence pairs of its tuning
@@ -38,7 +30,6 @@ def test_recovered_point_follows_a_known_shift(image):
 
 
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
-@V3_LOST_CORRESPONDENCE
 def test_correspondence_view_opens_on_a_layer_that_follows_the_motion(tmp_path):
     """The studio's Correspondence tab (service level): with no layer chosen, the view uses the
     backbone's default layer, and a click there lands where the content was."""
