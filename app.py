@@ -125,6 +125,7 @@ def run_job(request, order: list[str], work, n_outputs: int, on_event):
         yield from _job_updates(job, order, keep, on_event)
     finally:                # the page went away (closed tab, Gradio closed this generator): the job ends too
         job.stop()
+        service.forget_job(session_key(request), job)
 
 
 def remaining_note(board: dict, order: list[str], elapsed: float) -> str:

@@ -179,6 +179,12 @@ def stop_job(key: str) -> bool:
     return True
 
 
+def forget_job(key: str, job: Job) -> None:
+    """Drop a job that ended from the registry (not a newer job of the same session)."""
+    if JOBS.get(key) is job:
+        del JOBS[key]
+
+
 def stopped_message(method: str | None, frames: int, finished: list[str], total: int) -> str:
     kept = (f"{len(finished)} of {total} finished and stay shown ({', '.join(finished)})" if finished
             else "none had finished")

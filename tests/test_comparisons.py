@@ -111,11 +111,14 @@ def test_job_reports_a_board_per_method_and_stops(tiny_backbone, tmp_path):
             assert set(value["StreamDiffusion"]) == {"done", "total", "stage"}
     assert kinds.count("result") == 1 and kinds[-1] == "stopped" and "end" not in kinds
     assert (name, job.finished) == ("StreamV2V", ["StreamDiffusion"])
+    assert "session-a" not in service.JOBS                    # a stopped job leaves the registry
     msg = service.stopped_message(name, value, job.finished, 2)
     assert msg.startswith(f"Stopped after {value} frames of StreamV2V") and value < 24
     # the user's mistakes come out as an "error" event, never as a crash
     bad = service.start_job("session-b", lambda progress, cancel: service.compare_iter(None, "x", ["StreamV2V"]))
     assert [e[0] for e in bad.events(every=0.05) if e[0] != "progress"] == ["error"]
+    service.forget_job("session-b", bad)
+    assert service.JOBS == {}
 
 
 def test_ablation_axis_shows_the_differences():
