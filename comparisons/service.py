@@ -268,7 +268,7 @@ def warp_error_figure(rep: dict):
     what = f"flow: {flow} on the source" if with_source else f"flow: {flow} estimated on each edit itself (no source)"
     at = measured_at(rep)
     # short title lines and the legend below: the plot stays readable at a phone's width
-    fig.update_layout(title=dict(text=f"{at[0].upper() + at[1:]}, per frame pair<br>({what}; lower is steadier)",
+    fig.update_layout(title=dict(text=f"{at[0].upper() + at[1:]},<br>per frame pair ({what};<br>lower is steadier)",
                                  font=dict(size=14)),
                       xaxis_title="frame pair (i, i+1)", yaxis_title="warp error (0..255)", height=400,
                       legend=dict(orientation="h", yanchor="top", y=-0.25), margin=dict(t=80))
