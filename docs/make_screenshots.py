@@ -3,9 +3,9 @@
     python docs/make_screenshots.py [--study study.db]     # starts the app itself on a free port
 
 The committed screenshots used a study made from two `python -m comparisons run` results on the
-example clips (astronaut-pan "a pencil sketch", coffee-zoom "a sepia photo"; StreamDiffusion,
-StreamV2V, TokenFlow; 24 frames); the script casts a few demo votes (always "left") before the
-admin screenshot so its table and chart have something to show.
+example clips (astronaut-pan "a thermal image", coffee-zoom "a sepia photo"; StreamDiffusion,
+StreamV2V, TokenFlow; 24 frames) with 3 simulated annotators' random votes cast through
+comparisons.study.vote before the script ran (the script itself casts none).
 
 Every tab is shot at desktop size (1400x1000, tab_NAME.png) and at phone size (390x844,
 tab_NAME_phone.png), full page. Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
