@@ -22,7 +22,9 @@ import gradio as gr  # noqa: E402
 
 from comparisons import service  # noqa: E402
 from comparisons.registry import PRESETS, REGISTRY  # noqa: E402
+from ui_common import METHOD_NAMES, call_service  # noqa: E402
 from v2v_core.errors import V2VError  # noqa: E402
+from ui_study import SYNC_STUDY_VIDEOS_JS, build_participant_page, build_study_admin_tab  # noqa: E402
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
     import spaces
@@ -47,17 +49,7 @@ def example_rows():
     rows = [[e, EXAMPLE_PROMPTS.get(Path(e).stem, ("a thermal image", ""))[0]] for e in EXAMPLES]
     labels = [EXAMPLE_PROMPTS.get(Path(e).stem, ("", Path(e).stem))[1] or Path(e).stem for e in EXAMPLES]
     return rows, labels
-METHOD_NAMES = [p.name for p in PRESETS]
 SPARE_PANELS = 6            # result panels for names outside the registry (imported results)
-STUDY_DB = os.environ.get("V2V_STUDY_DB", "study.db")
-
-
-def _call(fn, *args, **kw):
-    """Run a service call; user mistakes become a gr.Error message and the app stays up."""
-    try:
-        return fn(*args, **kw)
-    except V2VError as e:
-        raise gr.Error(str(e)) from None
 
 
 def control_for(field: dict):
@@ -226,14 +218,14 @@ def load_results(bundle, source, edits, prompt):
 
 def compare_api(video, prompt, methods, size, frames, seed):
     """/compare: (video file, prompt, method names, size px, frames, seed) -> (report JSON, result videos)."""
-    rep = _call(service.compare, video, prompt, list(methods or []), int(size), int(frames), int(seed))
+    rep = call_service(service.compare, video, prompt, list(methods or []), int(size), int(frames), int(seed))
     report = {k: v for k, v in rep.items() if k not in ("videos", "zip", "table")}
     return report, [rep["mosaic"], *rep["videos"].values()]
 
 
 def metrics_api(source, edited):
     """/metrics: (source video, edited video) -> metrics JSON."""
-    return _call(service.metrics, source, edited)
+    return call_service(service.metrics, source, edited)
 
 
 def build_compare_tab():
@@ -341,7 +333,7 @@ def build_ablation_tab():
 
     def run(request: gr.Request, video, prompt, grid, frames):
         partial: dict = {"methods": {}, "settings": {"size": 256, "frames": int(frames)}}
-        order = _call(service.ablation_settings, grid)
+        order = call_service(service.ablation_settings, grid)
 
         def work(progress, cancel):
             return service.ablation_iter(video, prompt, grid, 256, frames, progress=progress, cancel=cancel)
@@ -463,7 +455,7 @@ def build_live_tab():
                 bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)", min_width=150)
         with gr.Column(min_width=300):
             out = gr.Image(label="Translated", elem_id="live-out", format="jpeg")
-            figures = gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")
+            gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")
             meta = gr.HTML(elem_id="live-meta")
     stamp = gr.Number(STAMP, visible=False)
     session = gr.State(None)
@@ -471,7 +463,7 @@ def build_live_tab():
     def step(frame, method, prompt, ea, ff, bank, stamp, sess):
         sess = sess or service.LiveSession()
         over = dict(extended_attention=ea, feature_fusion=ff, bank=bank) if REGISTRY[method].core_method == "streamv2v" else {}
-        img, info = _call(sess.process, frame, method, prompt, over)
+        img, info = call_service(sess.process, frame, method, prompt, over)
         return img, live_meta(stamp, info), sess
 
     inputs = [cam, method, prompt, ea, ff, bank, stamp, session]
@@ -504,7 +496,7 @@ def build_correspondence_tab():
     state = gr.State(None)
 
     def run(video, method, frame):
-        r = _call(service.correspondence_run, video, method, int(frame))
+        r = call_service(service.correspondence_run, video, method, int(frame))
         return r, r["frames"][r["frame"]], gr.update(choices=r["layers"], value=r["default_layer"])
 
     def click(r, layer, evt: gr.SelectData):
@@ -515,189 +507,6 @@ def build_correspondence_tab():
 
     go.click(run, [video, method, frame], [state, last, layer])
     last.select(click, [state, layer], [view, matches])
-
-
-# -- User study ------------------------------------------------------------------------------------
-# The two study videos play as one: play, pause, scrub or speed on either is mirrored on the other
-# (a participant compares them at the same instant, also on a phone).
-SYNC_STUDY_VIDEOS_JS = """
-() => {
-  // idempotent mirroring (no timers): each handler only acts when the partner differs, so the partner's
-  // own event finds nothing to do and nothing ping-pongs, however slow the machine is
-  const mirror = (from, to) => {
-    from.addEventListener('play', () => { if (to.paused) { to.currentTime = from.currentTime; to.play().catch(() => {}); } });
-    from.addEventListener('pause', () => { if (!to.paused) { to.pause(); to.currentTime = from.currentTime; } });
-    from.addEventListener('seeked', () => { if (Math.abs(to.currentTime - from.currentTime) > 0.05)
-      to.currentTime = from.currentTime; });
-    from.addEventListener('ratechange', () => { if (to.playbackRate !== from.playbackRate)
-      to.playbackRate = from.playbackRate; });
-  };
-  setInterval(() => {
-    const l = document.querySelector('#study-left video'), r = document.querySelector('#study-right video');
-    if (!l || !r || (l._v2vPartner === r && r._v2vPartner === l)) return;
-    l._v2vPartner = r; r._v2vPartner = l;
-    l.muted = true; r.muted = true; l.loop = true; r.loop = true;
-    mirror(l, r); mirror(r, l);
-  }, 300);
-}
-"""
-
-
-def _open_study_db():
-    from comparisons import study
-
-    if not Path(STUDY_DB).exists():
-        raise gr.Error("No study yet: the admin creates one (User study tab, or `python -m comparisons study create "
-                       "--results BUNDLE ... --out study.db`).")
-    return study.connect(STUDY_DB)
-
-
-def build_participant_page(page):
-    """The participant's page (/study): its own page, so nothing of the studio (no method name, no other
-    tab) reaches a participant's browser; videos under opaque names without download buttons."""
-    from comparisons import study
-
-    gr.Markdown("## User study\nBlind pairwise comparison: for each pair, pick the better clip for each question. "
-                "Your answers are saved as you give them: after a reload, enter the same name to continue.")
-    name = gr.Textbox(label="Your name or code")
-    start = gr.Button("Start / continue", variant="primary")
-    info = gr.Markdown()
-    with gr.Row(equal_height=True):
-        left = gr.Video(label="Left", elem_id="study-left", buttons=[], min_width=160)
-        right = gr.Video(label="Right", elem_id="study-right", buttons=[], min_width=160)
-    radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " "), elem_id=f"vote-{c}")
-              for c in study.CRITERIA]
-    submit = gr.Button("Next pair")
-    current = gr.State(None)
-    open_db = _open_study_db
-
-    def labels(missing=()):
-        return [gr.update(label=c.replace("_", " ") + ("  ⚠ please answer this question" if c in missing else ""))
-                for c in study.CRITERIA]
-
-    def show_pair(conn, token):
-        annotator = study.annotator_of(conn, token)
-        p = study.next_pair(conn, annotator)
-        done, total = study.progress(conn, annotator)
-        if p is None:
-            return (token, None, f"All {total} pairs done — thank you!", None, None,
-                    *[gr.update(value=None, label=c.replace("_", " ")) for c in study.CRITERIA])
-        shown = study.present(conn, annotator, p)
-        lv, rv = study.served_videos(conn, STUDY_DB, annotator, p)
-        given = study.answers(conn, annotator, p)
-        asked = f" Prompt: **{shown['prompt']}**" if shown.get("prompt") else ""
-        return (token, p, f"Pair {done + 1} of {total}.{asked}", lv, rv,
-                *[gr.update(value=given.get(c), label=c.replace("_", " ")) for c in study.CRITERIA])
-
-    def begin(annotator):
-        conn = open_db()
-        token = _call(study.start_session, conn, annotator)
-        return show_pair(conn, token)
-
-    def answer(token, pair, criterion, choice):
-        """Each answer is saved at once (so a reload loses nothing); only the participant view can vote."""
-        if choice is None or pair is None:
-            return
-        _call(study.participant_vote, open_db(), token, pair, criterion, choice)
-
-    def next_or_warn(token, pair, *choices):
-        if pair is None:
-            raise gr.Error("Press Start first.")
-        missing = [c for c, ch in zip(study.CRITERIA, choices) if ch is None]
-        if missing:   # a warning beside each unanswered question; the videos and the given answers stay
-            gr.Warning(f"Answer every question first ({', '.join(m.replace('_', ' ') for m in missing)}).")
-            return (token, pair, gr.update(), gr.update(), gr.update(), *labels(missing))
-        return show_pair(open_db(), token)
-
-    def prefill(request: gr.Request):
-        """An invitation link (/study?code=CODE) fills in the participant's code."""
-        code = dict(request.query_params).get("code") if request is not None else None
-        return gr.update(value=code) if code else gr.update()
-
-    page.load(prefill, None, name, api_visibility="private")
-    token = gr.State(None)
-    outs = [token, current, info, left, right, *radios]
-    start.click(begin, name, outs, api_visibility="private")
-    submit.click(next_or_warn, [token, current, *radios], outs, api_visibility="private")
-    for c, r in zip(study.CRITERIA, radios):
-        r.input(lambda t, p, ch, c=c: answer(t, p, c, ch), [token, current, r], None, api_visibility="private",
-                show_progress="hidden")
-
-
-def build_study_admin_tab():
-    from comparisons import study
-
-    gr.Markdown("Participants vote on their own page, **/study** (e.g. http://127.0.0.1:7860/study): it shows "
-                "nothing of the studio, so the comparison stays blind. This view, behind `V2V_STUDY_PASSWORD`, "
-                "creates the study and shows its results.")
-    password = gr.Textbox(type="password", label="Admin password (V2V_STUDY_PASSWORD)")
-    with gr.Accordion("Create the study from results bundles", open=False):
-        bundles = gr.File(label="Results zips (Compare downloads or `comparisons import` bundles, zipped)",
-                          file_count="multiple", file_types=[".zip"], elem_id="study-bundles")
-        checks = gr.Number(value=0, precision=0, minimum=0, label="Attention checks",
-                           info="extra pairs showing one video on both sides; the report flags who picked a side")
-        create = gr.Button("Create study", elem_id="create-study")
-        created = gr.Markdown(elem_id="study-created")
-    with gr.Accordion("Invitation mode: only holders of a link can vote", open=False):
-        n_invites = gr.Number(value=3, precision=0, minimum=1, label="Participants to invite")
-        make_invites = gr.Button("Create invitation links", elem_id="make-invites")
-        invites = gr.Markdown(elem_id="invites")
-    reference = gr.Dropdown(METHOD_NAMES, value="StreamDiffusion", label="Reference method",
-                            allow_custom_value=True)
-    show = gr.Button("Show results")
-    results = gr.Markdown()
-    plot = gr.Image(label="Win rates")
-    csv_file = gr.File(label="Votes (CSV) and the study design (JSON), to re-run the analysis elsewhere",
-                       file_count="multiple")
-    refresh = gr.Timer(10.0)
-    open_db = _open_study_db
-
-    def check_password(pw):
-        expected = os.environ.get("V2V_STUDY_PASSWORD")
-        if not expected:
-            raise gr.Error("The admin view is off: set V2V_STUDY_PASSWORD when starting the studio.")
-        if pw != expected:
-            raise gr.Error("Wrong password.")
-
-    def create_study(pw, files, n_checks):
-        check_password(pw)
-        if not files:
-            raise gr.Error("Upload at least one results zip.")
-        n = _call(study.create, list(files), STUDY_DB, attention_checks=int(n_checks or 0))
-        methods = study.methods(STUDY_DB)
-        return (f"Study ready: {n} blind pairs over {len(methods)} results ({', '.join(methods)}).",
-                gr.update(choices=methods, value=methods[0] if methods else None))
-
-    def create_invites(pw, n, request: gr.Request):
-        check_password(pw)
-        codes = study.invite(open_db(), int(n or 0))
-        host = (request.headers.get("host") if request is not None else None) or "127.0.0.1:7860"
-        links = "\n".join(f"- http://{host}/study?code={c}" for c in codes)
-        return (f"{len(codes)} new links (from now on only invited codes can vote; send each person one):\n\n"
-                f"{links}")
-
-    def admin(pw, ref):
-        check_password(pw)
-        open_db().close()
-        png = Path(STUDY_DB).with_suffix(".winrates.png")
-        csv_path = Path(STUDY_DB).with_suffix(".votes.csv")
-        design = Path(STUDY_DB).with_suffix(".design.json")
-        text = study.report(STUDY_DB, ref, png)
-        study.export(STUDY_DB, csv_path)
-        study.export_design(STUDY_DB, design)
-        return text, str(png), [str(csv_path), str(design)]
-
-    def admin_refresh(pw, ref):
-        """The admin view refreshes by itself once the password was accepted (silent otherwise)."""
-        if not pw or pw != os.environ.get("V2V_STUDY_PASSWORD") or not Path(STUDY_DB).exists():
-            return gr.update(), gr.update(), gr.update()
-        return admin(pw, ref)
-
-    show.click(admin, [password, reference], [results, plot, csv_file], api_visibility="private")
-    refresh.tick(admin_refresh, [password, reference], [results, plot, csv_file], api_visibility="private",
-                 show_progress="hidden")
-    create.click(create_study, [password, bundles, checks], [created, reference], api_visibility="private")
-    make_invites.click(create_invites, [password, n_invites], invites, api_visibility="private")
 
 
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
