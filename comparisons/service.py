@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import deque
 import queue
 import tempfile
 import threading
@@ -23,11 +24,8 @@ from v2v_core.errors import Cancelled, V2VError
 from .registry import ABLATION_GRIDS, REGISTRY, resolve  # noqa: F401  (the UI lists the grids from here)
 
 
-def get_backbone(name):
-    """The shared backbone of that name (loaded on first use, not at import); a loaded one passes through."""
-    if not isinstance(name, str):
-        return name
-    from .runner import get_backbone as load
+def get_backbone(name: str):
+    from .runner import get_backbone as load  # torch and the model load on first use, not at import
 
     return load(name)
 
@@ -97,7 +95,7 @@ def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames
     from .runner import iter_comparison
 
     for kind, name, value in iter_comparison(video, prompt, list(methods), out,
-                                             backbone=get_backbone(backbone or BACKBONE), size=int(size),
+                                             backbone=backbone or BACKBONE, size=int(size),
                                              frames=int(frames), seed=int(seed), strength=float(strength),
                                              steps=int(steps), configs=configs, progress=progress,
                                              cancel=cancel):
@@ -315,7 +313,7 @@ def ablation_iter(video, prompt: str, grid: str, size: int = 256, frames: int = 
 
     check_request(video, prompt, None, size, frames)
     out = _work_dir("v2v-ablate-")
-    for kind, name, value in iter_ablation(video, prompt, grid, out, backbone=get_backbone(backbone or BACKBONE),
+    for kind, name, value in iter_ablation(video, prompt, grid, out, backbone=backbone or BACKBONE,
                                            size=int(size), frames=int(frames), seed=int(seed), progress=progress,
                                            cancel=cancel):
         if kind == "report":
@@ -352,7 +350,7 @@ class LiveSession:
         self.key = None
         self.stream = None
         self.frames = 0
-        self.model_ms: list[float] = []           # the last seconds' model times (a bounded window)
+        self.model_ms: deque[float] = deque(maxlen=50)   # the last seconds' model times (a bounded window)
 
     def process(self, frame: np.ndarray, method: str, prompt: str, overrides: dict | None = None,
                 strength: float = 0.4, steps: int = 2) -> tuple[np.ndarray, dict]:
@@ -370,7 +368,7 @@ class LiveSession:
             self.key = key
         t0 = time.perf_counter()
         out = self.stream.push(fit_frame(np.ascontiguousarray(frame[..., :3]), self.size, keep_aspect=True))
-        self.model_ms = (self.model_ms + [1000 * (time.perf_counter() - t0)])[-50:]
+        self.model_ms.append(1000 * (time.perf_counter() - t0))
         self.frames += 1
         return out[-1], {"model_ms": round(float(np.median(self.model_ms)), 1), "frames": self.frames,
                          "method": preset.name}
