@@ -14,7 +14,6 @@ Note the browser runs on the same machine as the server here (it takes CPU from 
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from conftest import launch_chromium, start_app  # noqa: E402
 from contention import measure  # noqa: E402
 
 
@@ -31,9 +31,7 @@ def live_figures(url: str, sessions: int, seconds: float) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(p)
         pages = []
         for _ in range(sessions):
             pg = browser.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000}).new_page()
@@ -67,8 +65,6 @@ def main(argv=None):
     busy = measure("studio", args.frames, 256, busy=True)["fps"]
     print(f"engine (toy, 256 px, per-frame path, studio thread policy): {alone:.2f} fps alone, {busy:.2f} fps with one "
           f"busy process: {busy / alone:.2f}x (target >= 0.7x)", flush=True)
-    from conftest import start_app
-
     proc, url = start_app({}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for sessions in (1, 2):

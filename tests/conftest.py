@@ -32,6 +32,18 @@ def free_port() -> int:
     return port
 
 
+def launch_chromium(playwright):
+    """Debian's Chromium, headless, with Chromium's fake camera granted and autoplay allowed (the browser
+    tests and benchmarks/live.py)."""
+    import shutil
+
+    return playwright.chromium.launch(
+        executable_path=shutil.which("chromium") or shutil.which("chromium-browser"), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required"])
+
+
 def start_app(env_extra: dict, **popen_kw):
     """`python app.py` on a free port (env: os.environ + GRADIO_ANALYTICS_ENABLED=False + env_extra), returned
     once it accepts connections: (process, url). Fails the test with the app's output if it dies first."""

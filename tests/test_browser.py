@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, start_app
+from conftest import ROOT, launch_chromium, start_app
 
 pytestmark = pytest.mark.browser
 ART = ROOT / "test-artifacts"
@@ -45,15 +45,17 @@ def page(server):
 
     ART.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--autoplay-policy=no-user-gesture-required"])
+        browser = launch_chromium(p)
         ctx = browser.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000})
         pg = ctx.new_page()
         pg.goto(server, wait_until="load")
         yield pg
         browser.close()
+
+
+PANEL_VIDEOS_JS = ("Object.fromEntries([...document.querySelectorAll('.result-video')].filter(e => e.offsetParent "
+                   "&& e.querySelector('video')).map(e => [e.querySelector('[data-testid=block-label]').innerText.trim(), "
+                   "e.querySelector('video').currentSrc || e.querySelector('video').src]))")
 
 
 def test_compare_two_methods_in_chromium(page):
@@ -81,6 +83,8 @@ def test_compare_two_methods_in_chromium(page):
     # so, and keeps what finished (StreamDiffusion of this run, whose video stays)
     page.wait_for_selector("#progress-board :text('Done.')", timeout=60_000)
     assert page.locator("#progress-board").inner_text().count("frame 24 / 24") == 2
+    before = page.evaluate(PANEL_VIDEOS_JS)
+    assert set(before) == {"StreamDiffusion", "StreamV2V"}, before
     page.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_function("(() => { const r = [...document.querySelectorAll('#progress-board .pb-row')]"
                            ".find(e => e.innerText.startsWith('StreamV2V')); return r && /generating/.test(r.innerText)"
@@ -92,7 +96,9 @@ def test_compare_two_methods_in_chromium(page):
     import re
     n = int(re.search(r"Stopped after (\d+) frames of StreamV2V", note).group(1))
     assert 1 <= n < 24 and "StreamDiffusion" in note
-    assert page.locator(".result-video video").count() >= 1
+    # what finished in this run stays (its StreamDiffusion); the previous run's StreamV2V is not mixed in
+    after = page.evaluate(PANEL_VIDEOS_JS)
+    assert set(after) == {"StreamDiffusion"} and after["StreamDiffusion"].endswith("streamdiffusion.mp4"), after
 
 
 def test_a_closed_tab_stops_its_run(page, server):
@@ -154,7 +160,9 @@ def test_live_webcam_with_fake_camera(page, server):
     _, w, h = loads[-1]
     assert w > h, (w, h)                       # the fake camera is 4:3 (640x480): not cropped to a square
     assert page.get_by_text("EA (StreamV2V)").is_visible()
-    page.locator("#cam button:has-text('Stop')").first.click() if page.locator("#cam button:has-text('Stop')").count() else None
+    stop = page.locator("#cam button:has-text('Stop')")
+    if stop.count():                              # end the stream before switching the method
+        stop.first.click()
     page.get_by_label("Method").first.click()
     page.get_by_role("option", name="StreamDiffusion", exact=True).click()
     page.wait_for_timeout(1000)
