@@ -66,6 +66,7 @@ def test_compare_two_methods_in_chromium(page):
     page.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=400_000)
     page.wait_for_selector("#warp-plot .js-plotly-plot, #warp-plot svg", timeout=60_000)
+    page.wait_for_selector("#progress-board :text('Done.')", timeout=120_000)   # the run's last updates are in
     page.screenshot(path=str(ART / "compare.png"), full_page=True)
     assert page.locator(".result-video video").count() >= 2
     # an error is a warning that keeps the results on screen (here: a broken results zip)
@@ -81,7 +82,6 @@ def test_compare_two_methods_in_chromium(page):
     assert "/tmp/" not in page.locator(":text('not a readable zip')").first.inner_text()
     # the board counted each method in frames; Stop mid-run (StreamV2V's frames) stops it on the server, says
     # so, and keeps what finished (StreamDiffusion of this run, whose video stays)
-    page.wait_for_selector("#progress-board :text('Done.')", timeout=60_000)
     assert page.locator("#progress-board").inner_text().count("frame 24 / 24") == 2
     before = page.evaluate(PANEL_VIDEOS_JS)
     assert set(before) == {"StreamDiffusion", "StreamV2V"}, before
