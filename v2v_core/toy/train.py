@@ -1,6 +1,6 @@
 """Train the embedded toy model from scratch, on a CPU, reproducibly.
 
-    python -m v2v_core.toy.train --out v2v_core/toy/model            # all five stages (about 2 h on 2 cores)
+    python -m v2v_core.toy.train --out v2v_core/toy/model            # all eight stages (about 3 h on 2 cores)
     python -m v2v_core.toy.train --stage vae --vae-steps 2500 ...    # one stage
     python -m v2v_core.toy.train --stage decoder ...                 # fine-tunes the decoder in --out
     python -m v2v_core.toy.train --stage unet --unet-steps 8000 ...  # reuses the VAE in --out
@@ -8,6 +8,7 @@
     python -m v2v_core.toy.train --stage cond --cond-steps 3500 ...  # makes the UNet image-conditioned
     python -m v2v_core.toy.train --stage sharpen ...                 # fine-tunes the decoder for detail
     python -m v2v_core.toy.train --stage recorr --recorr-steps 1000  # stage 4 again, on the conditioned UNet
+    python -m v2v_core.toy.train --stage refine --refine-steps 2000  # stage 7's objective on stage 5's data
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
@@ -47,6 +48,10 @@ Stage 7, re-correspondence: stage 4 again, on the image-conditioned UNet (its pa
 source latent). Stage 5's objective does not ask for correspondence, and it lost most of it (the
 16 px layer's q.k matches moved from 8 to 104 px off a known pan): this restores it while stage 3's
 objective keeps the styles.
+
+Stage 8, refine: stage 7's objective (pairs + correspondence) on stage 5's data (pool + Kodak), with the hard
+styles drawn more often: the styles keep improving (stage 5 stopped while they still were) and the
+correspondence stage 7 restored is kept, not traded away again.
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
@@ -92,6 +97,10 @@ CORR_LAYERS = ("down_blocks", "mid_block")
 # as training data) at two scales; the structural styles, which carry the most detail, drawn more often.
 COND_LR, COND_STEPS = 5e-4, 3500
 RECORR_STEPS = 1000        # stage 7: stage 4's objective on the conditioned UNet
+# Stage 8 (refine): stage 7's pairs and correspondence loss, on stage 5's data (pool + Kodak), with the hard
+# styles drawn more often: the conditioned UNet keeps learning the styles without losing correspondence.
+REFINE_STEPS, REFINE_LR = 2000, 4e-4
+REFINE_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0, "thermal": 1.5, "snowy scene": 2.0}
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): the decoder again (encoder frozen: latents, UNet and SVDiff memories are unaffected), on
 # the pool plus Kodak, with less latent noise than stage 2: the image-conditioned UNet's x0 errors are smaller
@@ -411,10 +420,10 @@ def correspondence_loss(cap: _QKCapture, shifts: list[tuple[int, int]], g: int) 
 
 
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
-              corr_weight: float = CORR_WEIGHT):
+              corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune"):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss)."""
-    data = _SdeditBatches(pipe, pool, seed + 3, STYLE_WEIGHTS)
+    data = _SdeditBatches(pipe, pool, seed + 3, style_weights)
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
     cap = _QKCapture(pipe.unet)
@@ -426,7 +435,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         return out
 
     try:
-        _fit(pipe, data, steps, lr, ema_decay, "tune", draw,
+        _fit(pipe, data, steps, lr, ema_decay, desc, draw,
              lambda b: corr_weight * correspondence_loss(cap, b["shifts"], b["g"]))
     finally:
         cap.remove()
@@ -477,7 +486,7 @@ def _load(out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr"],
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine"],
                     default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--decoder-steps", type=int, default=800)
@@ -486,6 +495,7 @@ def main(argv=None):
     ap.add_argument("--cond-steps", type=int, default=COND_STEPS)
     ap.add_argument("--sharpen-steps", type=int, default=SHARPEN_STEPS)
     ap.add_argument("--recorr-steps", type=int, default=RECORR_STEPS)
+    ap.add_argument("--refine-steps", type=int, default=REFINE_STEPS)
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
@@ -556,6 +566,15 @@ def main(argv=None):
         save(pipe, args.out, {"recorr_steps": args.recorr_steps, "recorr_minutes": round((time.time() - t0) / 60, 1),
                               "recorr_lr": args.tune_lr, "recorr_corr_weight": args.corr_weight})
         print(f"re-correspondence done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    if args.stage in ("all", "refine"):
+        torch.manual_seed(args.seed)
+        pipe = _load(args.out)
+        t0 = time.time()
+        tune_unet(pipe, pool + kodak_images(), args.refine_steps, args.seed + 8, lr=REFINE_LR,
+                  corr_weight=args.corr_weight, style_weights=REFINE_STYLE_WEIGHTS, desc="refine")
+        save(pipe, args.out, {"refine_steps": args.refine_steps, "refine_minutes": round((time.time() - t0) / 60, 1),
+                              "refine_lr": REFINE_LR, "refine_style_weights": REFINE_STYLE_WEIGHTS})
+        print(f"refinement done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
