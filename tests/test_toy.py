@@ -177,3 +177,21 @@ def test_photo_indices_find_the_named_photos_in_the_pool():
         for idx, side in zip(photo_indices([name]), SHORT_SIDES):
             assert min(pool[idx].shape[:2]) == side
             assert np.abs(cv2.resize(pool[idx], (32, 32), interpolation=cv2.INTER_AREA) - src).mean() < 3, (name, side)
+
+
+def test_toy_eval_markdown_puts_clips_side_by_side_with_gap_and_ratio():
+    """The model card's tables from two reports: the gap is bound - output in dB, the SSIM ratio output / bound,
+    and the autoencoder line is the mean over the clips."""
+    from v2v_core.toy.evaluate import markdown_report
+
+    def report(video, psnr, bound, vae):
+        return {"video": f"/x/{video}.mp4", "fidelity": {"photo": {"psnr": psnr, "ssim": 0.6, "bound_psnr": bound, "bound_ssim": 0.8}},
+                "vae_psnr_db": vae, "vae_ssim": 0.7, "photo_psnr_db": psnr, "recognisability_mean": 1.0,
+                "prompt_separation_mae": 50.0, "fps": 4.0, "recognisability": {"photo": 1.0},
+                "invented_detail": {"snowy scene": 0.7}, "invented_detail_bound": {"snowy scene": 0.9}}
+
+    md = markdown_report([report("wolf", 24.0, 26.5, 26.0), report("kite", 23.0, 24.0, 25.0)])
+    assert "| style | wolf: output | bound | gap dB | SSIM ratio | kite: output |" in md
+    assert "| photo | 24.00 / 0.600 | 26.50 / 0.800 | 2.50 | 0.75 | 23.00 / 0.600 | 24.00 / 0.800 | 1.00 | 0.75 |" in md
+    assert "| invented_detail_bound: snowy scene | 0.9 | 0.9 |" in md
+    assert md.rstrip().endswith("mean over the clips: 25.50 dB, SSIM 0.700")

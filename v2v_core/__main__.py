@@ -2,7 +2,7 @@
 
     python -m v2v_core translate INPUT --prompt "a pencil sketch" --out out.mp4 [--backbone toy]
         [--strength 0.4] [--steps 2] [--size 256] [--frames N] [--seed 0] [--report report.json]
-    python -m v2v_core toy-eval VIDEO [--frames 48]
+    python -m v2v_core toy-eval VIDEO [VIDEO ...] [--frames 48] [--markdown TABLES.md]
     python -m v2v_core metrics --source SRC --edited EDIT [--flow dis|raft] [--json out.json]
     python -m v2v_core train-svdiff (--videos DIR_OR_FILES | --synthetic N) --memory-size 8 --steps N --out ckpt.safetensors
 
@@ -99,10 +99,16 @@ def cmd_toy_eval(args) -> int:
     from .toy.evaluate import evaluate
 
     backbone = load_backbone(args.model or "toy")
-    report = evaluate(args.video, frames=args.frames, size=args.size, backbone=backbone)
-    print(json.dumps(report, indent=2))
+    reports = [evaluate(v, frames=args.frames, size=args.size, backbone=backbone) for v in args.video]
+    out = json.dumps(reports[0] if len(reports) == 1 else reports, indent=2)
+    print(out)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.json).write_text(out + "\n")
+    if args.markdown:
+        from .toy.evaluate import markdown_report
+
+        Path(args.markdown).write_text(markdown_report(reports))
+        print("wrote", args.markdown)
     if args.grid:
         from .toy.evaluate import style_grid
 
@@ -149,12 +155,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m v2v_core", description="V2V Studio core: streaming video-to-video")
     sub = ap.add_subparsers(dest="cmd", required=True)
     _translate_parser(sub).set_defaults(fn=cmd_translate)
-    p = sub.add_parser("toy-eval", help="evaluate the embedded toy model on a clip (JSON)")
-    p.add_argument("video", help="a clip to evaluate on (never one the toy trained on)")
+    p = sub.add_parser("toy-eval", help="evaluate the embedded toy model on clips (JSON)")
+    p.add_argument("video", nargs="+", help="clips to evaluate on (never one the toy trained on); with several, the "
+                                            "JSON is a list of reports, one per clip")
     p.add_argument("--frames", type=int, default=48, help="frames to evaluate (default: 48)")
     p.add_argument("--size", type=int, default=256, help="frame size in px (default: 256)")
     p.add_argument("--json", default=None, help="also write the JSON here")
-    p.add_argument("--grid", default=None, help="also draw every style on frame 0 into this PNG")
+    p.add_argument("--markdown", default=None, help="also write the model card's tables (every clip side by side) here")
+    p.add_argument("--grid", default=None, help="also draw every style on frame 0 of each clip into this PNG")
     p.add_argument("--model", default=None, help="a toy model folder written by `python -m v2v_core.toy.train --out "
                                                  "DIR` (default: the shipped one), e.g. to compare a re-run")
     p.set_defaults(fn=cmd_toy_eval)

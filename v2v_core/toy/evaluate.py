@@ -141,3 +141,28 @@ def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, stren
         "fps": round(fps_after_warmup(base.timings), 2),
         "eval_settings": {"strength": strength, "steps": steps, "seed": 0, "threads": torch.get_num_threads()},
     }
+
+
+def markdown_report(reports: list[dict]) -> str:
+    """The model card's tables for one or more evaluate() reports (one column group per clip): per deterministic
+    style output PSNR / SSIM, bound, gap in dB (bound - output) and SSIM ratio (output / bound); then the other
+    figures; then the autoencoder's round trip averaged over the clips."""
+    names = [Path(r["video"]).stem for r in reports]
+    lines = ["| style | " + " | ".join(f"{n}: output | bound | gap dB | SSIM ratio" for n in names) + " |",
+             "|---" * (1 + 4 * len(names)) + "|"]
+    for style in reports[0]["fidelity"]:
+        row = [style]
+        for r in reports:
+            f = r["fidelity"][style]
+            row += [f"{f['psnr']:.2f} / {f['ssim']:.3f}", f"{f['bound_psnr']:.2f} / {f['bound_ssim']:.3f}",
+                    f"{f['bound_psnr'] - f['psnr']:.2f}", f"{f['ssim'] / f['bound_ssim']:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "| figure | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+    for key in ("vae_psnr_db", "vae_ssim", "photo_psnr_db", "recognisability_mean", "prompt_separation_mae", "fps"):
+        lines.append(f"| {key} | " + " | ".join(str(r[key]) for r in reports) + " |")
+    for key in ("recognisability", "invented_detail", "invented_detail_bound"):
+        for style in reports[0].get(key, {}):
+            lines.append(f"| {key}: {style} | " + " | ".join(str(r[key][style]) for r in reports) + " |")
+    lines += ["", f"autoencoder round trip, mean over the clips: {np.mean([r['vae_psnr_db'] for r in reports]):.2f} dB, "
+                  f"SSIM {np.mean([r['vae_ssim'] for r in reports]):.3f}"]
+    return "\n".join(lines) + "\n"
