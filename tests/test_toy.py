@@ -195,3 +195,37 @@ def test_toy_eval_markdown_puts_clips_side_by_side_with_gap_and_ratio():
     assert "| photo | 24.00 / 0.600 | 26.50 / 0.800 | 2.50 | 0.75 | 23.00 / 0.600 | 24.00 / 0.800 | 1.00 | 0.75 |" in md
     assert "| invented_detail_bound: snowy scene | 0.9 | 0.9 |" in md
     assert md.rstrip().endswith("mean over the clips: 25.50 dB, SSIM 0.700")
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tmp_path, monkeypatch):
+    """`--stage refine` (stage 8) as the training command runs it: it reads the folder, trains the UNet and
+    text encoder on pairs of the pool + Kodak crops, and writes them back with its settings in training.json;
+    the autoencoder it does not train is left byte-identical. (Two steps on a tiny pool: the wiring, not the
+    quality, which the model card measures.)"""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from v2v_core.toy import train
+    from v2v_core.toy.data import procedural_scene
+
+    out = tmp_path / "model"
+    shutil.copytree(TOY_DIR, out)
+    rng = np.random.default_rng(1)
+    monkeypatch.setattr(train, "image_pool", lambda seed: [procedural_scene(rng, 192) for _ in range(3)])
+    monkeypatch.setattr(train, "kodak_images", lambda: [procedural_scene(rng, 256)])
+    monkeypatch.setattr(train, "photo_indices", lambda names: [0])   # the held-out photos: the first tiny image
+    unet_file = "unet/diffusion_pytorch_model.safetensors"
+    before = load_file(out / unet_file)
+    vae_before = (out / "vae/diffusion_pytorch_model.safetensors").read_bytes()
+    train.main(["--stage", "refine", "--refine-steps", "2", "--out", str(out), "--threads", "1"])
+    info = json.loads((out / "training.json").read_text())
+    assert info["refine_steps"] == 2 and info["refine_style_weights"] == train.REFINE_STYLE_WEIGHTS
+    assert info["cond_steps"] == json.loads((TOY_DIR / "training.json").read_text())["cond_steps"]  # earlier stages kept
+    after = load_file(out / unet_file)
+    assert after.keys() == before.keys()
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    assert (out / "vae/diffusion_pytorch_model.safetensors").read_bytes() == vae_before
