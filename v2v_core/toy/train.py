@@ -504,6 +504,16 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pool = image_pool(args.seed)
+
+    @functools.cache
+    def kodak_once() -> list:
+        """The Kodak photographs, read once for the stages that train on them (5, 6 and 8); without them
+        those stages would silently train on other data, so they stop instead."""
+        kodak = kodak_images()
+        if not kodak:
+            raise SystemExit(f"Stages cond, sharpen and refine train on the Kodak photographs too; none found in {KODAK_DIR}.")
+        return kodak
+
     if args.stage in ("all", "vae"):
         pipe = build_random_pipeline(args.seed)
         t0 = time.time()
@@ -541,9 +551,7 @@ def main(argv=None):
     if args.stage in ("all", "cond"):
         torch.manual_seed(args.seed)
         pipe = _load(args.out)
-        kodak = kodak_images()
-        if not kodak:
-            raise SystemExit(f"The cond stage trains on the Kodak photographs too; none found in {KODAK_DIR}.")
+        kodak = kodak_once()
         t0 = time.time()
         train_cond(pipe, pool + kodak, args.cond_steps, args.seed)
         save(pipe, args.out, {"cond_steps": args.cond_steps, "cond_minutes": round((time.time() - t0) / 60, 1),
@@ -553,7 +561,7 @@ def main(argv=None):
     if args.stage in ("all", "sharpen"):
         pipe = _load(args.out)
         t0 = time.time()
-        train_decoder(pipe, pool + kodak_images(), args.sharpen_steps, args.seed + 10, lr=SHARPEN_LR,
+        train_decoder(pipe, pool + kodak_once(), args.sharpen_steps, args.seed + 10, lr=SHARPEN_LR,
                       sigma_max=SHARPEN_SIGMA)
         save(pipe, args.out, {"sharpen_steps": args.sharpen_steps, "sharpen_minutes": round((time.time() - t0) / 60, 1),
                               "sharpen_sigma_max": SHARPEN_SIGMA, "sharpen_lr": SHARPEN_LR})
@@ -570,7 +578,7 @@ def main(argv=None):
         torch.manual_seed(args.seed)
         pipe = _load(args.out)
         t0 = time.time()
-        tune_unet(pipe, pool + kodak_images(), args.refine_steps, args.seed + 8, lr=REFINE_LR,
+        tune_unet(pipe, pool + kodak_once(), args.refine_steps, args.seed + 8, lr=REFINE_LR,
                   corr_weight=args.corr_weight, style_weights=REFINE_STYLE_WEIGHTS, desc="refine")
         save(pipe, args.out, {"refine_steps": args.refine_steps, "refine_minutes": round((time.time() - t0) / 60, 1),
                               "refine_lr": REFINE_LR, "refine_style_weights": REFINE_STYLE_WEIGHTS})
