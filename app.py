@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import time
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -132,8 +133,6 @@ def remaining_note(board: dict, order: list[str], elapsed: float) -> str:
 
 
 def _job_updates(job, order, keep, on_event):
-    import time
-
     board, note, t0 = {}, "", time.monotonic()
     for kind, name, value in job.events():
         if kind == "progress":
