@@ -38,8 +38,9 @@ def test_runner_equals_each_method_alone(tiny_backbone, tmp_path):
     assert len(frames["input"]) == 6
     for n in names:
         alone = list(Stream(tiny_backbone, "a cartoon", StreamSettings(seed=3), REGISTRY[n].build()).run(frames["input"]))
-        assert all(np.array_equal(a, b) for a, b in zip(alone, frames[n])), n
+        assert len(frames[n]) == len(alone) == 6 and all(np.array_equal(a, b) for a, b in zip(alone, frames[n])), n
     alone = tokenflow(tiny_backbone, frames["input"], "a cartoon", StreamSettings(seed=3), REGISTRY["TokenFlow"].config)
+    assert len(frames["TokenFlow"]) == len(alone) == 6
     assert all(np.array_equal(a, b) for a, b in zip(alone, frames["TokenFlow"]))
     assert rep["methods"]["TokenFlow"]["online"] is False and rep["methods"]["TokenFlow"]["bank_bytes"] == []
     names = names + ["TokenFlow"]
