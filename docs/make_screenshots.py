@@ -20,16 +20,14 @@ elements on the page raced with the example thumbnails.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import launch_chromium, start_app  # noqa: E402
 
 
 def main():
@@ -38,27 +36,13 @@ def main():
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    env = {**os.environ, "V2V_PORT": str(port), "V2V_STUDY_PASSWORD": "demo"}
-    if args.study:
-        env["V2V_STUDY_DB"] = str(Path(args.study).resolve())
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env)
+    env = {"V2V_STUDY_PASSWORD": "demo", **({"V2V_STUDY_DB": str(Path(args.study).resolve())} if args.study else {})}
+    app, url = start_app(env)       # the tests' launcher: a free port, returned once it serves
     try:
-        for _ in range(120):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(1)
         with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+            b = launch_chromium(p)
             pg = b.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1000}).new_page()
-            pg.goto(f"http://127.0.0.1:{port}", wait_until="load")
+            pg.goto(url, wait_until="load")
 
             def shoot(name: str):
                 """The page at desktop size, then at phone size (the layout reflows), back to desktop."""
@@ -122,7 +106,7 @@ def main():
                 pg.get_by_role("button", name="Show results").click()
                 pg.wait_for_timeout(4000)
             shoot("tab_user_study_admin")
-            pg.goto(f"http://127.0.0.1:{port}/study", wait_until="load")
+            pg.goto(f"{url}/study", wait_until="load")
             if args.study:
                 pg.get_by_label("Your name or code").fill("demo-participant")
                 pg.get_by_role("button", name="Start / continue").click()

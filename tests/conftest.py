@@ -3,6 +3,7 @@ math, never for claims about edits), generated clips, and the shared real clips 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")   # Debian's; None: the browser tests skip
 
 
 def shared_video(name: str) -> Path:
@@ -35,10 +37,8 @@ def free_port() -> int:
 def launch_chromium(playwright):
     """Debian's Chromium, headless, with Chromium's fake camera granted and autoplay allowed (the browser
     tests and benchmarks/live.py)."""
-    import shutil
-
     return playwright.chromium.launch(
-        executable_path=shutil.which("chromium") or shutil.which("chromium-browser"), headless=True, args=[
+        executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
             "--autoplay-policy=no-user-gesture-required"])

@@ -3,15 +3,13 @@
 
 Skips, saying why, when Chromium or Playwright is absent (a user's machine without them)."""
 import importlib.util
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, launch_chromium, start_app
+from conftest import CHROMIUM, ROOT, launch_chromium, start_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (run `make browser-deps`)"),
