@@ -197,17 +197,11 @@ def test_toy_eval_markdown_puts_clips_side_by_side_with_gap_and_ratio():
     assert md.rstrip().endswith("mean over the clips: 25.50 dB, SSIM 0.700")
 
 
-@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
-def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tmp_path, monkeypatch):
-    """`--stage refine` (stage 8) as the training command runs it: it reads the folder, trains the UNet and
-    text encoder on pairs of the pool + Kodak crops, and writes them back with its settings in training.json;
-    the autoencoder it does not train is left byte-identical. (Two steps on a tiny pool: the wiring, not the
-    quality, which the model card measures.)"""
-    import json
+@pytest.fixture
+def tiny_training(tmp_path, monkeypatch):
+    """A copy of the shipped model folder and the training module with a tiny pool (three procedural scenes,
+    one "Kodak" scene; the held-out photos: the first one), for running a stage as the training command does."""
     import shutil
-
-    import torch
-    from safetensors.torch import load_file
 
     from v2v_core.toy import train
     from v2v_core.toy.data import procedural_scene
@@ -217,7 +211,22 @@ def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tmp_path, m
     rng = np.random.default_rng(1)
     monkeypatch.setattr(train, "image_pool", lambda seed: [procedural_scene(rng, 192) for _ in range(3)])
     monkeypatch.setattr(train, "kodak_images", lambda: [procedural_scene(rng, 256)])
-    monkeypatch.setattr(train, "photo_indices", lambda names: [0])   # the held-out photos: the first tiny image
+    monkeypatch.setattr(train, "photo_indices", lambda names: [0])
+    return train, out
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tiny_training):
+    """`--stage refine` (stage 8) as the training command runs it: it reads the folder, trains the UNet and
+    text encoder on pairs of the pool + Kodak crops, and writes them back with its settings in training.json;
+    the autoencoder it does not train is left byte-identical. (Two steps on a tiny pool: the wiring, not the
+    quality, which the model card measures.)"""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    train, out = tiny_training
     unet_file = "unet/diffusion_pytorch_model.safetensors"
     before = load_file(out / unet_file)
     vae_before = (out / "vae/diffusion_pytorch_model.safetensors").read_bytes()
@@ -229,3 +238,84 @@ def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tmp_path, m
     assert after.keys() == before.keys()
     assert any(not torch.equal(after[k], before[k]) for k in before)
     assert (out / "vae/diffusion_pytorch_model.safetensors").read_bytes() == vae_before
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_sharpen_stage_deepens_and_trains_the_decoder_alone_with_its_ssim_term(tiny_training, monkeypatch):
+    """`--stage sharpen` (stage 6) on a folder as stage 2 leaves it (a decoder of arch.build_vae's shape): the decoder
+    is deepened and trained with the SSIM term it records; the encoder (hence the latents the UNet and the SVDiff
+    memories were trained on) and the UNet stay byte-identical; run again on its own output it refuses."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from v2v_core.toy.arch import DEEP_DECODER_BLOCKS, build_vae
+
+    train, out = tiny_training
+    pipe = train._load(out)
+    shallow = build_vae()
+    shallow.encoder.load_state_dict(pipe.vae.encoder.state_dict())
+    shallow.register_to_config(scaling_factor=pipe.vae.config.scaling_factor)
+    pipe.vae = shallow
+    train.save(pipe, out, {})
+    vae_file, unet_file = out / "vae/diffusion_pytorch_model.safetensors", out / "unet/diffusion_pytorch_model.safetensors"
+    vae_before, unet_before = load_file(vae_file), unet_file.read_bytes()
+    weights = []
+    real_step = train._reconstruction_step
+    monkeypatch.setattr(train, "_reconstruction_step", lambda *a: weights.append(a[-1]) or real_step(*a))
+    train.main(["--stage", "sharpen", "--sharpen-steps", "2", "--out", str(out), "--threads", "1"])
+    assert weights == [train.SHARPEN_SSIM] * 2 and train.SHARPEN_SSIM > 0
+    info = json.loads((out / "training.json").read_text())
+    assert info["sharpen_ssim_weight"] == train.SHARPEN_SSIM and info["sharpen_decoder_blocks"] == list(DEEP_DECODER_BLOCKS)
+    assert tuple(json.loads((out / "vae/config.json").read_text())["num_decoder_blocks"]) == DEEP_DECODER_BLOCKS
+    after = load_file(vae_file)
+    assert all(torch.equal(after[k], vae_before[k]) for k in vae_before if k.startswith("encoder"))
+    assert len(after) > len(vae_before)
+    assert unet_file.read_bytes() == unet_before
+    with pytest.raises(SystemExit, match="already deepened"):
+        train.main(["--stage", "sharpen", "--sharpen-steps", "2", "--out", str(out), "--threads", "1"])
+
+
+def test_deeper_decoder_is_an_exact_warm_start():
+    """arch.deeper_decoder adds zero-ended blocks after existing ones: same encoder, same decoded images to float
+    precision, more parameters (which then train); it refuses a stage with no block to follow."""
+    import torch
+
+    from v2v_core.toy.arch import DEEP_DECODER_BLOCKS, build_vae, deeper_decoder
+
+    torch.manual_seed(0)
+    vae = build_vae().eval()
+    for p in vae.decoder.parameters():            # away from init, like a trained decoder
+        p.data.add_(0.05 * torch.randn_like(p))
+    deep = deeper_decoder(vae).eval()
+    assert tuple(deep.config.num_decoder_blocks) == DEEP_DECODER_BLOCKS
+    z = torch.randn(2, 4, 8, 8)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(deep.decode(z).sample, vae.decode(z).sample, atol=1e-5)
+        assert torch.equal(deep.encode(x).latents, vae.encode(x).latents)
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in vae.parameters())
+    with pytest.raises(ValueError):
+        deeper_decoder(vae, (3, 1, 1, 1))            # the full-resolution stage has no block to follow
+
+
+def test_ssim_loss_is_one_minus_the_evaluations_ssim():
+    """The decoder's SSIM term is exactly 1 - the SSIM toy-eval reports (scikit-image's, 7x7 windows), and it
+    has a gradient."""
+    import cv2
+    import torch
+
+    from v2v_core.toy.evaluate import ssim
+    from v2v_core.toy.train import ssim_loss
+
+    rng = np.random.default_rng(0)
+    a = cv2.GaussianBlur(rng.integers(0, 256, (40, 48, 3)).astype(np.uint8), (5, 5), 1.5)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    t = lambda x: (torch.from_numpy(x).permute(2, 0, 1)[None].double() / 127.5 - 1).requires_grad_()  # noqa: E731
+    ta, tb = t(a), t(b)
+    loss = ssim_loss(ta, tb)
+    assert loss.item() == pytest.approx(1 - ssim(a, b), abs=1e-9) and 0.5 < loss.item() < 1
+    assert ssim_loss(ta, ta).item() == pytest.approx(0, abs=1e-12)
+    loss.backward()
+    assert ta.grad.abs().sum() > 0

@@ -2,7 +2,8 @@
 
 Sized for a 2-core CPU (measured there, 256 px frames, 32x32 latents, channels_last):
 - VAE: ``AutoencoderTiny`` (f=8, 4 latent channels), 48 channels, no blocks at full resolution and
-  the extra capacity at latent resolution: about 25 ms to encode + 36 ms to decode a 256 px frame.
+  the extra capacity at latent resolution: about 25 ms to encode + 36 ms to decode a 256 px frame (stage 6
+  adds a decoder block at 1/4 and 1/2 resolution: deeper_decoder).
 - UNet: ``UNet2DConditionModel`` (48, 96, 192), cross-attention transformer blocks at 1/2 and 1/4 of
   the latent resolution (16x16 and 8x8 tokens at 256 px), SD's block naming
   (down_blocks / mid_block / up_blocks): about 35 ms a step.
@@ -69,6 +70,39 @@ def build_vae():
         num_encoder_blocks=(0, 1, 1, 3), num_decoder_blocks=(3, 1, 1, 0),
         scaling_factor=1.0,  # set after VAE training to 1/std of the latents
     )
+
+
+# Stage 6 (v3.3) deepens the decoder: one more block at 1/4 and at 1/2 of the frame's resolution (deeper_decoder).
+DEEP_DECODER_BLOCKS = (3, 2, 2, 0)
+
+
+def deeper_decoder(vae, blocks=DEEP_DECODER_BLOCKS):
+    """The same AutoencoderTiny with more decoder blocks per stage (`blocks`: diffusers' num_decoder_blocks, each
+    entry >= the current one). Every weight is copied; each added block follows an existing block of its stage and
+    its last convolution is zero, so it returns relu(x) = x on that block's (non-negative) output and the result
+    decodes exactly what `vae` does until it is trained (a warm start; the encoder, hence the latents, is untouched).
+    The added blocks' other convolutions are drawn from torch's current random state (seed it for reproducibility)."""
+    from diffusers import AutoencoderTiny
+    from diffusers.models.unets.unet_2d_blocks import AutoencoderTinyBlock
+
+    old = tuple(vae.config.num_decoder_blocks)
+    if len(blocks) != len(old) or any(b < o or (b > o and o == 0) for b, o in zip(blocks, old)):
+        raise ValueError(f"deeper_decoder: {blocks} must add blocks only after existing ones of {old}")
+    cfg = {k: v for k, v in vae.config.items() if not k.startswith("_") and k != "block_out_channels"}
+    deep = AutoencoderTiny.from_config({**cfg, "num_decoder_blocks": tuple(blocks)})
+    deep.encoder.load_state_dict(vae.encoder.state_dict())
+    src = iter(vae.decoder.layers)
+    pending = next(src)
+    for layer in deep.decoder.layers:
+        if type(layer) is type(pending):
+            layer.load_state_dict(pending.state_dict())
+            pending = next(src, None)
+        else:                                   # an added block, right after its stage's last existing block
+            assert isinstance(layer, AutoencoderTinyBlock)
+            torch.nn.init.zeros_(layer.conv[-1].weight)
+            torch.nn.init.zeros_(layer.conv[-1].bias)
+    assert pending is None
+    return deep.to(dtype=vae.dtype)
 
 
 SD15_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")

@@ -40,8 +40,9 @@ of ../shared/data/videos). Fine structure then comes from the source instead of 
 half-noised latent; the noise still places the invented styles' dots and flakes. Each stage reads and
 writes --out, so a stopped run resumes at the stage it stopped in.
 
-Stage 6, sharpen: stage 2 again (decoder only) on the pool plus Kodak with latent noise up to 0.1 instead
-of 0.3: the image-conditioned UNet errs less, so less smoothing is needed. Stages 5 and 6 touch disjoint
+Stage 6, sharpen: stage 2 again (decoder only, one block deeper at 1/4 and 1/2 resolution: arch.deeper_decoder,
+an exact warm start) on the pool plus Kodak with latent noise up to 0.05 instead of 0.3 (the image-conditioned UNet
+errs less, so less smoothing is needed) and 1 - SSIM beside L1 + MSE. Stages 5 and 6 touch disjoint
 weights (UNet + text encoder; decoder) and their data draws do not depend on each other.
 
 Stage 7, re-correspondence: stage 4 again, on the image-conditioned UNet (its pairs carry each crop's
@@ -105,7 +106,10 @@ COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): the decoder again (encoder frozen: latents, UNet and SVDiff memories are unaffected), on
 # the pool plus Kodak, with less latent noise than stage 2: the image-conditioned UNet's x0 errors are smaller
 # than the unconditioned one's, so the decoder can trade some of stage 2's smoothing back for sharpness.
-SHARPEN_STEPS, SHARPEN_LR, SHARPEN_SIGMA = 600, 3e-4, 0.1
+# v3.3: the decoder one block deeper at 1/4 and 1/2 resolution first (arch.deeper_decoder, an exact warm start), latent
+# noise up to 0.05, and a structural term beside L1 + MSE, 1 - SSIM (the evaluation's 7x7 windows): L1 + MSE alone
+# favour a soft average where detail is uncertain.
+SHARPEN_STEPS, SHARPEN_LR, SHARPEN_SIGMA, SHARPEN_SSIM = 600, 3e-4, 0.05, 1.0
 
 
 def _crop_batch(pool, rng, n, crop=CROP, allowed=None):
@@ -143,9 +147,27 @@ def _cosine(opt, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
-def _reconstruction_step(opt, sched, bar, step: int, rec: torch.Tensor, target: torch.Tensor) -> None:
-    """One L1 + MSE reconstruction step (the VAE and decoder stages)."""
+def ssim_loss(a: torch.Tensor, b: torch.Tensor, win: int = 7) -> torch.Tensor:
+    """1 - SSIM of images in [-1, 1] (B, 3, H, W), per channel over uniform win x win windows (valid region),
+    as scikit-image's structural_similarity computes it (the evaluation's SSIM), averaged."""
+    a, b = (a + 1) / 2, (b + 1) / 2
+    pool = functools.partial(F.avg_pool2d, kernel_size=win, stride=1)
+    n = win * win
+    mu_a, mu_b = pool(a), pool(b)
+    cov = n / (n - 1)          # scikit-image's sample (unbiased) variances
+    va = cov * (pool(a * a) - mu_a ** 2)
+    vb = cov * (pool(b * b) - mu_b ** 2)
+    vab = cov * (pool(a * b) - mu_a * mu_b)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * vab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
+    return 1 - s.mean()
+
+
+def _reconstruction_step(opt, sched, bar, step: int, rec: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.0) -> None:
+    """One L1 + MSE (+ ssim_weight x (1 - SSIM)) reconstruction step (the VAE and decoder stages)."""
     loss = F.l1_loss(rec, target) + F.mse_loss(rec, target)
+    if ssim_weight:
+        loss = loss + ssim_weight * ssim_loss(rec, target)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -173,7 +195,8 @@ def train_vae(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 2e
     return float(lat.std())
 
 
-def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 5e-4, sigma_max: float = DECODER_SIGMA):
+def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 5e-4, sigma_max: float = DECODER_SIGMA,
+                  ssim_weight: float = 0.0):
     """Stage 2: fine-tune the DECODER only (encoder frozen, so latents and the UNet are unaffected) to
     decode latents with added Gaussian noise of std U(0, sigma_max) (in unit-variance latent units)
     back to the clean image. A plain autoencoder's decoder is not smooth: the UNet's small x0 errors
@@ -193,7 +216,7 @@ def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float 
             z = vae.encode(xb).latents
         sigma = torch.rand(batch, generator=gen)[:, None, None, None] * sigma_max / sf
         rec = vae.decode(z + sigma * torch.randn(z.shape, generator=gen)).sample
-        _reconstruction_step(opt, sched, bar, step, rec, xb)
+        _reconstruction_step(opt, sched, bar, step, rec, xb, ssim_weight)
     vae.requires_grad_(False).eval()
 
 
@@ -559,12 +582,20 @@ def main(argv=None):
                               "cond_extra_images": f"kodak x{len(kodak)} (short sides {list(KODAK_SHORT_SIDES)})"})
         print(f"image conditioning done in {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.stage in ("all", "sharpen"):
+        from .arch import DEEP_DECODER_BLOCKS, deeper_decoder
+
         pipe = _load(args.out)
+        if tuple(pipe.vae.config.num_decoder_blocks) == DEEP_DECODER_BLOCKS:
+            raise SystemExit(f"Stage sharpen deepens stage 2's decoder; the one in {args.out} is already deepened: "
+                             "run it on the folder stage 2 (--stage decoder) wrote.")
+        torch.manual_seed(args.seed + 10)
+        pipe.vae = deeper_decoder(pipe.vae)
         t0 = time.time()
         train_decoder(pipe, pool + kodak_once(), args.sharpen_steps, args.seed + 10, lr=SHARPEN_LR,
-                      sigma_max=SHARPEN_SIGMA)
+                      sigma_max=SHARPEN_SIGMA, ssim_weight=SHARPEN_SSIM)
         save(pipe, args.out, {"sharpen_steps": args.sharpen_steps, "sharpen_minutes": round((time.time() - t0) / 60, 1),
-                              "sharpen_sigma_max": SHARPEN_SIGMA, "sharpen_lr": SHARPEN_LR})
+                              "sharpen_sigma_max": SHARPEN_SIGMA, "sharpen_lr": SHARPEN_LR,
+                              "sharpen_ssim_weight": SHARPEN_SSIM, "sharpen_decoder_blocks": list(DEEP_DECODER_BLOCKS)})
         print(f"decoder sharpening done in {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.stage in ("all", "recorr"):
         torch.manual_seed(args.seed)
