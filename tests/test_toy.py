@@ -108,7 +108,7 @@ def test_style_mae_is_the_distance_to_the_prompts_filter_target(frame):
 
 
 def test_shift_targets_point_where_the_content_came_from():
-    from v2v_core.toy.train import shift_targets
+    from v2v_core.toy.correspondence_loss import shift_targets
 
     tgt, valid = shift_targets(4, 1, 0)                  # B[i, j] = A[i + 1, j]
     assert tgt.shape == (16, 16) and valid.view(4, 4)[:3].all() and not valid.view(4, 4)[3].any()
@@ -122,7 +122,7 @@ def test_shift_targets_point_where_the_content_came_from():
 def test_correspondence_loss_is_lowest_for_the_true_shift():
     import torch
 
-    from v2v_core.toy.train import correspondence_loss
+    from v2v_core.toy.correspondence_loss import correspondence_loss
 
     class Cap:  # one 4x4 layer; partner B = anchor A shifted by (1, -1) tokens; distinct random features
         pass

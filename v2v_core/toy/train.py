@@ -70,7 +70,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .arch import build_random_pipeline
+from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder
+from .correspondence_loss import CORR_LAYERS, CORR_SHARPEN, QKCapture, correspondence_loss
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from .styles import STYLES
 
@@ -88,12 +89,6 @@ STYLE_WEIGHTS = {"cartoon": 2.0, "pixel art": 2.0}
 # The correspondence test's photos are never used for pairs (they stay in the diffusion data, as before).
 CORR_HOLDOUT = ("astronaut", "coffee", "chelsea")
 CORR_WEIGHT, CORR_MAX_SHIFT, TUNE_LR = 0.1, 6, 2e-4
-# The cross-entropy's logits are q.k / sqrt(C) times CORR_SHARPEN: a sharp match then needs no large q/k
-# norms, which would make the UNet's own attention (same q.k per head) peaked and cost the styles.
-CORR_SHARPEN = 8.0
-# Only the contracting path and the middle learn correspondence: they read the (noised) source, while the
-# expanding path draws the style (trained on every layer, the pixel-art style was lost).
-CORR_LAYERS = ("down_blocks", "mid_block")
 # Stage 5 (image conditioning): the pool plus the Kodak photographs (../shared/data/images/kodak, allowed
 # as training data) at two scales; the structural styles, which carry the most detail, drawn more often.
 COND_LR, COND_STEPS = 5e-4, 3500
@@ -103,12 +98,11 @@ RECORR_STEPS = 1000        # stage 7: stage 4's objective on the conditioned UNe
 REFINE_STEPS, REFINE_LR = 2000, 4e-4
 REFINE_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0, "thermal": 1.5, "snowy scene": 2.0}
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
-# Stage 6 (sharpen): the decoder again (encoder frozen: latents, UNet and SVDiff memories are unaffected), on
-# the pool plus Kodak, with less latent noise than stage 2: the image-conditioned UNet's x0 errors are smaller
-# than the unconditioned one's, so the decoder can trade some of stage 2's smoothing back for sharpness.
-# v3.3: the decoder one block deeper at 1/4 and 1/2 resolution first (arch.deeper_decoder, an exact warm start), latent
-# noise up to 0.05, and a structural term beside L1 + MSE, 1 - SSIM (the evaluation's 7x7 windows): L1 + MSE alone
-# favour a soft average where detail is uncertain.
+# Stage 6 (sharpen): stage 2's decoder one block deeper at 1/4 and 1/2 resolution (arch.deeper_decoder, an exact warm
+# start), trained again (encoder frozen: latents, UNet and SVDiff memories are unaffected) on the pool plus Kodak with
+# less latent noise than stage 2, since the image-conditioned UNet's x0 errors are smaller than the unconditioned one's,
+# and a structural term beside L1 + MSE, 1 - SSIM (the evaluation's 7x7 windows): L1 + MSE alone favour a soft average
+# where detail is uncertain.
 SHARPEN_STEPS, SHARPEN_LR, SHARPEN_SIGMA, SHARPEN_SSIM = 600, 3e-4, 0.05, 1.0
 
 
@@ -387,61 +381,6 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
     _fit(pipe, data, steps, lr, ema_decay, "unet", draw)
 
 
-class _QKCapture:
-    """Forward hooks on every self-attention layer's to_q / to_k: their outputs (B, N, C), with grad
-    (the correspondence loss shapes the features below them too: the projections of the features the
-    diffusion objective alone learns were measured not to be enough)."""
-
-    def __init__(self, unet):
-        self.q, self.k, self.handles = {}, {}, []
-        for name, m in unet.named_modules():
-            if name.endswith("attn1") and name.startswith(CORR_LAYERS):
-                for lin, store in ((m.to_q, self.q), (m.to_k, self.k)):
-                    self.handles.append(lin.register_forward_hook(lambda _m, _i, out, n=name, d=store: d.__setitem__(n, out)))
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
-@functools.lru_cache(maxsize=None)
-def shift_targets(gt: int, dy: float, dx: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a (gt x gt) token grid B with B[i, j] = A[i + dy, j + dx] (token units, fractional allowed):
-    (targets (N, N), valid (N,)): row p is the bilinear distribution over A's tokens that p's content
-    came from; valid where that position lies inside A. Cached (few distinct arguments; callers only read)."""
-    i, j = torch.meshgrid(torch.arange(gt, dtype=torch.float32), torch.arange(gt, dtype=torch.float32), indexing="ij")
-    y, x = (i + dy).reshape(-1), (j + dx).reshape(-1)
-    valid = (y >= 0) & (y <= gt - 1) & (x >= 0) & (x <= gt - 1)
-    tgt = torch.zeros(gt * gt, gt * gt)
-    y0, x0 = y.floor().clamp(0, gt - 1), x.floor().clamp(0, gt - 1)
-    fy, fx = (y - y0).clamp(0, 1), (x - x0).clamp(0, 1)
-    rows = torch.arange(gt * gt)
-    for oy, wy in ((0, 1 - fy), (1, fy)):
-        for ox, wx in ((0, 1 - fx), (1, fx)):
-            yy, xx = (y0 + oy).clamp(max=gt - 1), (x0 + ox).clamp(max=gt - 1)
-            tgt.index_put_((rows, (yy * gt + xx).long()), wy * wx, accumulate=True)
-    return tgt, valid
-
-
-def correspondence_loss(cap: _QKCapture, shifts: list[tuple[int, int]], g: int) -> torch.Tensor:
-    """Cross-entropy of softmax(CORR_SHARPEN q_B k_A^T / sqrt(C)) (and A -> B) against where each token's content
-    is in the other crop, averaged over pairs, directions and self-attention layers. The first
-    len(shifts) samples of the batch are the anchors A, the next len(shifts) their partners B."""
-    n, losses = len(shifts), []
-    for name, q in cap.q.items():
-        k = cap.k[name]
-        gt = int(round(q.shape[1] ** 0.5))
-        r = g / gt                                            # latent cells per token
-        for a, (dy, dx) in enumerate(shifts):
-            for qi, ki, sy, sx in ((n + a, a, dy / r, dx / r), (a, n + a, -dy / r, -dx / r)):
-                tgt, valid = shift_targets(gt, sy, sx)
-                if not valid.any():
-                    continue
-                logp = torch.log_softmax(CORR_SHARPEN * (q[qi] @ k[ki].T) / math.sqrt(q.shape[-1]), dim=-1)
-                losses.append(-(tgt[valid] * logp[valid]).sum(-1).mean())
-    return torch.stack(losses).mean()
-
-
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune"):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
@@ -449,7 +388,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
     data = _SdeditBatches(pipe, pool, seed + 3, style_weights)
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
-    cap = _QKCapture(pipe.unet)
+    cap = QKCapture(pipe.unet)
 
     def draw(step):
         crop, n = _crop_plan(step, batch)
@@ -582,8 +521,6 @@ def main(argv=None):
                               "cond_extra_images": f"kodak x{len(kodak)} (short sides {list(KODAK_SHORT_SIDES)})"})
         print(f"image conditioning done in {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.stage in ("all", "sharpen"):
-        from .arch import DEEP_DECODER_BLOCKS, deeper_decoder
-
         pipe = _load(args.out)
         if tuple(pipe.vae.config.num_decoder_blocks) == DEEP_DECODER_BLOCKS:
             raise SystemExit(f"Stage sharpen deepens stage 2's decoder; the one in {args.out} is already deepened: "

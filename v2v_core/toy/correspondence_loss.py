@@ -1,0 +1,71 @@
+"""The toy's correspondence objective (training stages 4, 7 and 8): the self-attention queries of one crop must
+find the other crop's keys where its content moved, so the UNet's q.k carries the correspondence StreamV2V's
+extended attention and the studio's correspondence view rely on (see train.py)."""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+# The cross-entropy's logits are q.k / sqrt(C) times CORR_SHARPEN: a sharp match then needs no large q/k
+# norms, which would make the UNet's own attention (same q.k per head) peaked and cost the styles.
+CORR_SHARPEN = 8.0
+# Only the contracting path and the middle learn correspondence: they read the (noised) source, while the
+# expanding path draws the style (trained on every layer, the pixel-art style was lost).
+CORR_LAYERS = ("down_blocks", "mid_block")
+
+
+class QKCapture:
+    """Forward hooks on every self-attention layer's to_q / to_k: their outputs (B, N, C), with grad
+    (the correspondence loss shapes the features below them too: the projections of the features the
+    diffusion objective alone learns were measured not to be enough)."""
+
+    def __init__(self, unet):
+        self.q, self.k, self.handles = {}, {}, []
+        for name, m in unet.named_modules():
+            if name.endswith("attn1") and name.startswith(CORR_LAYERS):
+                for lin, store in ((m.to_q, self.q), (m.to_k, self.k)):
+                    self.handles.append(lin.register_forward_hook(lambda _m, _i, out, n=name, d=store: d.__setitem__(n, out)))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+@functools.lru_cache(maxsize=None)
+def shift_targets(gt: int, dy: float, dx: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a (gt x gt) token grid B with B[i, j] = A[i + dy, j + dx] (token units, fractional allowed):
+    (targets (N, N), valid (N,)): row p is the bilinear distribution over A's tokens that p's content
+    came from; valid where that position lies inside A. Cached (few distinct arguments; callers only read)."""
+    i, j = torch.meshgrid(torch.arange(gt, dtype=torch.float32), torch.arange(gt, dtype=torch.float32), indexing="ij")
+    y, x = (i + dy).reshape(-1), (j + dx).reshape(-1)
+    valid = (y >= 0) & (y <= gt - 1) & (x >= 0) & (x <= gt - 1)
+    tgt = torch.zeros(gt * gt, gt * gt)
+    y0, x0 = y.floor().clamp(0, gt - 1), x.floor().clamp(0, gt - 1)
+    fy, fx = (y - y0).clamp(0, 1), (x - x0).clamp(0, 1)
+    rows = torch.arange(gt * gt)
+    for oy, wy in ((0, 1 - fy), (1, fy)):
+        for ox, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = (y0 + oy).clamp(max=gt - 1), (x0 + ox).clamp(max=gt - 1)
+            tgt.index_put_((rows, (yy * gt + xx).long()), wy * wx, accumulate=True)
+    return tgt, valid
+
+
+def correspondence_loss(cap: QKCapture, shifts: list[tuple[int, int]], g: int) -> torch.Tensor:
+    """Cross-entropy of softmax(CORR_SHARPEN q_B k_A^T / sqrt(C)) (and A -> B) against where each token's content
+    is in the other crop, averaged over pairs, directions and self-attention layers. The first
+    len(shifts) samples of the batch are the anchors A, the next len(shifts) their partners B."""
+    n, losses = len(shifts), []
+    for name, q in cap.q.items():
+        k = cap.k[name]
+        gt = int(round(q.shape[1] ** 0.5))
+        r = g / gt                                            # latent cells per token
+        for a, (dy, dx) in enumerate(shifts):
+            for qi, ki, sy, sx in ((n + a, a, dy / r, dx / r), (a, n + a, -dy / r, -dx / r)):
+                tgt, valid = shift_targets(gt, sy, sx)
+                if not valid.any():
+                    continue
+                logp = torch.log_softmax(CORR_SHARPEN * (q[qi] @ k[ki].T) / math.sqrt(q.shape[-1]), dim=-1)
+                losses.append(-(tgt[valid] * logp[valid]).sum(-1).mean())
+    return torch.stack(losses).mean()
