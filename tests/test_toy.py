@@ -83,9 +83,19 @@ def test_toy_eval_judges_structure_against_the_autoencoders_bound():
     rep = evaluate(str(ROOT / "examples" / "astronaut-pan.mp4"), frames=3, size=128)
     assert set(rep["fidelity"]) == {s.name for s in DETERMINISTIC_STYLES}
     for f in rep["fidelity"].values():
-        assert set(f) == {"psnr", "ssim", "bound_psnr", "bound_ssim"} and 0 < f["ssim"] <= 1
+        assert set(f) == {"psnr", "ssim", "bound_psnr", "bound_ssim", "reach_psnr", "reach_ssim"} and 0 < f["ssim"] <= 1
     assert rep["fidelity"]["photo"]["bound_psnr"] == rep["vae_psnr_db"]
     assert rep["fidelity"]["photo"]["bound_ssim"] == rep["vae_ssim"]
+    # the reach of "a photo" is the autoencoder's round trip applied twice, against the frame
+    from v2v_core.backbones import load_backbone
+    from v2v_core.toy.evaluate import round_trip
+    from v2v_core.video import read_video
+
+    clip, _ = read_video(str(ROOT / "examples" / "astronaut-pan.mp4"), 3, 128)
+    bb = load_backbone("toy")
+    twice = round_trip(bb, round_trip(bb, clip))
+    assert rep["fidelity"]["photo"]["reach_psnr"] == round(float(np.mean([psnr(r, f) for r, f in zip(twice, clip)])), 2)
+    assert rep["fidelity"]["photo"]["reach_psnr"] < rep["fidelity"]["photo"]["bound_psnr"]
     assert set(rep["invented_detail"]) == set(rep["invented_detail_bound"]) == {"pointillism", "snowy scene"}
     # the dots are drawn through the autoencoder: its round trip of the pointillism target keeps far more
     # detail than the photo output has
@@ -193,6 +203,14 @@ def test_toy_eval_markdown_puts_clips_side_by_side_with_gap_and_ratio():
     md = markdown_report([report("wolf", 24.0, 26.5, 26.0), report("kite", 23.0, 24.0, 25.0)])
     assert "| style | wolf: output | bound | gap dB | SSIM ratio | kite: output |" in md
     assert "| photo | 24.00 / 0.600 | 26.50 / 0.800 | 2.50 | 0.75 | 23.00 / 0.600 | 24.00 / 0.800 | 1.00 | 0.75 |" in md
+    # with the reach reference (evaluate() reports it): one more column per clip
+    reports = [report("wolf", 24.0, 26.5, 26.0), report("kite", 23.0, 24.0, 25.0)]
+    for r, reach in zip(reports, (25.0, 23.5)):
+        r["fidelity"]["photo"].update(reach_psnr=reach, reach_ssim=0.75)
+    md_reach = markdown_report(reports)
+    assert "| style | wolf: output | bound | gap dB | SSIM ratio | reach | kite: output |" in md_reach
+    assert ("| photo | 24.00 / 0.600 | 26.50 / 0.800 | 2.50 | 0.75 | 25.00 / 0.750 | "
+            "23.00 / 0.600 | 24.00 / 0.800 | 1.00 | 0.75 | 23.50 / 0.750 |") in md_reach
     assert "| invented_detail_bound: snowy scene | 0.9 | 0.9 |" in md
     assert md.rstrip().endswith("mean over the clips: 25.50 dB, SSIM 0.700")
 
