@@ -97,6 +97,12 @@ def round_trip(bb, frames) -> list[np.ndarray]:
         return [to_uint8(bb.decode_latents(bb.encode_images(to_tensor(f, bb.device, bb.dtype))))[0] for f in frames]
 
 
+def _mean_agreement(images, refs) -> tuple[float, float]:
+    """Mean PSNR (dB, 2 decimals) and SSIM (3 decimals) of images against their references, frame by frame."""
+    return (round(float(np.mean([psnr(a, b) for a, b in zip(images, refs)])), 2),
+            round(float(np.mean([ssim(a, b) for a, b in zip(images, refs)])), 3))
+
+
 def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, strength: float = 0.4, steps: int = 2) -> dict:
     from .styles import STYLES
 
@@ -118,14 +124,9 @@ def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, stren
         recog[s.name] = hits / len(clip)
         bound = round_trip(bb, targets[s.name])
         reach = round_trip(bb, [s.apply(r) for r in recon])
-        fidelity[s.name] = {
-            "psnr": round(float(np.mean([psnr(o, t) for o, t in zip(outputs[s.name], targets[s.name])])), 2),
-            "ssim": round(float(np.mean([ssim(o, t) for o, t in zip(outputs[s.name], targets[s.name])])), 3),
-            "bound_psnr": round(float(np.mean([psnr(r, t) for r, t in zip(bound, targets[s.name])])), 2),
-            "bound_ssim": round(float(np.mean([ssim(r, t) for r, t in zip(bound, targets[s.name])])), 3),
-            "reach_psnr": round(float(np.mean([psnr(r, t) for r, t in zip(reach, targets[s.name])])), 2),
-            "reach_ssim": round(float(np.mean([ssim(r, t) for r, t in zip(reach, targets[s.name])])), 3),
-        }
+        fidelity[s.name] = {}
+        for prefix, images in (("", outputs[s.name]), ("bound_", bound), ("reach_", reach)):
+            fidelity[s.name][prefix + "psnr"], fidelity[s.name][prefix + "ssim"] = _mean_agreement(images, targets[s.name])
     sep = [np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(outputs[x], outputs[y])])
            for x, y in itertools.combinations(outputs, 2)]
     photo_detail = laplacian_energy(outputs["photo"])
@@ -135,10 +136,10 @@ def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, stren
                       for s in STYLES if not s.deterministic}
     base = Stream(bb, "a pencil sketch", StreamSettings(strength=0.4, steps=2, seed=0))
     list(base.run(clip))
+    vae_psnr, vae_ssim = _mean_agreement(recon, clip)
     return {
         "video": str(video), "frames": len(clip), "size": size, "backbone": bb.name,
-        "vae_psnr_db": round(float(np.mean([psnr(r, f) for r, f in zip(recon, clip)])), 2),
-        "vae_ssim": round(float(np.mean([ssim(r, f) for r, f in zip(recon, clip)])), 3),
+        "vae_psnr_db": vae_psnr, "vae_ssim": vae_ssim,
         "fidelity": fidelity,
         "recognisability": {k: round(v, 3) for k, v in recog.items()},
         "recognisability_mean": round(float(np.mean(list(recog.values()))), 3),
