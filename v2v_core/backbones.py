@@ -99,6 +99,23 @@ class Backbone:
                            "frame beside the noisy latent, and this code path did not pass one.")
         return torch.cat([x, src.to(x.dtype).expand_as(x)], 1)
 
+    @property
+    def prediction(self) -> tuple[str, bool]:
+        """What the UNet predicts: (prediction type, relative to the source), see prediction_of."""
+        return prediction_of(self.scheduler.config)
+
+    def predicted_x0(self, x: torch.Tensor, out: torch.Tensor, a, b, src: torch.Tensor | None = None) -> torch.Tensor:
+        """The clean-latent estimate from the UNet's output `out` at noisy latents x = a z + b eps
+        (a = sqrt(abar_t), b = sqrt(1 - abar_t)); src: the encoded source frames (read by a UNet whose
+        prediction is relative to the source)."""
+        return x0_from_output(*self.prediction, x, out, a, b, src)
+
+    def predicted_eps(self, x: torch.Tensor, out: torch.Tensor, a, b, src: torch.Tensor | None = None) -> torch.Tensor:
+        """The noise estimate from the UNet's output (the output itself for an epsilon-predicting UNet)."""
+        if self.prediction[0] == "epsilon":
+            return out
+        return (x - a * self.predicted_x0(x, out, a, b, src)) / b
+
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/f, W/f)."""
         out = self.vae.encode(x)
@@ -108,6 +125,41 @@ class Backbone:
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1]."""
         return self.vae.decode(z / self.latent_scale).sample.clamp(-1, 1)
+
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+# A key of the scheduler's config that diffusers keeps and ignores (leading underscore): the UNet's "sample"
+# prediction is an offset from the clean encoded source frame (x0 = src + out), for image-conditioned UNets.
+RELATIVE_KEY = "_sample_relative_to_source"
+
+
+def prediction_of(config) -> tuple[str, bool]:
+    """(prediction type, relative to the source) of a scheduler config: diffusers' `prediction_type`
+    (epsilon, sample or v_prediction) and RELATIVE_KEY."""
+    kind = config.get("prediction_type", "epsilon") or "epsilon"
+    relative = bool(config.get(RELATIVE_KEY, False))
+    if kind not in PREDICTION_TYPES:
+        raise V2VError(f"The scheduler's prediction_type '{kind}' is not supported: use one of {', '.join(PREDICTION_TYPES)}.")
+    if relative and kind != "sample":
+        raise V2VError(f"{RELATIVE_KEY} needs prediction_type 'sample' (the offset is added to a clean latent); "
+                       f"this scheduler says '{kind}'.")
+    return kind, relative
+
+
+def x0_from_output(kind: str, relative: bool, x: torch.Tensor, out: torch.Tensor, a, b,
+                   src: torch.Tensor | None = None) -> torch.Tensor:
+    """x0 from a UNet output `out` at x = a z + b eps: epsilon (x - b out) / a; v_prediction a x - b out
+    (v = a eps - b z); sample out, or src + out when the prediction is relative to the source latent."""
+    if kind == "epsilon":
+        return (x - b * out) / a
+    if kind == "v_prediction":
+        return a * x - b * out
+    if not relative:
+        return out
+    if src is None:
+        raise V2VError("This UNet predicts the clean latent as an offset from the encoded source frame, and this "
+                       "code path did not pass the source.")
+    return src.to(out.dtype).expand_as(out) + out
 
 
 def default_device() -> torch.device:
@@ -258,6 +310,10 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
     if not isinstance(pipe.scheduler, LCMScheduler):
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
 
+    if prediction_of(pipe.scheduler.config)[1] and pipe.unet.config.in_channels != 2 * pipe.unet.config.out_channels:
+        raise V2VError(f"The backbone '{source}' predicts offsets from the source frame ({RELATIVE_KEY} in its scheduler "
+                       "config), but its UNet does not take the source frame (in_channels is not twice the latent "
+                       "channels). Remove the key or use an image-conditioned UNet.")
     mods = (pipe.unet, pipe.vae, pipe.text_encoder)
     for m in mods:
         m.requires_grad_(False).eval().to(device=device)

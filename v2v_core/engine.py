@@ -12,7 +12,8 @@ Per step i (timestep t_i, abar = alphas_cumprod[t_i], one noise tensor eps_i PER
 stream as a (k, 4, h, w) tensor like the reference's `init_noise`, and reused for every frame):
     x  = sqrt(abar) * z + sqrt(1 - abar) * eps_i         z = encoded frame at step 0
     eps = unet(x, t_i, text)                             unet([x ; z_src], ...) for an image-conditioned UNet
-    x0 = (x - sqrt(1 - abar) * eps) / sqrt(abar)
+    x0 = (x - sqrt(1 - abar) * eps) / sqrt(abar)         (Backbone.predicted_x0: or x0 = out, a*x - b*out, z_src + out
+                                                          for the scheduler's other prediction types)
     z  = c_out(t_i) * x0 + c_skip(t_i) * x               LCM boundary scalings; z feeds step i+1
 Fixed per-step noise (seeded) is what keeps the per-frame baseline stable on static content, and what
 the temporal methods improve on. This equals diffusers' StableDiffusionImg2ImgPipeline + LCMScheduler
@@ -139,10 +140,10 @@ class Stream:
         a, b = self._sqrt_a[s], self._sqrt_1ma[s]
         x = a * z + b * self.noise[s]
         kwargs = self.method.unet_kwargs(self.method_state, frames, steps) if self.method is not None else None
-        eps = self.backbone.unet(self.backbone.unet_input(x, src), self._timesteps[s],
+        out = self.backbone.unet(self.backbone.unet_input(x, src), self._timesteps[s],
                                  encoder_hidden_states=self.text.expand(len(steps), -1, -1),
                                  cross_attention_kwargs=kwargs).sample
-        x0 = (x - b * eps) / a
+        x0 = self.backbone.predicted_x0(x, out, a, b, src)
         return self._c_out[s] * x0 + self._c_skip[s] * x
 
     def _all_steps(self, z: torch.Tensor, frame: int) -> torch.Tensor:

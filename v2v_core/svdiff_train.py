@@ -6,7 +6,8 @@
 Only the memory parameters train. Clips are split into segments of `segment` frames; each batch item
 is a "chain" that walks one clip segment by segment at one timestep t, its memory carried from the
 last frame of a segment into the next with the graph cut there (truncated backpropagation). Three
-objectives, all noise-prediction MSE per frame:
+objectives, all MSE per frame (the UNet's output read through the backbone's parametrisation:
+Backbone.predicted_eps / predicted_x0):
 - standard (SD and other backbones; the paper's): x_t = sqrt(abar) z + sqrt(1 - abar) eps with fresh
   noise per frame, z the frame's latent, text --prompt; loss = |eps_theta(x_t, t, text) - eps|^2.
 - sdedit: the toy's own training objective applied to clips. Each chain takes one of the toy's
@@ -269,19 +270,21 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
                 x = torch.stack([teachers[c.clip].x[c.pos + k, c.step] for c in chains])
                 z = torch.stack([teachers[c.clip].z[c.pos + k] for c in chains])
                 pred = unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
-                x = x[:, :pred.shape[1]]   # an image-conditioned UNet's captured input carries the source after x
-                loss = loss + F.mse_loss((x - (1 - a).sqrt() * pred) / a.sqrt(), z)
+                c = pred.shape[1]          # an image-conditioned UNet's captured input carries the source after x
+                x, src = x[:, :c], (x[:, c:] if x.shape[1] > c else None)
+                loss = loss + F.mse_loss(backbone.predicted_x0(x, pred, a.sqrt(), (1 - a).sqrt(), src), z)
             elif objective == "standard":
                 eps = torch.randn(z.shape, generator=gen).to(dev, dt)
-                x = backbone.unet_input(a.sqrt() * z + (1 - a).sqrt() * eps, z)
-                loss = loss + F.mse_loss(unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample, eps)
+                x = a.sqrt() * z + (1 - a).sqrt() * eps
+                pred = unet(backbone.unet_input(x, z), t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
+                loss = loss + F.mse_loss(backbone.predicted_eps(x, pred, a.sqrt(), (1 - a).sqrt(), z), eps)
             else:                   # source latent in, style latent as the x0 target
                 src = torch.stack([latents(c.clip, c.style if c.in_style else 0)[c.pos + k] for c in chains])
                 e = torch.stack([c.eps for c in chains]) if noise == "chain" else torch.randn(src.shape, generator=gen).to(dev, dt)
                 x = a.sqrt() * src + (1 - a).sqrt() * e
                 cond = torch.stack([latents(c.clip, 0)[c.pos + k] for c in chains])   # the unstyled source frame
                 pred = unet(backbone.unet_input(x, cond), t, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
-                loss = loss + F.mse_loss((x - (1 - a).sqrt() * pred) / a.sqrt(), z)
+                loss = loss + F.mse_loss(backbone.predicted_x0(x, pred, a.sqrt(), (1 - a).sqrt(), cond), z)
         loss = loss / segment
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -325,10 +328,10 @@ def eval_loss(backbone, memory, clips: list[np.ndarray], t: int = 400, segment: 
             for f in clip:
                 z = backbone.encode_images(to_tensor(f, dev, backbone.dtype))
                 eps = torch.randn(z.shape, generator=gen).to(dev, z.dtype)
-                x = backbone.unet_input(a.sqrt() * z + (1 - a).sqrt() * eps, z)
+                x = a.sqrt() * z + (1 - a).sqrt() * eps
                 kw = {"v2v": _Call(memory, state, [(0, "cond")])} if memory is not None else None
-                pred = backbone.unet(x, tt, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
-                total += float(F.mse_loss(pred, eps))
+                pred = backbone.unet(backbone.unet_input(x, z), tt, encoder_hidden_states=text, cross_attention_kwargs=kw).sample
+                total += float(F.mse_loss(backbone.predicted_eps(x, pred, a.sqrt(), (1 - a).sqrt(), z), eps))
                 n += 1
     return total / max(n, 1)
 

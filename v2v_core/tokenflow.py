@@ -401,8 +401,7 @@ def tokenflow(backbone, frames: list[np.ndarray], prompt: str, settings=None, co
                 x = a * z[c] + b * noise[k]
                 ctx = _Propagate(key_tokens, {nm: t[c] for nm, t in nn_a.items()}, {nm: t[c] for nm, t in nn_b.items()},
                                  [pairs[i][0] for i in c], [pairs[i][1] for i in c], [pairs[i][2] for i in c])
-                eps = unet(x, k, c, ctx)
-                x0 = (x - b * eps) / a
+                x0 = backbone.predicted_x0(x, unet(x, k, c, ctx), a, b, z_src[c])
                 z_next[c] = stream._c_out[k] * x0 + stream._c_skip[k] * x
                 report({"stage": "propagate", "step": k + 1, "steps": steps, "done": c[-1] + 1, "total": n})
             z = z_next

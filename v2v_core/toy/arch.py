@@ -149,3 +149,21 @@ def image_conditioned(unet):
     state["conv_in.weight"] = torch.cat([w, torch.zeros_like(w)], 1)
     wide.load_state_dict(state)
     return wide.to(dtype=unet.dtype)
+
+
+def source_relative(unet, scheduler):
+    """An image-conditioned UNet re-parametrised to predict the clean latent as an offset from the encoded
+    source frame (x0 = src + out; diffusers' prediction_type "sample" plus backbones.RELATIVE_KEY in the
+    scheduler config). Its output convolution starts at zero, so step 0 returns the source itself ("a photo"
+    exactly); the body keeps its trained features. Returns (unet, scheduler), the scheduler a new object."""
+    from diffusers import LCMScheduler
+
+    from ..backbones import RELATIVE_KEY
+
+    if unet.config.in_channels != 2 * unet.config.out_channels:
+        raise ValueError("source_relative needs an image-conditioned UNet (arch.image_conditioned)")
+    torch.nn.init.zeros_(unet.conv_out.weight)
+    torch.nn.init.zeros_(unet.conv_out.bias)
+    cfg = dict(scheduler.config)
+    cfg.update(prediction_type="sample", **{RELATIVE_KEY: True})
+    return unet, LCMScheduler.from_config(cfg)
