@@ -259,6 +259,35 @@ def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tiny_traini
 
 
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_offset_stage_reparametrises_the_unet_to_predict_offsets_from_the_source(tiny_training):
+    """`--stage offset` (stage 9) on a folder as stage 8 leaves it (an epsilon-predicting image-conditioned UNet):
+    the scheduler config says "sample, relative to the source" afterwards, the output convolution started from zero
+    and trained, the autoencoder is byte-identical, and a second run is refused (it would zero a trained head)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from v2v_core.backbones import RELATIVE_KEY, load_backbone
+
+    train, out = tiny_training
+    sched_path = out / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(sched_path.read_text())
+    cfg.pop(RELATIVE_KEY, None)
+    sched_path.write_text(json.dumps({**cfg, "prediction_type": "epsilon"}))
+    vae_before = (out / "vae/diffusion_pytorch_model.safetensors").read_bytes()
+    train.main(["--stage", "offset", "--offset-steps", "2", "--out", str(out), "--threads", "1"])
+    cfg = json.loads(sched_path.read_text())
+    assert cfg["prediction_type"] == "sample" and cfg[RELATIVE_KEY] is True
+    assert json.loads((out / "training.json").read_text())["offset_steps"] == 2
+    head = load_file(out / "unet/diffusion_pytorch_model.safetensors")["conv_out.weight"].float()
+    assert 0 < head.abs().max() < 1e-3          # two warm-up steps away from zero
+    assert (out / "vae/diffusion_pytorch_model.safetensors").read_bytes() == vae_before
+    assert load_backbone(str(out), device="cpu").prediction == ("sample", True)
+    with pytest.raises(SystemExit, match="already predicts offsets"):
+        train.main(["--stage", "offset", "--offset-steps", "2", "--out", str(out), "--threads", "1"])
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
 def test_sharpen_stage_deepens_and_trains_the_decoder_alone_with_its_ssim_term(tiny_training, monkeypatch):
     """`--stage sharpen` (stage 6) on a folder as stage 2 leaves it (a decoder of arch.build_vae's shape): the decoder
     is deepened and trained with the SSIM term it records; the encoder (hence the latents the UNet and the SVDiff

@@ -1,6 +1,6 @@
 """Train the embedded toy model from scratch, on a CPU, reproducibly.
 
-    python -m v2v_core.toy.train --out v2v_core/toy/model            # all eight stages (about 3 h on 2 cores)
+    python -m v2v_core.toy.train --out v2v_core/toy/model            # all nine stages (about 3.5 h on 2 cores)
     python -m v2v_core.toy.train --stage vae --vae-steps 2500 ...    # one stage
     python -m v2v_core.toy.train --stage decoder ...                 # fine-tunes the decoder in --out
     python -m v2v_core.toy.train --stage unet --unet-steps 8000 ...  # reuses the VAE in --out
@@ -9,6 +9,7 @@
     python -m v2v_core.toy.train --stage sharpen ...                 # fine-tunes the decoder for detail
     python -m v2v_core.toy.train --stage recorr --recorr-steps 1000  # stage 4 again, on the conditioned UNet
     python -m v2v_core.toy.train --stage refine --refine-steps 2000  # stage 7's objective on stage 5's data
+    python -m v2v_core.toy.train --stage offset --offset-steps 2000  # x0 as an offset from the source, then stage 8
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
@@ -54,6 +55,13 @@ Stage 8, refine: stage 7's objective (pairs + correspondence) on stage 5's data 
 styles drawn more often: the styles keep improving (stage 5 stopped while they still were) and the
 correspondence stage 7 restored is kept, not traded away again.
 
+Stage 9, offset: the UNet re-parametrised to predict the clean latent as an offset from the encoded source frame
+(x0 = z_src + output; diffusers' prediction_type "sample" plus backbones.RELATIVE_KEY in the scheduler config, which
+every engine path reads through Backbone.predicted_x0), its output convolution zeroed so that step 0 returns the
+source; then stage 8's objective. With epsilon prediction even "a photo" is rebuilt from the noisy latent and every
+error of the predicted noise reaches x0 multiplied by sqrt(1 - abar) / sqrt(abar); an offset is exactly zero where
+the style keeps the source, and small where it keeps its structure.
+
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
 from __future__ import annotations
@@ -70,7 +78,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder
+from ..backbones import prediction_of, x0_from_output
+from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
 from .correspondence_loss import CORR_LAYERS, CORR_SHARPEN, QKCapture, correspondence_loss
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from .styles import STYLES
@@ -97,6 +106,10 @@ RECORR_STEPS = 1000        # stage 7: stage 4's objective on the conditioned UNe
 # styles drawn more often: the conditioned UNet keeps learning the styles without losing correspondence.
 REFINE_STEPS, REFINE_LR = 2000, 4e-4
 REFINE_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0, "thermal": 1.5, "snowy scene": 2.0}
+# Stage 9 (offset): the UNet re-parametrised to predict x0 as an offset from the source latent (arch.source_relative),
+# then stage 8's objective again. Epsilon prediction rebuilds even "a photo" from the noisy latent, and its error is
+# multiplied by sqrt(1 - abar) / sqrt(abar) in x0; an offset is zero where the style keeps the source.
+OFFSET_STEPS, OFFSET_LR = 2000, 4e-4
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): stage 2's decoder one block deeper at 1/4 and 1/2 resolution (arch.deeper_decoder, an exact warm
 # start), trained again (encoder frozen: latents, UNet and SVDiff memories are unaffected) on the pool plus Kodak with
@@ -341,14 +354,15 @@ def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, de
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
     ema = [p.detach().clone() for p in params]
     ids = data.ids
+    prediction = prediction_of(pipe.scheduler.config)
     bar = tqdm(range(steps), desc=desc, unit="step")
     for step in bar:
         batch = make_batch(step)
         x_t, a = batch["x_t"], batch["a"]
         emb = te(ids[batch["pidx"]])[0]
         x_in = torch.cat([x_t, batch["z_cond"]], 1) if unet.config.in_channels == 2 * x_t.shape[1] else x_t
-        eps_pred = unet(x_in, batch["t"], encoder_hidden_states=emb).sample
-        x0 = (x_t - (1 - a).sqrt() * eps_pred) / a.sqrt()
+        out = unet(x_in, batch["t"], encoder_hidden_states=emb).sample
+        x0 = x0_from_output(*prediction, x_t, out, a.sqrt(), (1 - a).sqrt(), batch["z_cond"])
         loss = mse = F.mse_loss(x0, batch["z_tgt"])
         aux = extra_loss(batch) if extra_loss is not None else None
         if aux is not None:
@@ -448,7 +462,7 @@ def _load(out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine"],
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine", "offset"],
                     default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--decoder-steps", type=int, default=800)
@@ -458,6 +472,7 @@ def main(argv=None):
     ap.add_argument("--sharpen-steps", type=int, default=SHARPEN_STEPS)
     ap.add_argument("--recorr-steps", type=int, default=RECORR_STEPS)
     ap.add_argument("--refine-steps", type=int, default=REFINE_STEPS)
+    ap.add_argument("--offset-steps", type=int, default=OFFSET_STEPS)
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
@@ -551,6 +566,19 @@ def main(argv=None):
         save(pipe, args.out, {"refine_steps": args.refine_steps, "refine_minutes": round((time.time() - t0) / 60, 1),
                               "refine_lr": REFINE_LR, "refine_style_weights": REFINE_STYLE_WEIGHTS})
         print(f"refinement done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    if args.stage in ("all", "offset"):
+        torch.manual_seed(args.seed)
+        pipe = _load(args.out)
+        if prediction_of(pipe.scheduler.config)[1]:
+            raise SystemExit(f"Stage offset re-parametrises stage 8's UNet; the one in {args.out} already predicts offsets: "
+                             "run it on the folder stage 8 (--stage refine) wrote.")
+        pipe.unet, pipe.scheduler = source_relative(pipe.unet, pipe.scheduler)
+        t0 = time.time()
+        tune_unet(pipe, pool + kodak_once(), args.offset_steps, args.seed + 9, lr=OFFSET_LR,
+                  corr_weight=args.corr_weight, style_weights=REFINE_STYLE_WEIGHTS, desc="offset")
+        save(pipe, args.out, {"offset_steps": args.offset_steps, "offset_minutes": round((time.time() - t0) / 60, 1),
+                              "offset_lr": OFFSET_LR, "offset_style_weights": REFINE_STYLE_WEIGHTS, "prediction": "x0 = source latent + output"})
+        print(f"offset re-parametrisation done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
