@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from v2v_core.backbones import RELATIVE_KEY, Backbone, load_backbone, prediction_of, to_tensor, to_uint8, x0_from_output
+from v2v_core.backbones import RELATIVE_KEY, Backbone, load_backbone, prediction_of, to_tensor, x0_from_output
 from v2v_core.engine import Stream, StreamSettings
 from v2v_core.errors import V2VError
 from v2v_core.methods import make_method
 from v2v_core.toy.arch import image_conditioned, source_relative
+from v2v_core.toy.evaluate import round_trip
 from v2v_core.tokenflow import TokenFlowConfig, tokenflow
 
 SETTINGS = StreamSettings(strength=0.5, steps=2, seed=1)
@@ -63,11 +64,6 @@ def _relative(bb: Backbone, perturb: bool = False) -> Backbone:
     return Backbone("tiny-rel", unet, bb.vae, bb.text_encoder, bb.tokenizer, sched, bb.device, bb.dtype, False)
 
 
-def _round_trip(bb, frames):
-    with torch.inference_mode():
-        return [to_uint8(bb.decode_latents(bb.encode_images(to_tensor(f, bb.device, bb.dtype))))[0] for f in frames]
-
-
 @pytest.mark.parametrize("method,kw", [(None, {}), (None, {"stream_batch": True}), ("streamv2v", {}),
                                        ("temporal-shift", {})])
 def test_a_zero_offset_returns_the_source_on_every_online_path(tiny_backbone, frames64, method, kw):
@@ -77,7 +73,7 @@ def test_a_zero_offset_returns_the_source_on_every_online_path(tiny_backbone, fr
     frames = frames64[:4]
     settings = StreamSettings(**{**SETTINGS.__dict__, **kw})
     out = list(Stream(rel, "a photo", settings, make_method(method) if method else None).run(frames))
-    for got, want in zip(out, _round_trip(rel, frames), strict=True):
+    for got, want in zip(out, round_trip(rel, frames), strict=True):
         assert np.abs(got.astype(int) - want).max() <= 1
 
 

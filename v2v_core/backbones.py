@@ -11,6 +11,7 @@ probe), and fails at once with V2VError naming the offline alternatives instead 
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import warnings
@@ -99,9 +100,10 @@ class Backbone:
                            "frame beside the noisy latent, and this code path did not pass one.")
         return torch.cat([x, src.to(x.dtype).expand_as(x)], 1)
 
-    @property
+    @functools.cached_property
     def prediction(self) -> tuple[str, bool]:
-        """What the UNet predicts: (prediction type, relative to the source), see prediction_of."""
+        """What the UNet predicts: (prediction type, relative to the source), see prediction_of. Read once: the
+        scheduler of a backbone never changes, and every denoising step asks."""
         return prediction_of(self.scheduler.config)
 
     def predicted_x0(self, x: torch.Tensor, out: torch.Tensor, a, b, src: torch.Tensor | None = None) -> torch.Tensor:
@@ -310,10 +312,6 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
     if not isinstance(pipe.scheduler, LCMScheduler):
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
 
-    if prediction_of(pipe.scheduler.config)[1] and pipe.unet.config.in_channels != 2 * pipe.unet.config.out_channels:
-        raise V2VError(f"The backbone '{source}' predicts offsets from the source frame ({RELATIVE_KEY} in its scheduler "
-                       "config), but its UNet does not take the source frame (in_channels is not twice the latent "
-                       "channels). Remove the key or use an image-conditioned UNet.")
     mods = (pipe.unet, pipe.vae, pipe.text_encoder)
     for m in mods:
         m.requires_grad_(False).eval().to(device=device)
@@ -329,8 +327,13 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
         from .toy.styles import STYLES
 
         known = tuple(p for s in STYLES for p in s.prompts)
-    return Backbone(name, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype,
-                    makes_edits, correspondence_layer=corr, known_prompts=known)
+    bb = Backbone(name, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype,
+                  makes_edits, correspondence_layer=corr, known_prompts=known)
+    if bb.prediction[1] and not bb.image_conditioned:
+        raise V2VError(f"The backbone '{source}' predicts offsets from the source frame ({RELATIVE_KEY} in its scheduler "
+                       "config), but its UNet does not take the source frame (in_channels is not twice the latent "
+                       "channels). Remove the key or use an image-conditioned UNet.")
+    return bb
 
 
 def _fuse_lora(parts, lora: str):
