@@ -43,6 +43,11 @@ EXAMPLE_PROMPTS = {"astronaut-pan": ("a thermal image", "astronaut, camera pans:
                    "coffee-zoom": ("a sepia photo", "coffee, camera zooms: sepia"),
                    "rocket-object": ("pointillism", "rocket, a ball crosses: pointillism (dots invented per frame)")}
 EXAMPLES.sort(key=lambda e: list(EXAMPLE_PROMPTS).index(Path(e).stem) if Path(e).stem in EXAMPLE_PROMPTS else 99)
+# The example clips are rendered from scikit-image's photographs, which the toy model also trained on: say so, so
+# nobody takes them for footage it never saw.
+EXAMPLES_LABEL = "Example clips (each with its own prompt)" + (
+    "; the embedded model trained on these photos: upload a clip of your own to see it on new footage"
+    if service.BACKBONE == "toy" else "")
 
 
 def example_rows():
@@ -238,8 +243,7 @@ def build_compare_tab():
                 stop = gr.Button("Stop", elem_id="stop-compare")
             if EXAMPLES:
                 rows, labels = example_rows()
-                gr.Examples(rows, [video, prompt], label="Example clips (each with its own prompt)",
-                            example_labels=labels)
+                gr.Examples(rows, [video, prompt], label=EXAMPLES_LABEL, example_labels=labels)
             with gr.Accordion("Run settings", open=False):
                 size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)")
                 frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,16 @@ def test_progress_board_counts_frames_per_method_and_an_honest_remaining_time():
     # 30 frames done in 30 s: 1 s a frame; 18 frames of StreamV2V and at least 1 of TokenFlow to go
     assert app.remaining_note(board, ["StreamDiffusion", "StreamV2V", "TokenFlow"], 30.0).startswith("About 19 s left")
     assert app.remaining_note({}, ["StreamV2V"], 5.0) == ""     # no frame done yet: no guess
+
+
+def test_example_clips_say_the_toy_trained_on_their_photos():
+    """The examples are rendered from scikit-image photographs (examples/make_examples.py) that are in the toy's
+    training pool: with the toy as backbone the examples' label must say so, and it may say so only while it is true."""
+    import app
+    from comparisons import service
+    from v2v_core.toy.data import SKIMAGE_PHOTOS
+
+    photos = {Path(e).stem.split("-")[0] for e in app.EXAMPLES}
+    assert photos, "no example clips found"
+    said = "trained on these photos" in app.EXAMPLES_LABEL
+    assert said == (service.BACKBONE == "toy" and photos <= set(SKIMAGE_PHOTOS)), (photos, app.EXAMPLES_LABEL)
