@@ -39,7 +39,7 @@ HERE = Path(__file__).parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.mp4"))
 # Each example with the prompt that shows the embedded model at its best on it, and a caption
 EXAMPLE_PROMPTS = {"astronaut-pan": ("a thermal image", "astronaut, camera pans: thermal"),
-                   "chelsea-rotate": ("a cartoon", "cat, camera rotates: cartoon"),
+                   "chelsea-rotate": ("a pencil sketch", "cat, camera rotates: pencil sketch"),
                    "coffee-zoom": ("a sepia photo", "coffee, camera zooms: sepia"),
                    "rocket-object": ("pointillism", "rocket, a ball crosses: pointillism (dots invented per frame)")}
 EXAMPLES.sort(key=lambda e: list(EXAMPLE_PROMPTS).index(Path(e).stem) if Path(e).stem in EXAMPLE_PROMPTS else 99)
@@ -157,6 +157,13 @@ def stop_job(request: gr.Request):
     service.stop_job(session_key(request))
 
 
+def warn_about_prompt(prompt):
+    """A prompt the backbone does not know, or a style it draws faintly: a warning toast; the run goes ahead."""
+    warning = service.prompt_warning(prompt)
+    if warning:
+        gr.Warning(warning)
+
+
 @GPU(duration=120)
 def run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, *override_values, specs=()):
     """A generator: each method's progress on the board, and its video, the plots and the table as soon as
@@ -166,9 +173,7 @@ def run_compare(request, video, prompt, methods, size, frames, seed, strength, s
         default = next(f["value"] for f in REGISTRY[name].fields() if f["name"] == field)
         if value != default:
             overrides.setdefault(name, {})[field] = type(default)(value)
-    warning = service.prompt_warning(prompt)
-    if warning:
-        gr.Warning(warning)
+    warn_about_prompt(prompt)
     order = [n for n in METHOD_NAMES if n in (methods or [])]
     partial: dict = {"methods": {}, "settings": {"size": int(size), "frames": int(frames)}}
 
@@ -335,6 +340,7 @@ def build_ablation_tab():
     videos = gr.State({})
 
     def run(request: gr.Request, video, prompt, grid, frames):
+        warn_about_prompt(prompt)
         partial: dict = {"methods": {}, "settings": {"size": 256, "frames": int(frames)}}
         order = call_service(service.ablation_settings, grid)
 
@@ -514,7 +520,7 @@ def build_correspondence_tab():
 
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
     gr.Markdown(f"# V2V Studio\nStreaming video-to-video methods side by side. Backbone: `{service.BACKBONE}`"
-                + (" (the embedded toy model: simple styles such as *a thermal image*, *a cartoon*, *a sepia photo*, "
+                + (" (the embedded toy model: simple styles such as *a thermal image*, *a pencil sketch*, *a sepia photo*, "
                    "*pointillism*)."
                    if service.BACKBONE == "toy" else "."))
     with gr.Tab("Compare"):

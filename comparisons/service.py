@@ -45,12 +45,14 @@ def suggested_prompts() -> list[str] | None:
 
 
 def prompt_warning(prompt: str) -> str | None:
-    """The same warning the loaded backbone gives, without loading it (toy only)."""
+    """The same warning the loaded backbone gives, without loading it (toy only): an unknown prompt, or a style the
+    shipped weights draw faintly (their evaluation summary)."""
     if BACKBONE != "toy" or not prompt or not prompt.strip():
         return None
-    from v2v_core.toy.styles import unknown_prompt_warning
+    from v2v_core.toy import MODEL_DIR
+    from v2v_core.toy.styles import prompt_warning as toy_prompt_warning, read_evaluation
 
-    return unknown_prompt_warning(prompt)
+    return toy_prompt_warning(prompt, read_evaluation(MODEL_DIR))
 
 
 def _work_dir(prefix: str) -> Path:

@@ -366,3 +366,84 @@ def test_ssim_loss_is_one_minus_the_evaluations_ssim():
     assert ssim_loss(ta, ta).item() == pytest.approx(0, abs=1e-12)
     loss.backward()
     assert ta.grad.abs().sum() > 0
+
+
+def _evaluation(**recognisability):
+    return {"clips": ["wolf", "kite-walk"], "frames": [40, 48], "recognisability": recognisability}
+
+
+def test_a_style_the_model_draws_faintly_is_announced_with_its_clearest_styles():
+    from v2v_core.toy.styles import FAINT_BELOW, prompt_warning
+
+    ev = _evaluation(**{"photo": [1.0, 1.0], "pixel art": [0.0, 0.9], "thermal": [1.0, 0.95], "cartoon": [0.5, 0.5],
+                        "sepia": [1.0, 0.7]})
+    msg = prompt_warning("8-bit pixel art", ev)
+    assert msg is not None and "only faintly" in msg and "49% of frames" in msg and "wolf, kite-walk; 88 frames" in msg
+    # the clearest styles: recognised on >= 90% of frames on average, "a photo" left out (it is the input)
+    assert msg.endswith("Its clearest styles: a thermal image.")
+    assert prompt_warning("a cartoon", ev) is None           # recognised on exactly FAINT_BELOW of the frames
+    assert FAINT_BELOW == 0.5
+    assert prompt_warning("a thermal image", ev) is None and prompt_warning("a snowy scene", ev) is None
+    assert prompt_warning("pixel art", None) is None                     # no summary: nothing to say
+    assert "only knows its styles" in prompt_warning("a dragon", ev)     # unknown prompts as before
+
+
+def test_an_evaluation_summary_counts_only_for_the_weights_it_measured(tmp_path):
+    import json
+    import shutil
+
+    from v2v_core.toy.styles import EVALUATION_FILE, read_evaluation, weights_digest
+
+    folder = tmp_path / "model"
+    shutil.copytree(TOY_DIR, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights one")
+    (folder / EVALUATION_FILE).write_text(json.dumps({**_evaluation(cartoon=[0.0]), "weights": weights_digest(folder)}))
+    assert read_evaluation(folder)["recognisability"] == {"cartoon": [0.0]}
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"retrained weights")   # not re-evaluated
+    assert read_evaluation(folder) is None
+    (folder / EVALUATION_FILE).unlink()
+    assert read_evaluation(folder) is None
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_the_shipped_evaluation_summary_is_of_the_shipped_weights_and_the_studio_says_it():
+    """Retraining the toy without re-running `toy-eval --summary` fails here: the studio would stay silent about its
+    faint styles (or keep announcing old ones)."""
+    from comparisons import service
+    from v2v_core.backbones import load_backbone
+    from v2v_core.toy.styles import FAINT_BELOW, read_evaluation
+
+    ev = read_evaluation(TOY_DIR)
+    assert ev is not None, "v2v_core/toy/model/evaluation.json is missing or measured other weights: re-run toy-eval --summary"
+    assert set(ev["clips"]) == {"woman-running", "wolf", "kite-walk"} and min(ev["frames"]) >= 40   # wolf.mp4 has 40
+    bb = load_backbone("toy")
+    for s in DETERMINISTIC_STYLES:
+        faint = float(np.average(ev["recognisability"][s.name], weights=ev["frames"])) < FAINT_BELOW
+        for warn in (service.prompt_warning(s.prompts[0]), bb.prompt_warning(s.prompts[0])):
+            assert (warn is not None and "only faintly" in warn) == faint, (s.name, warn)
+
+
+def test_toy_eval_summary_is_written_only_beside_the_weights_it_describes(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "v2v_core", "toy-eval", str(tmp_path / "clip.mp4"), "--summary",
+                          str(tmp_path / "evaluation.json")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "belongs in its folder" in out.stderr and "evaluation.json" in out.stderr
+    assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_toy_eval_summary_lists_recognisability_and_gap_per_clip(tmp_path):
+    from v2v_core.toy.evaluate import summary
+    from v2v_core.toy.styles import weights_digest
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "w.safetensors").write_bytes(b"w")
+
+    def report(video, rec, psnr):
+        return {"video": f"/x/{video}.mp4", "frames": 48, "size": 256, "recognisability": {"pixel art": rec},
+                "fidelity": {"pixel art": {"psnr": psnr, "bound_psnr": 22.0}}}
+
+    s = summary([report("wolf", 0.0, 16.5), report("kite-walk", 1.0, 17.25)], tmp_path)
+    assert s["weights"] == weights_digest(tmp_path) and s["clips"] == ["wolf", "kite-walk"] and s["frames"] == [48, 48]
+    assert s["recognisability"] == {"pixel art": [0.0, 1.0]} and s["gap_db"] == {"pixel art": [5.5, 4.75]}

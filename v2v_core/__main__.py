@@ -95,9 +95,14 @@ def cmd_translate(args) -> int:
 
 
 def cmd_toy_eval(args) -> int:
-    from .backbones import load_backbone
+    from .backbones import TOY_DIR, load_backbone
     from .toy.evaluate import evaluate
+    from .toy.styles import EVALUATION_FILE
 
+    folder = Path(args.model or TOY_DIR)
+    if args.summary and Path(args.summary).resolve() != (folder / EVALUATION_FILE).resolve():
+        raise V2VError(f"--summary describes the evaluated model's weights, so it belongs in its folder: give "
+                       f"{folder / EVALUATION_FILE}.")
     backbone = load_backbone(args.model or "toy")
     reports = [evaluate(v, frames=args.frames, size=args.size, backbone=backbone) for v in args.video]
     out = json.dumps(reports[0] if len(reports) == 1 else reports, indent=2)
@@ -109,6 +114,11 @@ def cmd_toy_eval(args) -> int:
 
         Path(args.markdown).write_text(markdown_report(reports))
         print("wrote", args.markdown)
+    if args.summary:
+        from .toy.evaluate import summary
+
+        Path(args.summary).write_text(json.dumps(summary(reports, folder), indent=2) + "\n")
+        print("wrote", args.summary)
     if args.grid:
         from .toy.evaluate import style_grid
 
@@ -163,6 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--markdown", default=None, help="also write the model card's tables (every clip side by side) here")
     p.add_argument("--grid", default=None, help="also draw every style on frame 0 of each clip into this PNG")
+    p.add_argument("--summary", default=None, help="also write what the studio tells users about each style (which it "
+                                                   "draws faintly) to MODEL_FOLDER/evaluation.json; only clips the "
+                                                   "model never saw")
     p.add_argument("--model", default=None, help="a toy model folder written by `python -m v2v_core.toy.train --out "
                                                  "DIR` (default: the shipped one), e.g. to compare a re-run")
     p.set_defaults(fn=cmd_toy_eval)

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from .errors import V2VError
+from .toy import MODEL_DIR
 
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 LCM_LORA_ID = "latent-consistency/lcm-lora-sdv1-5"
 TAESD_ID = "madebyollin/taesd"
-TOY_DIR = Path(__file__).parent / "toy" / "model"
+TOY_DIR = MODEL_DIR
 BACKBONES = ("toy", "sd15", "sd15-random")
 OFFLINE_HINT = ("Use --backbone toy (the embedded model, works offline) or --backbone sd15-random (SD-1.5's "
                 "architecture with random weights, for speed and memory benchmarks), or pass a local diffusers folder.")
@@ -52,15 +53,18 @@ class Backbone:
     # The prompts the backbone understands, when it has a closed vocabulary (the toy's styles and their
     # phrasings); None for open-vocabulary text encoders such as SD's CLIP.
     known_prompts: tuple[str, ...] | None = None
+    # The toy's evaluation summary (toy.styles.read_evaluation): which of its styles it draws faintly.
+    evaluation: dict | None = None
     _prompt_cache: dict = field(default_factory=dict, repr=False)
 
     def prompt_warning(self, prompt: str) -> str | None:
-        """A warning naming what the backbone knows, for a prompt outside its vocabulary (else None)."""
+        """A warning naming what the backbone knows, for a prompt outside its vocabulary, or saying that it draws a
+        known style faintly (its evaluation summary); else None."""
         if self.known_prompts is None:
             return None
-        from .toy.styles import unknown_prompt_warning
+        from .toy.styles import prompt_warning
 
-        return unknown_prompt_warning(prompt, f"the {self.name} backbone")
+        return prompt_warning(prompt, self.evaluation, f"the {self.name} backbone")
 
     @property
     def latent_scale(self) -> float:
@@ -322,13 +326,14 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
         pipe.vae.to(memory_format=torch.channels_last)
     name = source if source in BACKBONES else str(source)
     corr = TOY_CORRESPONDENCE_LAYER if source == "toy" and makes_edits else None
-    known = None
+    known, evaluation = None, None
     if source == "toy":
-        from .toy.styles import STYLES
+        from .toy.styles import STYLES, read_evaluation
 
         known = tuple(p for s in STYLES for p in s.prompts)
+        evaluation = read_evaluation(TOY_DIR) if makes_edits else None
     bb = Backbone(name, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype,
-                  makes_edits, correspondence_layer=corr, known_prompts=known)
+                  makes_edits, correspondence_layer=corr, known_prompts=known, evaluation=evaluation)
     if bb.prediction[1] and not bb.image_conditioned:
         raise V2VError(f"The backbone '{source}' predicts offsets from the source frame ({RELATIVE_KEY} in its scheduler "
                        "config), but its UNet does not take the source frame (in_channels is not twice the latent "

@@ -152,6 +152,22 @@ def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, stren
     }
 
 
+def summary(reports: list[dict], folder) -> dict:
+    """What the studio tells its users about a model folder's styles (styles.EVALUATION_FILE): per deterministic style,
+    per clip, the recognisability and the gap to the autoencoder's bound (dB), for the weights of `folder`."""
+    from .styles import weights_digest
+
+    return {
+        "weights": weights_digest(folder),
+        "clips": [Path(r["video"]).stem for r in reports],
+        "frames": [r["frames"] for r in reports], "size": reports[0]["size"],
+        "recognisability": {s: [r["recognisability"][s] for r in reports] for s in reports[0]["recognisability"]},
+        "gap_db": {s: [round(r["fidelity"][s]["bound_psnr"] - r["fidelity"][s]["psnr"], 2) for r in reports]
+                   for s in reports[0]["fidelity"]},
+        "made_by": "python -m v2v_core toy-eval CLIP [CLIP ...] --frames N --summary FOLDER/evaluation.json",
+    }
+
+
 def markdown_report(reports: list[dict]) -> str:
     """The model card's tables for one or more evaluate() reports (one column group per clip): per deterministic
     style output PSNR / SSIM, bound, gap in dB (bound - output), SSIM ratio (output / bound) and the reach reference

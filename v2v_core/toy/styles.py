@@ -11,7 +11,11 @@ training) because their look (edge width, pixel-art block size) is defined in pi
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -155,12 +159,76 @@ def style_for_prompt(prompt: str) -> Style | None:
     return None
 
 
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def unknown_prompt_warning(prompt: str, who: str = "the embedded toy model") -> str | None:
     """The warning for a prompt the toy does not know (None for a known one): names its styles."""
     if style_for_prompt(prompt) is not None:
         return None
-    return (f"{who[0].upper() + who[1:]} only knows its styles, so \"{prompt}\" will not give a meaningful edit. Use one "
+    return (f"{_capitalised(who)} only knows its styles, so \"{prompt}\" will not give a meaningful edit. Use one "
             f"of: {', '.join(s.prompts[0] for s in STYLES)} (or a listed phrasing of them).")
+
+
+# The evaluation summary that `python -m v2v_core toy-eval ... --summary FOLDER/evaluation.json` writes beside a model's
+# weights: per style, how often its output was recognised on clips the model never saw. A style recognised on fewer
+# than FAINT_BELOW of those frames is announced as faint when someone asks for it, so a soft output is not mistaken for
+# a broken studio. The summary names the digest of the weights it measured and is ignored for any other weights.
+EVALUATION_FILE = "evaluation.json"
+FAINT_BELOW = 0.5
+CLEAR_FROM = 0.9
+
+
+def weights_digest(folder) -> str:
+    """A short SHA-256 of every weight file of a model folder (names and bytes): what an evaluation summary was
+    measured on. Reads files only (no torch), so the UI can check it without loading the model."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).glob("*/*.safetensors")):
+        h.update(f"{f.parent.name}/{f.name}".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=8)
+def _read_evaluation(path: str, files: tuple) -> dict | None:
+    d = json.loads(Path(path).read_text())
+    return d if d.get("weights") == weights_digest(Path(path).parent) else None
+
+
+def read_evaluation(folder) -> dict | None:
+    """The folder's evaluation summary, or None when it has none or the summary was measured on other weights
+    (read once per state of the folder's files: the UI asks on every run)."""
+    f = Path(folder) / EVALUATION_FILE
+    if not f.exists():
+        return None
+    files = tuple((str(g), g.stat().st_mtime_ns, g.stat().st_size) for g in [f, *sorted(Path(folder).glob("*/*.safetensors"))])
+    return _read_evaluation(str(f), files)
+
+
+def faint_style_warning(prompt: str, evaluation: dict | None, who: str = "the embedded toy model") -> str | None:
+    """A notice for a known style that the evaluated model draws faintly (recognised on fewer than FAINT_BELOW of the
+    evaluation frames), naming its clearest styles; None for other prompts or without a matching evaluation."""
+    style = style_for_prompt(prompt)
+    rec = (evaluation or {}).get("recognisability", {})
+    if style is None or style.name not in rec:
+        return None
+
+    def share(name):   # of all the evaluation's frames (the clips' lengths differ)
+        return float(np.average(rec[name], weights=evaluation.get("frames")))
+
+    if share(style.name) >= FAINT_BELOW:
+        return None
+    clear = [s.prompts[0] for s in DETERMINISTIC_STYLES if s.name != "photo" and s.name in rec and share(s.name) >= CLEAR_FROM]
+    clips = ", ".join(evaluation.get("clips", []))
+    return (f"{_capitalised(who)} draws \"{prompt}\" only faintly: on clips it never saw ({clips}; "
+            f"{sum(evaluation.get('frames', []))} frames) its output was nearer this style's filter target than every "
+            f"other style's on {share(style.name):.0%} of frames (its model card says why). Its clearest styles: {', '.join(clear)}.")
+
+
+def prompt_warning(prompt: str, evaluation: dict | None = None, who: str = "the embedded toy model") -> str | None:
+    """What to tell someone who asks for `prompt`: that the model does not know it, or that it draws it faintly."""
+    return unknown_prompt_warning(prompt, who) or faint_style_warning(prompt, evaluation, who)
 
 
 def style_targets(sources, prompt: str) -> list[np.ndarray] | None:
