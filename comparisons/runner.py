@@ -142,7 +142,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
             def on_event(e, name=p.name):
                 # counted in frames: the clip's encoding and decoding, and each denoising step over the clip
                 if e["stage"] in ("encode", "decode"):
-                    done, total, stage = e["done"], n, f"{e['stage']}ing"
+                    done, total, stage = e["done"], n, {"encode": "encoding", "decode": "decoding"}[e["stage"]]
                 else:
                     done = (e["step"] - 1) * n + (e["done"] if e["stage"] == "propagate" else 0)
                     total, stage = steps * n, f"denoising step {e['step']}/{steps}: {e['stage']}"

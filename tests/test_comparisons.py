@@ -94,6 +94,18 @@ def test_a_cancelled_run_stops_within_one_frame(tiny_backbone, tmp_path):
     assert ("TokenFlow", 0, 8, "waiting", False) in calls          # every method is on the board from the start
 
 
+def test_an_offline_method_reports_its_stages_in_words(tiny_backbone, tmp_path):
+    """TokenFlow's board: the clip's encoding, each denoising step's parts, the decoding, counted in frames."""
+    from comparisons.runner import run_comparison
+
+    stages = []
+    run_comparison(ROOT / "examples" / "astronaut-pan.mp4", "a cartoon", ["TokenFlow"], tmp_path, backbone=tiny_backbone,
+                   frames=4, size=64, progress=lambda method, done, total, stage: stages.append(stage))
+    seen = list(dict.fromkeys(stages))
+    assert seen[:2] == ["waiting", "encoding"] and "decoding" in seen and seen[-1].startswith("done in"), seen
+    assert any(s.startswith("denoising step 1/2: ") for s in seen) and not any("eing" in s for s in seen), seen
+
+
 def test_job_reports_a_board_per_method_and_stops(tiny_backbone, tmp_path):
     from comparisons import service
 
