@@ -123,6 +123,19 @@ def test_unknown_prompt_on_the_toy_is_a_warning_naming_its_styles(tmp_path):
     assert len(warn) == 1 and "a claymation figure" in warn[0] and "a pencil sketch" in warn[0] and "pixel art" in warn[0]
 
 
+def test_comparisons_run_says_what_the_studio_says_of_a_faint_style(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "comparisons", "run", str(ROOT / "examples" / "astronaut-pan.mp4"),
+                        "--prompt", "pixel art", "--methods", "StreamDiffusion", "--out-dir", str(tmp_path / "r"),
+                        "--frames", "2", "--size", "64"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    from v2v_core.toy import MODEL_DIR
+    from v2v_core.toy.styles import prompt_warning, read_evaluation
+
+    expected = prompt_warning("pixel art", read_evaluation(MODEL_DIR))    # faint in v3.4's evaluation
+    warn = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert warn == ([f"warning: {expected}"] if expected else []), p.stderr
+
+
 @pytest.mark.parametrize("choice,expected", [(None, "cores-1"), ("3", "3"), ("torch", "cores")])
 def test_thread_policy_is_set_where_the_process_starts(choice, expected):
     """v2v_core.threads.apply (called by app.main and the CLIs' __main__): cores - 1 threads with a passive
