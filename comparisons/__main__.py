@@ -35,10 +35,9 @@ def cmd_run(args) -> int:
     from .runner import run_comparison
 
     if args.backbone == "toy":   # what the studio's UI says of this prompt, before the run
-        from v2v_core.toy import MODEL_DIR
-        from v2v_core.toy.styles import prompt_warning, read_evaluation
+        from v2v_core.toy.styles import shipped_model_prompt_warning
 
-        warning = prompt_warning(args.prompt, read_evaluation(MODEL_DIR))
+        warning = shipped_model_prompt_warning(args.prompt)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
     bar = tqdm(unit="frame")

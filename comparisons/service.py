@@ -49,10 +49,9 @@ def prompt_warning(prompt: str) -> str | None:
     shipped weights draw faintly (their evaluation summary)."""
     if BACKBONE != "toy" or not prompt or not prompt.strip():
         return None
-    from v2v_core.toy import MODEL_DIR
-    from v2v_core.toy.styles import prompt_warning as toy_prompt_warning, read_evaluation
+    from v2v_core.toy.styles import shipped_model_prompt_warning
 
-    return toy_prompt_warning(prompt, read_evaluation(MODEL_DIR))
+    return shipped_model_prompt_warning(prompt)
 
 
 def _work_dir(prefix: str) -> Path:

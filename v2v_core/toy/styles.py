@@ -191,7 +191,8 @@ def weights_digest(folder) -> str:
 
 
 @lru_cache(maxsize=8)
-def _read_evaluation(path: str, files: tuple) -> dict | None:
+def _read_evaluation(path: str, state: tuple) -> dict | None:
+    """`state` (the folder's files' mtimes and sizes) is only the cache key: a changed file reads again."""
     d = json.loads(Path(path).read_text())
     return d if d.get("weights") == weights_digest(Path(path).parent) else None
 
@@ -202,8 +203,8 @@ def read_evaluation(folder) -> dict | None:
     f = Path(folder) / EVALUATION_FILE
     if not f.exists():
         return None
-    files = tuple((str(g), g.stat().st_mtime_ns, g.stat().st_size) for g in [f, *sorted(Path(folder).glob("*/*.safetensors"))])
-    return _read_evaluation(str(f), files)
+    stats = [(g, g.stat()) for g in [f, *sorted(Path(folder).glob("*/*.safetensors"))]]
+    return _read_evaluation(str(f), tuple((str(g), st.st_mtime_ns, st.st_size) for g, st in stats))
 
 
 def faint_style_warning(prompt: str, evaluation: dict | None, who: str = "the embedded toy model") -> str | None:
@@ -229,6 +230,14 @@ def faint_style_warning(prompt: str, evaluation: dict | None, who: str = "the em
 def prompt_warning(prompt: str, evaluation: dict | None = None, who: str = "the embedded toy model") -> str | None:
     """What to tell someone who asks for `prompt`: that the model does not know it, or that it draws it faintly."""
     return unknown_prompt_warning(prompt, who) or faint_style_warning(prompt, evaluation, who)
+
+
+def shipped_model_prompt_warning(prompt: str) -> str | None:
+    """prompt_warning for the shipped toy weights, from their evaluation summary, without loading the model (the UI's
+    service and the comparisons CLI ask before a run)."""
+    from . import MODEL_DIR
+
+    return prompt_warning(prompt, read_evaluation(MODEL_DIR))
 
 
 def style_targets(sources, prompt: str) -> list[np.ndarray] | None:
