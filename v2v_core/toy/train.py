@@ -109,7 +109,7 @@ REFINE_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0, 
 # Stage 9 (offset): the UNet re-parametrised to predict x0 as an offset from the source latent (arch.source_relative),
 # then stage 8's objective again. Epsilon prediction rebuilds even "a photo" from the noisy latent, and its error is
 # multiplied by sqrt(1 - abar) / sqrt(abar) in x0; an offset is zero where the style keeps the source.
-OFFSET_STEPS, OFFSET_LR = 2000, 4e-4
+OFFSET_STEPS, OFFSET_LR = 2000, REFINE_LR   # stage 8's learning rate (and style weights, below)
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): stage 2's decoder one block deeper at 1/4 and 1/2 resolution (arch.deeper_decoder, an exact warm
 # start), trained again (encoder frozen: latents, UNet and SVDiff memories are unaffected) on the pool plus Kodak with
