@@ -8,7 +8,6 @@ results into widgets; the tests call the same functions.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import deque
 import queue
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from v2v_core.errors import Cancelled, V2VError
+from v2v_core.errors import Cancelled, V2VError, check_prompt
+from v2v_core.video import MAX_SIZE, check_size  # noqa: F401  (MAX_SIZE: the UI's size slider reads it here)
 
 from .registry import ABLATION_GRIDS, REGISTRY, resolve  # noqa: F401  (the UI lists the grids from here)
 
@@ -31,7 +31,6 @@ def get_backbone(name: str):
 
 BACKBONE = os.environ.get("V2V_BACKBONE", "toy")
 MAX_FRAMES = int(os.environ.get("V2V_MAX_FRAMES", "120"))
-MAX_SIZE = int(os.environ.get("V2V_MAX_SIZE", "512"))
 
 
 def suggested_prompts() -> list[str] | None:
@@ -62,12 +61,11 @@ def check_request(video, prompt, methods, size, frames):
     """The user's mistakes, as one clear message each."""
     if not video:
         raise V2VError("Upload a clip or pick an example first.")
-    if prompt is not None and not str(prompt).strip():
-        raise V2VError("The prompt is empty: describe the output, e.g. \"a pencil sketch\".")
+    if prompt is not None:
+        check_prompt(prompt)
     if methods is not None and not methods:
         raise V2VError("Tick at least one method.")
-    if int(size) % 64 or not 64 <= int(size) <= MAX_SIZE:
-        raise V2VError(f"Size must be a multiple of 64 between 64 and {MAX_SIZE}.")
+    check_size(size)
     if not 2 <= int(frames) <= MAX_FRAMES:
         raise V2VError(f"Frames must be between 2 and {MAX_FRAMES} here.")
 
@@ -131,11 +129,21 @@ class Job:
                 self._events.put((kind, name, value))
             self._events.put(("end", None, None))
         except Cancelled as c:
+            self._mark_stopped(c.method, c.frames)
             self._events.put(("stopped", c.method, c.frames))
         except V2VError as e:
             self._events.put(("error", None, str(e)))
         except BaseException as e:  # a bug: re-raised in the caller's thread, with its traceback
             self._events.put(("crash", None, e))
+
+    def _mark_stopped(self, method: str | None, frames: int) -> None:
+        """The board after a stop: the method that was running says "stopped" at the frame it reached, those that
+        had not started say "not run" (a row must not read "generating" after the run ended)."""
+        for name, row in self.board.items():
+            if name == method:
+                row.update(done=frames, stage=f"stopped at frame {frames}")
+            elif name not in self.finished:
+                row["stage"] = "not run (stopped)"
 
     def stop(self):
         self.cancel.set()
@@ -219,6 +227,24 @@ def replay(bundle=None, source=None, edits: list | None = None, prompt: str | No
     return _presented(rep, out)
 
 
+# The run settings a replayed report gives back to the Compare tab's controls (those a bundle made elsewhere lacks
+# stay as they are): what a Run after the replay would recompute.
+REPLAY_SETTINGS = ("size", "frames", "seed", "strength", "steps")
+
+
+def replay_controls(rep: dict) -> dict:
+    """What the Compare tab's controls show after a replay, so that they describe the results on screen: the input
+    clip (the bundle's copy, or None when it has none), the prompt (None when the bundle names none), the registered
+    methods among its results (ticked), and the run settings it records. Results under other names (imported
+    edits) have no box to tick; they show in the spare panels."""
+    from .registry import REGISTRY
+
+    settings = rep.get("settings") or {}
+    return {"input": rep.get("input"), "prompt": settings.get("prompt"),
+            "methods": [n for n in rep["methods"] if n in REGISTRY],
+            **{k: settings[k] for k in REPLAY_SETTINGS if isinstance(settings.get(k), (int, float))}}
+
+
 def _r(v, digits=2):
     return None if v is None else round(v, digits)
 
@@ -235,8 +261,8 @@ def summary_rows(rep: dict) -> list[list]:
 SUMMARY_HEADERS = ["method", "warp ↓", "warp (paper) ↓", "warp (self-flow) ↓", "style MAE ↓", "fps", "s", "bank MiB"]
 SUMMARY_LEGEND = ("*warp*: warp error on the source's optical flow (0-255, lower is steadier; the table's title says the "
                   "size and frame count it was measured at); *warp (paper)*: the same with the reference script's "
-                  "uint8 arithmetic; *warp (self-flow)*: flow estimated on the edit itself, for results without a "
-                  "source; *style MAE*: distance to the toy prompt's filter target (toy prompts only); *s*: seconds "
+                  "uint8 arithmetic; *warp (self-flow)*: the same with the flow estimated on the edit itself (every "
+                  "result has it; the only warp error of results without a source); *style MAE*: distance to the toy prompt's filter target (toy prompts only); *s*: seconds "
                   "for the whole clip; *bank MiB*: temporal memory held at the last frame.")
 
 
@@ -405,4 +431,18 @@ def correspondence_view(run: dict, x: float, y: float, layer: str | None = None)
     layer = layer or run["default_layer"]
     matches = run["recorder"].match(layer, run["frame"], x, y, run["size"])
     img = render_view(run["frames"], run["frame"], x, y, matches)
-    return img, [dict(dataclasses.asdict(m), heat=None) for m in matches]
+    return img, [match_summary(m) for m in matches]
+
+
+CORRESPONDENCE_LEGEND = ("Each match: the earlier *frame*, the matched point (*x*, *y* in pixels: the centre of the arg-max "
+                         "token's cell), *probability*: the softmax share q·k gives that token among the frame's *tokens* "
+                         "(an even spread would give each 1 / tokens), and *times_uniform*: probability × tokens, how many "
+                         "times more than an even spread (1 = no preference). The heat maps in the picture are the whole "
+                         "softmax over the earlier frame.")
+
+
+def match_summary(m) -> dict:
+    """A match as the Correspondence tab lists it (CORRESPONDENCE_LEGEND): no heat map array, which the picture shows."""
+    tokens = int(m.heat.size)
+    return {"frame": m.frame, "x": round(m.x, 1), "y": round(m.y, 1), "probability": round(m.score, 4),
+            "tokens": tokens, "times_uniform": round(m.score * tokens, 1)}

@@ -127,6 +127,9 @@ def test_job_reports_a_board_per_method_and_stops(tiny_backbone, tmp_path):
     assert (name, job.finished) == ("StreamV2V", ["StreamDiffusion"])
     msg = service.stopped_message(name, value, job.finished, 2)
     assert msg.startswith(f"Stopped after {value} frames of StreamV2V") and value < 24
+    # the board agrees with the message: the stopped method's row says so, at the frame it reached
+    assert job.board["StreamV2V"] == {"done": value, "total": 24, "stage": f"stopped at frame {value}"}
+    assert job.board["StreamDiffusion"]["stage"].startswith("done in")
     # the user's mistakes come out as an "error" event, never as a crash
     bad = service.start_job("session-b", lambda progress, cancel: service.compare_iter(None, "x", ["StreamV2V"]))
     assert [e[0] for e in bad.events(every=0.05) if e[0] != "progress"] == ["error"]
