@@ -214,15 +214,24 @@ def compare_outputs(rep: dict) -> tuple:
             table_update(rep), rep["zip"], public)
 
 
+REPLAY_CONTROLS = ("input", "prompt", "methods", *service.REPLAY_SETTINGS)
+
+
 def load_results(bundle, source, edits, prompt):
     """Replay results made elsewhere (a bundle zip, or a source plus edited videos named by their file
-    names): the same videos, plots and table as a fresh run, and no model is loaded."""
+    names): the same videos, plots and table as a fresh run, and no model is loaded. The run's controls
+    (input, prompt, methods ticked, run settings) take the replayed run's values, so that they describe
+    what is on screen and Run recomputes it."""
     pairs = [(Path(e).stem, e) for e in (edits or [])]
     try:
-        return compare_outputs(service.replay(bundle, source, pairs, prompt))
+        rep = service.replay(bundle, source, pairs, prompt)
     except V2VError as e:   # a warning; the results on screen stay
         gr.Warning(str(e), duration=None)
-        return tuple(gr.update() for _ in range(len(METHOD_NAMES) + SPARE_PANELS + 6))
+        return tuple(gr.update() for _ in range(len(METHOD_NAMES) + SPARE_PANELS + 6 + len(REPLAY_CONTROLS)))
+    shown = service.replay_controls(rep)
+    controls = [gr.update(value=shown[k]) if k in shown and (shown[k] is not None or k == "input") else gr.update()
+                for k in REPLAY_CONTROLS]
+    return (*compare_outputs(rep), *controls)
 
 
 def compare_api(video, prompt, methods, size, frames, seed):
@@ -298,8 +307,9 @@ def build_compare_tab():
                   [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, board], api_name="compare_ui",
                   show_progress="hidden")
     stop.click(stop_job, None, None, concurrency_limit=None, api_visibility="private")
-    load.click(load_results, [bundle, src_clip, edits, prompt], [*vids, mosaic, warp_plot, bank_plot, table, zip_file,
-                                                                 report], api_name="load_results")
+    load.click(load_results, [bundle, src_clip, edits, prompt],
+               [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, video, prompt, methods, size, frames, seed,
+                strength, steps], api_name="load_results")
     with gr.Row(visible=False):  # the stable public API (users' scripts call these two signatures)
         a_video, a_prompt = gr.Video(), gr.Textbox()
         a_methods = gr.Dropdown(METHOD_NAMES, multiselect=True)
@@ -327,7 +337,8 @@ def build_ablation_tab():
                 go = gr.Button("Run ablation", variant="primary", elem_id="run-ablation")
                 stop = gr.Button("Stop", elem_id="stop-ablation")
             if EXAMPLES:
-                gr.Examples([[e] for e in EXAMPLES], [video])
+                rows, labels = example_rows()
+                gr.Examples(rows, [video, prompt], label=EXAMPLES_LABEL, example_labels=labels)
         with gr.Column(scale=2, min_width=320):
             board = gr.HTML(elem_id="ablation-board")
             chart = gr.Plot(label="Warp error by setting", elem_id="ablation-chart")
@@ -497,11 +508,14 @@ def build_correspondence_tab():
             layer = gr.Dropdown([], label="Self-attention layer")
             go = gr.Button("Run", variant="primary")
             if EXAMPLES:
-                gr.Examples([[e] for e in EXAMPLES], [video])
+                rows, labels = example_rows()
+                gr.Examples([[r[0]] for r in rows], [video], label="Example clips", example_labels=labels)
         with gr.Column():
             last = gr.Image(label="Frame n: click a point", interactive=False, elem_id="corr-frame")
-            view = gr.Image(label="Matches in frames n-1 .. n-4", elem_id="corr-view")
-            matches = gr.JSON(label="Matched points")
+            matches = gr.JSON(label="Matched points", elem_id="corr-matches")
+            gr.Markdown(service.CORRESPONDENCE_LEGEND)
+    # the five frames side by side need the page's whole width (in a half column they were drawn 600 px wide)
+    view = gr.Image(label="Frame n and its matches in frames n-1 .. n-4", elem_id="corr-view")
     state = gr.State(None)
 
     def run(video, method, frame):

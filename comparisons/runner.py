@@ -15,7 +15,6 @@ report.json: {"settings": {...}, "input": ..., "mosaic": ...,
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -31,7 +30,7 @@ from v2v_core.metrics import evaluate_clip, peak_memory_bytes
 from v2v_core.toy.styles import style_mae, style_targets
 from v2v_core.video import VideoWriter, iter_frames, probe
 
-from .bundle import FORMAT_VERSION, write_report
+from .bundle import FORMAT_VERSION, self_flow_warp_error, write_report
 from .registry import MethodPreset, resolve
 
 _BACKBONES: dict[tuple, object] = {}
@@ -164,6 +163,9 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
             "flow": m["flow"], "clip_consistency": m["clip_consistency"], "clip_text": m["clip_text"],
             "clip_unavailable_reason": m["clip_unavailable_reason"],
             "warp_error_series": m["warp_error_series"],
+            # the flow of the edit itself, as imported results (which may have no source) always get it: the summary
+            # table's column is filled for every result, fresh or imported
+            "warp_error_self_flow": self_flow_warp_error(outs)[0],
             "style_mae": style_mae(source, outs, prompt, targets),
             "fps": fps_after_warmup(timings) if timings else n / seconds, "seconds": seconds,
             "online": p.online,

@@ -126,3 +126,25 @@ def test_example_clips_say_the_toy_trained_on_their_photos():
     assert photos, "no example clips found"
     said = "trained on these photos" in app.EXAMPLES_LABEL
     assert said == (service.BACKBONE == "toy" and photos <= set(SKIMAGE_PHOTOS)), (photos, app.EXAMPLES_LABEL)
+
+
+def test_replay_restores_the_runs_input_prompt_methods_and_settings(tiny_backbone, monkeypatch):
+    """Load results sets the Compare controls to the replayed run's (so they describe what is on screen and Run
+    recomputes it): its input clip, prompt, ticked methods and run settings; a bad zip changes nothing."""
+    import app
+    from comparisons import service
+
+    monkeypatch.setattr(service, "get_backbone", lambda name: tiny_backbone)
+    rep = service.compare(str(EXAMPLE), "a cartoon", ["StreamDiffusion", "TokenFlow"], size=64, frames=4, seed=3)
+    # a fresh run fills every column of the summary table, the self-flow warp error too (it was empty)
+    assert all(isinstance(row[3], float) and row[3] > 0 for row in rep["table"]), rep["table"]
+    monkeypatch.setattr(app.gr, "Warning", lambda *a, **k: None)
+    out = app.load_results(rep["zip"], None, None, "a thermal image")      # the prompt box held another prompt
+    controls = dict(zip(app.REPLAY_CONTROLS, out[-len(app.REPLAY_CONTROLS):]))
+    assert Path(controls["input"]["value"]).name == "input.mp4" and Path(controls["input"]["value"]).is_file()
+    assert controls["prompt"]["value"] == "a cartoon"
+    assert controls["methods"]["value"] == ["StreamDiffusion", "TokenFlow"]
+    assert {k: controls[k]["value"] for k in ("size", "frames", "seed", "strength", "steps")} == \
+        {"size": 64, "frames": 4, "seed": 3, "strength": 0.4, "steps": 2}
+    bad = app.load_results(str(EXAMPLE), None, None, "a cartoon")             # not a zip: a warning, nothing changes
+    assert all(u == app.gr.update() for u in bad) and len(bad) == len(out)

@@ -46,5 +46,9 @@ def test_correspondence_view_opens_on_a_layer_that_follows_the_motion(tmp_path):
     for x, y in SHIFT_POINTS:
         img, matches = service.correspondence_view(run, x, y)
         assert img.shape == (size, 5 * size, 3) and [m["frame"] for m in matches] == [3, 2, 1, 0]
+        # the listed figures are named and explained (CORRESPONDENCE_LEGEND), with no empty heat-map field
+        assert all(set(m) == {"frame", "x", "y", "probability", "tokens", "times_uniform"} for m in matches)
+        assert all(0 < m["probability"] <= 1 and abs(m["times_uniform"] - m["probability"] * m["tokens"]) < 0.1
+                   for m in matches)
         errs += [max(abs(m["x"] - (x + speed * (4 - m["frame"]))), abs(m["y"] - y)) for m in matches]
     assert np.median(errs) <= 16, errs                  # one 16 px token of that layer
