@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from v2v_core.errors import run_cli
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from v2v_core.errors import argument, check_frames, check_prompt, run_cli
+from v2v_core.video import check_size
 
 
 def cmd_list(args) -> int:
@@ -29,9 +34,64 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from tqdm import tqdm
+class ProgressBars:
+    """`comparisons run`'s progress on stderr: one bar per method and stage kind (generating; TokenFlow's encoding,
+    denoising over all its steps, decoding), each with its total from the start and ended at 100% when its stage is
+    over; the sub-stage (e.g. "step 1/2: propagate") beside it. Called as the runner's progress(method, done, total,
+    stage); reports without a count (waiting, measuring) draw nothing."""
 
+    def __init__(self, file=None):
+        self.file, self.bar, self.key = file, None, None
+
+    @staticmethod
+    def kind(stage: str) -> tuple[str, str]:
+        """("denoising", "step 1/2: propagate") from "denoising step 1/2: propagate"; ("generating", "") etc."""
+        if stage.startswith("denoising step"):
+            return "denoising", stage[len("denoising "):]
+        return stage, ""
+
+    def __call__(self, method, done, total, stage):
+        from tqdm import tqdm
+
+        if total is None or stage == "waiting":
+            return
+        if stage.startswith("done"):
+            if self.key and self.key[0] == method:
+                self.close(complete=True)
+            print(f"{method}: {stage}", file=self.file or sys.stderr)
+            return
+        kind, detail = self.kind(stage)
+        if self.key != (method, kind, total):
+            self.close(complete=True)          # stages run one after another: the one before is over
+            self.key = (method, kind, total)
+            self.bar = tqdm(total=total, desc=f"{method}: {kind}", unit="frame", file=self.file, leave=True)
+        if detail:
+            self.bar.set_postfix_str(detail, refresh=False)
+        self.bar.update(min(done, total) - self.bar.n)
+
+    def close(self, complete: bool = False):
+        if self.bar is not None:
+            if complete:
+                self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+        self.bar = self.key = None
+
+
+@contextmanager
+def out_dir_kept_on_success(path):
+    """A run's --out-dir: when this run made the folder and then fails (or is interrupted), the folder goes too, so a
+    failed run leaves no empty or half-written bundle behind; a folder that was there before is left as it was."""
+    path = Path(path)
+    made = not path.exists()
+    try:
+        yield path
+    except BaseException:
+        if made and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def cmd_run(args) -> int:
     from .runner import run_comparison
 
     if args.backbone == "toy":   # what the studio's UI says of this prompt, before the run
@@ -40,25 +100,14 @@ def cmd_run(args) -> int:
         warning = shipped_model_prompt_warning(args.prompt)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-    bar = tqdm(unit="frame")
-    current = {"stage": None}
-
-    def progress(method, done, total, stage):
-        if total is None or stage == "waiting":
-            return
-        stage = f"{method}: {stage}"
-        if current["stage"] != stage:
-            current["stage"] = stage
-            bar.reset(total=total)
-            bar.set_description(stage)
-        bar.update(done - bar.n)
-
+    bars = ProgressBars()
     try:
-        report = run_comparison(args.input, args.prompt, args.methods, args.out_dir, backbone=args.backbone,
-                                frames=args.frames, size=args.size, seed=args.seed, strength=args.strength,
-                                steps=args.steps, clip_model=args.clip_model, progress=progress)
+        with out_dir_kept_on_success(args.out_dir):
+            report = run_comparison(args.input, args.prompt, args.methods, args.out_dir, backbone=args.backbone,
+                                    frames=args.frames, size=args.size, seed=args.seed, strength=args.strength,
+                                    steps=args.steps, clip_model=args.clip_model, progress=bars)
     finally:
-        bar.close()
+        bars.close()
     from .runner import markdown_table
 
     print(markdown_table(report))
@@ -69,8 +118,9 @@ def cmd_run(args) -> int:
 def cmd_ablate(args) -> int:
     from .ablation import run_ablation
 
-    report = run_ablation(args.input, args.prompt, args.grid, args.out_dir, backbone=args.backbone,
-                          frames=args.frames, size=args.size, seed=args.seed, strength=args.strength, steps=args.steps)
+    with out_dir_kept_on_success(args.out_dir):
+        report = run_ablation(args.input, args.prompt, args.grid, args.out_dir, backbone=args.backbone,
+                              frames=args.frames, size=args.size, seed=args.seed, strength=args.strength, steps=args.steps)
     print(report["ablation_table"])
     print(f"\nwrote {args.out_dir}/ablation.md, ablation.png, ablation.plotly.json")
     return 0
@@ -138,8 +188,10 @@ def cmd_study(args) -> int:
 
 def _common(p, out_default=None):
     p.add_argument("--backbone", default="toy", help="toy | sd15 | sd15-random | a local diffusers folder (default: toy)")
-    p.add_argument("--frames", type=int, default=None, help="use only the first N frames (default: the whole clip)")
-    p.add_argument("--size", type=int, default=256, help="frame size in px, a multiple of 64 (default: 256)")
+    p.add_argument("--frames", type=argument(check_frames), default=None,
+                   help="use only the first N frames, at least 2 (default: the whole clip)")
+    p.add_argument("--size", type=argument(check_size), default=256,
+                   help="frame size in px, a multiple of 64 up to V2V_MAX_SIZE (default: 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of every stream's noise and random choices (default: 0)")
     p.add_argument("--strength", type=float, default=0.4, help="how far outputs move from the input, 0.05-0.95 "
                                                                "(default: 0.4)")
@@ -154,7 +206,7 @@ def main(argv=None) -> int:
     sub.add_parser("list", help="list the registered methods").set_defaults(fn=cmd_list)
     p = sub.add_parser("run", help="run methods side by side on one clip")
     p.add_argument("input", help="the input clip (any container ffmpeg reads)")
-    p.add_argument("--prompt", required=True, help="what the output should be, e.g. \"a pencil sketch\"")
+    p.add_argument("--prompt", required=True, type=argument(check_prompt), help="what the output should be, e.g. \"a pencil sketch\"")
     p.add_argument("--methods", default="StreamDiffusion,StreamV2V",
                    help='comma-separated names (see `list`), "all-online" or "all" (default: StreamDiffusion,StreamV2V)')
     p.add_argument("--out-dir", required=True, help="the results bundle folder to write")
@@ -163,7 +215,7 @@ def main(argv=None) -> int:
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("ablate", help="ablation grid on one clip (table + bar chart)")
     p.add_argument("input", help="the input clip")
-    p.add_argument("--prompt", required=True, help="what the output should be")
+    p.add_argument("--prompt", required=True, type=argument(check_prompt), help="what the output should be")
     p.add_argument("--grid", default="streamv2v", choices=list(GRIDS),
                    help="streamv2v: EA x FF x bank with the code's FF defaults; streamv2v-paper: with the paper's; "
                         "svdiff: memory sizes (default: streamv2v)")

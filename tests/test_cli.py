@@ -1,5 +1,6 @@
 """The translate CLI as a user runs it: playable mp4, report, seeds; examples are deterministic."""
 import json
+import os
 import subprocess
 import sys
 
@@ -157,3 +158,76 @@ def test_thread_policy_is_set_where_the_process_starts(choice, expected):
     want = {"cores-1": str(max(1, int(cores) - 1)), "3": "3", "cores": cores}[expected]
     assert after == want
     assert wait == ("None" if choice == "torch" else "PASSIVE")
+
+
+@pytest.mark.parametrize("cli,args,says", [
+    ("comparisons", ["run", "--prompt", "  ", "--out-dir", "{out}"], "prompt is empty"),
+    ("comparisons", ["run", "--prompt", "a sepia photo", "--size", "99999", "--out-dir", "{out}"], "V2V_MAX_SIZE=512"),
+    ("comparisons", ["run", "--prompt", "a sepia photo", "--size", "100", "--out-dir", "{out}"], "multiple of 64"),
+    ("comparisons", ["run", "--prompt", "a sepia photo", "--frames", "1", "--out-dir", "{out}"], "at least 2"),
+    ("comparisons", ["ablate", "--prompt", "", "--out-dir", "{out}"], "prompt is empty"),
+    ("v2v_core", ["translate", "--prompt", "a sepia photo", "--size", "99999", "--out", "{out}/o.mp4"], "V2V_MAX_SIZE=512"),
+])
+def test_argument_mistakes_are_told_before_anything_loads(cli, args, says, tmp_path):
+    """Knowable mistakes come from argparse: exit 2, the rule in one line, no model loaded (well under the ~5 s a
+    load takes), no progress bar, and no --out-dir left behind."""
+    import time
+
+    out = tmp_path / "out"
+    args = [a.format(out=out) for a in args]
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", cli, args[0], str(ROOT / "examples" / "astronaut-pan.mp4"), *args[1:]],
+                       capture_output=True, text=True, cwd=ROOT, env={**os.environ, "V2V_MAX_SIZE": "512"})
+    assert p.returncode == 2 and says in p.stderr, p.stderr
+    assert "frame/s" not in p.stderr and "frame [" not in p.stderr and "%|" not in p.stderr, p.stderr   # no bar
+    assert not out.exists() and time.monotonic() - t < 20
+
+
+def test_a_failed_comparisons_run_leaves_no_out_dir(tmp_path):
+    bad = tmp_path / "not-a-video.mp4"
+    bad.write_bytes(b"no video here")
+    p = subprocess.run([sys.executable, "-m", "comparisons", "run", str(bad), "--prompt", "a sepia photo",
+                        "--methods", "StreamDiffusion", "--out-dir", str(tmp_path / "r"), "--frames", "2", "--size", "64"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error:"), p.stderr
+    assert not (tmp_path / "r").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("a folder that was there before is left as it was")
+    subprocess.run([sys.executable, "-m", "comparisons", "run", str(bad), "--prompt", "a sepia photo", "--out-dir",
+                    str(kept), "--frames", "2", "--size", "64"], capture_output=True, text=True, cwd=ROOT)
+    assert [f.name for f in kept.iterdir()] == ["mine.txt"]
+
+
+def test_progress_bars_have_totals_from_the_start_and_end_at_100_percent():
+    """comparisons run's bars (ProgressBars), fed the runner's reports of a StreamDiffusion then a TokenFlow run of 12
+    frames at 2 steps: each bar is created with its total, and every bar ends full."""
+    import io
+
+    from comparisons.__main__ import ProgressBars
+
+    err = io.StringIO()
+    bars = ProgressBars(file=err)
+    n, steps = 12, 2
+    for m in ("StreamDiffusion", "TokenFlow"):
+        bars(m, 0, n, "waiting")
+    for i in range(n):
+        bars("StreamDiffusion", i + 1, n, "generating")
+    bars("StreamDiffusion", n, None, "measuring (warp error, style)")
+    bars("StreamDiffusion", n, n, "done in 1.0 s")
+    for i in range(n):
+        bars("TokenFlow", i + 1, n, "encoding")
+    for s in range(1, steps + 1):
+        bars("TokenFlow", (s - 1) * n, steps * n, f"denoising step {s}/{steps}: keyframes")
+        for i in range(n):
+            bars("TokenFlow", (s - 1) * n + i + 1, steps * n, f"denoising step {s}/{steps}: propagate")
+    for i in range(n // 2):                      # decoding reported in chunks: the bar still ends full
+        bars("TokenFlow", 2 * i + 1, n, "decoding")
+    bars("TokenFlow", n, n, "done in 2.0 s")
+    bars.close()
+    finals = [seg.rsplit("\r", 1)[-1] for seg in err.getvalue().split("\n") if seg.strip()]   # what stays on screen
+    bar_lines = [ln for ln in finals if "|" in ln]
+    assert [ln.split(":")[0] + ":" + ln.split(":")[1].split()[0] for ln in bar_lines] == [
+        "StreamDiffusion:generating", "TokenFlow:encoding", "TokenFlow:denoising", "TokenFlow:decoding"], finals
+    assert all("100%" in ln for ln in bar_lines) and all(" 12/12 " in ln or " 24/24 " in ln for ln in bar_lines), finals
+    assert "frame [" not in err.getvalue() and "StreamDiffusion: done in 1.0 s" in finals   # never a bar without a total

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from .config import add_cli_arguments, from_cli
-from .errors import V2VError, run_cli
+from .errors import V2VError, argument, check_prompt, run_cli
+from .video import check_size
 
 
 def _translate_parser(sub):
@@ -32,7 +33,8 @@ def _translate_parser(sub):
 
     p = sub.add_parser("translate", help="translate a clip with a streaming method")
     p.add_argument("input", help="input video (mp4, webm, mov, avi, gif)")
-    p.add_argument("--prompt", required=True, help='what the output should look like, e.g. "a pencil sketch"')
+    p.add_argument("--prompt", required=True, type=argument(check_prompt),
+                   help='what the output should look like, e.g. "a pencil sketch"')
     p.add_argument("--out", required=True, help="output .mp4 (H.264)")
     p.add_argument("--backbone", default="toy", help=f"{' | '.join(BACKBONES)} | PATH to a diffusers folder (default: toy)")
     p.add_argument("--method", default="streamdiffusion", choices=list(METHODS),
@@ -40,7 +42,8 @@ def _translate_parser(sub):
                         "window (attention over the previous 3 frames), temporal-shift, svdiff (learned temporal "
                         "memory), tokenflow (offline reference: whole clip, keyframes + propagation) "
                         "(default: streamdiffusion)")
-    p.add_argument("--size", type=int, default=256, help="frames are resized and centre-cropped to SIZE (multiple of 64)")
+    p.add_argument("--size", type=argument(check_size), default=256,
+                   help="frames are resized and centre-cropped to SIZE (a multiple of 64 up to V2V_MAX_SIZE)")
     p.add_argument("--keep-aspect", action="store_true", help="keep the aspect ratio (long side cropped to a multiple of 64)")
     p.add_argument("--frames", type=int, default=None, help="translate only the first N frames")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: best available)")

@@ -9,6 +9,39 @@ class V2VError(Exception):
     """A problem the user can fix (bad input, unreachable model, impossible setting)."""
 
 
+def check_prompt(prompt) -> str:
+    """The prompt, or a V2VError when it is empty (knowable before any model loads)."""
+    if prompt is None or not str(prompt).strip():
+        raise V2VError("The prompt is empty: describe the output, e.g. \"a pencil sketch\".")
+    return str(prompt)
+
+
+def check_frames(frames) -> int:
+    """A number of frames for a comparison: at least 2 (warp error compares consecutive frames)."""
+    try:
+        n = int(frames)
+    except (TypeError, ValueError):
+        raise V2VError(f"Frames '{frames}' is not a whole number.") from None
+    if n < 2:
+        raise V2VError(f"Frames must be at least 2 (got {n}): temporal consistency compares consecutive frames.")
+    return n
+
+
+def argument(check):
+    """An argparse `type` from a checker that raises V2VError: a mistake in an argument is reported by argparse
+    (the sub-command's usage, exit status 2) before anything is loaded or written."""
+    import argparse
+
+    def parse(text):
+        try:
+            return check(text)
+        except V2VError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = check.__name__.replace("check_", "")     # argparse names the type in some messages
+    return parse
+
+
 def _subparsers(parser):
     """{name: subparser} of a parser's sub-commands, and the attribute that holds the chosen name."""
     import argparse

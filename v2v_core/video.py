@@ -95,6 +95,23 @@ def fitted_size(width: int, height: int, size: int, keep_aspect: bool = False) -
     return (size, size) if not keep_aspect else (nw // SIZE_MULTIPLE * SIZE_MULTIPLE, nh // SIZE_MULTIPLE * SIZE_MULTIPLE)
 
 
+# The largest frame size the studio accepts (UI and command lines alike); a bigger GPU can raise it.
+MAX_SIZE = int(os.environ.get("V2V_MAX_SIZE", "512"))
+
+
+def check_size(size) -> int:
+    """`size` as an int when it is a frame size the studio takes (a multiple of SIZE_MULTIPLE from SIZE_MULTIPLE to
+    MAX_SIZE), else a V2VError that says both rules and where the limit comes from."""
+    try:
+        n = int(size)
+    except (TypeError, ValueError):
+        raise V2VError(f"Size '{size}' is not a whole number of pixels; use e.g. 256 or 512.") from None
+    if n % SIZE_MULTIPLE or not SIZE_MULTIPLE <= n <= MAX_SIZE:
+        raise V2VError(f"Size {n} px is not allowed: give a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE} "
+                       f"(the limit is V2V_MAX_SIZE={MAX_SIZE}; set it higher for a bigger GPU).")
+    return n
+
+
 def fit_frame(frame: np.ndarray, size: int, keep_aspect: bool = False) -> np.ndarray:
     """Resize the short side to `size` and centre-crop: to size x size (default), or, with keep_aspect,
     to the largest multiple of 64 on the long side. `size` must be a multiple of 64."""
