@@ -1,6 +1,7 @@
 """Render the studio's example clips (known motion, true optical flow) from scikit-image's photos.
 
-    python examples/make_examples.py            # writes examples/*.mp4, examples/*-flow.npz, prompts.json
+    python examples/make_examples.py            # writes examples/*.mp4 and prompts.json
+    python examples/make_examples.py --flows    # also each clip's true flow, examples/CLIP-flow.npz (not committed)
 
 Deterministic: every run renders the same frames (v2v_core.synthetic). The mp4s are committed (small)
 so the app and a Hugging Face Space have examples without a build step; the true flows (.npz) are
