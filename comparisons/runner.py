@@ -26,7 +26,7 @@ import numpy as np
 
 from v2v_core.engine import Stream, StreamSettings, fps_after_warmup, mean_timings
 from v2v_core.errors import Cancelled, V2VError
-from v2v_core.metrics import evaluate_clip, peak_memory_bytes
+from v2v_core.metrics import evaluate_clip, laplacian_energy, peak_memory_bytes
 from v2v_core.toy.styles import style_mae, style_targets
 from v2v_core.video import VideoWriter, iter_frames, probe
 
@@ -167,6 +167,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
             # table's column is filled for every result, fresh or imported
             "warp_error_self_flow": self_flow_warp_error(outs)[0],
             "style_mae": style_mae(source, outs, prompt, targets),
+            "laplacian": laplacian_energy(outs),
             "fps": fps_after_warmup(timings) if timings else n / seconds, "seconds": seconds,
             "online": p.online,
             "timings_ms": {k2: 1000 * v for k2, v in mean_timings(timings).items()} if timings
@@ -186,6 +187,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
     with VideoWriter(out_dir / "mosaic.mp4", info.fps) as w:
         for i in range(n):
             w.write(mosaic_frame([source[i]] + [outputs[nm][i] for nm in names[1:]], names))
+    report["relative_to_baseline"] = relative_to_baseline(report["methods"])
     report["format_version"] = FORMAT_VERSION
     write_report(report, out_dir, markdown_table(report))      # a results bundle (comparisons.bundle)
     if keep_frames:
@@ -193,21 +195,47 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
     yield "report", None, report
 
 
+BASELINE = "StreamDiffusion"
+RELATIVE_KEYS = ("warp_error", "warp_error_paper_compatible", "style_mae", "laplacian")
+
+
+def relative_to_baseline(methods: dict, baseline: str = BASELINE) -> dict | None:
+    """Each method's figures over the per-frame baseline's on the same frames (warp errors, style MAE: below 1 is
+    better; laplacian, the fine detail: well below 1 means a steadier output won by blurring); None when the run
+    has no baseline. A figure the method lacks (style MAE outside the toy's styles) is None."""
+    if baseline not in methods:
+        return None
+    base = methods[baseline]
+
+    def ratio(m, k):
+        return round(m[k] / base[k], 3) if m.get(k) is not None and base.get(k) else None
+
+    return {"baseline": baseline, "methods": {n: {k: ratio(m, k) for k in RELATIVE_KEYS} for n, m in methods.items()}}
+
+
+def _x(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
 def markdown_table(report: dict) -> str:
     s = report["settings"]
     lines = [f"Input `{Path(s['input']).name}`, prompt \"{s['prompt']}\", backbone `{s['backbone']}`, "
              f"{s['frames']} frames at {s['size']} px, seed {s['seed']}, strength {s['strength']}, {s['steps']} steps.",
              "", "| method | warp error ↓ | warp error (paper-compatible) ↓ | style MAE ↓ | CLIP consistency | fps | s total | "
-             "bank MiB (last frame) |", "|---|---|---|---|---|---|---|---|"]
+             "bank MiB (last frame) | warp / baseline | detail / baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rel = (report.get("relative_to_baseline") or {}).get("methods", {})
     for name, m in report["methods"].items():
         clip = f"{m['clip_consistency']:.2f}" if m["clip_consistency"] is not None else "n/a"
         bank = (m["bank_bytes"][-1] if m["bank_bytes"] else 0) / 2 ** 20
         style = f"{m['style_mae']:.2f}" if m.get("style_mae") is not None else "n/a"
         lines.append(f"| {name} | {m['warp_error']:.2f} | {m['warp_error_paper_compatible']:.2f} | {style} | {clip} | "
-                     f"{m['fps']:.2f} | {m['seconds']:.1f} | {bank:.2f} |")
+                     f"{m['fps']:.2f} | {m['seconds']:.1f} | {bank:.2f} | {_x(rel.get(name, {}).get('warp_error'))} | "
+                     f"{_x(rel.get(name, {}).get('laplacian'))} |")
     flow = next(iter(report["methods"].values()))["flow"] if report["methods"] else "?"
     lines.append("")
     lines.append(f"Warp error: flow `{flow}` on the source; the paper-compatible column reproduces the reference "
                  "script's uint8 wrap-around (see README). Style MAE: mean absolute error (0-255) to the toy "
-                 "prompt's filter target (n/a for other prompts): what steadiness costs in fidelity.")
+                 "prompt's filter target (n/a for other prompts): what steadiness costs in fidelity. The last two "
+                 f"columns divide by {BASELINE}'s figures on the same frames (n/a without it): warp error (below 1: "
+                 "steadier) and detail, the mean absolute Laplacian (well below 1: steadier by blurring).")
     return "\n".join(lines)

@@ -43,6 +43,12 @@ def test_runner_equals_each_method_alone(tiny_backbone, tmp_path):
     assert len(frames["TokenFlow"]) == len(alone) == 6
     assert all(np.array_equal(a, b) for a, b in zip(alone, frames["TokenFlow"]))
     assert rep["methods"]["TokenFlow"]["online"] is False and rep["methods"]["TokenFlow"]["bank_bytes"] == []
+    # each method against the per-frame baseline on the same frames (report and table)
+    rel = rep["relative_to_baseline"]["methods"]
+    assert rel["StreamDiffusion"] == {"warp_error": 1.0, "warp_error_paper_compatible": 1.0, "style_mae": 1.0, "laplacian": 1.0}
+    m, b = rep["methods"]["TokenFlow"], rep["methods"]["StreamDiffusion"]
+    assert rel["TokenFlow"]["laplacian"] == round(m["laplacian"] / b["laplacian"], 3)
+    assert f"| {rel['TokenFlow']['warp_error']:.2f}x |" in (tmp_path / "report.md").read_text()
     names = names + ["TokenFlow"]
     raw = json.loads((tmp_path / "report.json").read_text())       # a results bundle: versioned, names inside it
     assert raw["format_version"] == 1 and raw["methods"]["StreamV2V"]["video"] == "streamv2v.mp4"
@@ -217,3 +223,13 @@ def test_ablation_reports_each_setting_as_it_finishes(tiny_backbone):
     kind, _, rep = events[-1]
     assert kind == "report" and Path(rep["png"]).exists() and Path(rep["mosaic"]).exists()
     assert "at 64x64 px over 3 frames" in rep["ablation_title"] and "| EA on, FF on, dyme |" in rep["ablation_table"]
+
+
+def test_relative_to_baseline_by_hand():
+    from comparisons.runner import relative_to_baseline
+
+    methods = {"StreamDiffusion": {"warp_error": 4.0, "warp_error_paper_compatible": 8.0, "style_mae": 2.0, "laplacian": 10.0},
+               "X": {"warp_error": 2.0, "warp_error_paper_compatible": 6.0, "style_mae": None, "laplacian": 5.0}}
+    assert relative_to_baseline(methods)["methods"]["X"] == {"warp_error": 0.5, "warp_error_paper_compatible": 0.75,
+                                                             "style_mae": None, "laplacian": 0.5}
+    assert relative_to_baseline({"X": methods["X"]}) is None          # no baseline in the run: no ratios
