@@ -94,8 +94,9 @@ def main():
             load_example("corr-input")
             pg.get_by_role("button", name="Run", exact=True).last.click()
             pg.wait_for_selector("#corr-frame img", timeout=300_000)
-            box = pg.locator("#corr-frame img").bounding_box()
-            pg.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+            img = pg.locator("#corr-frame img").first     # a locator's click scrolls it into view first (the
+            box = img.bounding_box()                        # full-width match view below can scroll the page)
+            img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.45})
             pg.wait_for_selector("#corr-view img", timeout=60_000)
             pg.wait_for_timeout(1000)
             shoot("tab_correspondence")
