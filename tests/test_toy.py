@@ -97,6 +97,11 @@ def test_toy_eval_judges_structure_against_the_autoencoders_bound():
     assert rep["fidelity"]["photo"]["reach_psnr"] == round(float(np.mean([psnr(r, f) for r, f in zip(twice, clip)])), 2)
     assert rep["fidelity"]["photo"]["reach_psnr"] < rep["fidelity"]["photo"]["bound_psnr"]
     assert set(rep["invented_detail"]) == set(rep["invented_detail_bound"]) == {"pointillism", "snowy scene"}
+    # the attention probe: every style, both kinds, and the prompt lives in the cross-attention (zeroing it moves
+    # every non-photo style's output far more than zeroing the self-attention does: a v3.4 fact, TOY_MODEL_NOTES.md)
+    share = rep["attention_share"]
+    assert set(share) == {s.name for s in STYLES} and all(set(v) == {"attn1", "attn2"} for v in share.values())
+    assert all(share[n]["attn2"] < share[n]["attn1"] for n in share if n != "photo"), share
     # the dots are drawn through the autoencoder: its round trip of the pointillism target keeps far more
     # detail than the photo output has
     assert rep["invented_detail_bound"]["pointillism"] > 2
@@ -447,3 +452,70 @@ def test_toy_eval_summary_lists_recognisability_and_gap_per_clip(tmp_path):
     s = summary([report("wolf", 0.0, 16.5), report("kite-walk", 1.0, 17.25)], tmp_path)
     assert s["weights"] == weights_digest(tmp_path) and s["clips"] == ["wolf", "kite-walk"] and s["frames"] == [48, 48]
     assert s["recognisability"] == {"pixel art": [0.0, 1.0]} and s["gap_db"] == {"pixel art": [5.5, 4.75]}
+
+
+def test_attention_everywhere_is_an_exact_warm_start_with_self_attention_at_full_resolution():
+    """arch.attention_everywhere (stage 10): every down and up block gets a transformer block, the latent's full
+    resolution included, and until it is trained the UNet computes exactly what it did."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from v2v_core.toy.arch import attention_everywhere
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
+                                attention_head_dim=4, norm_num_groups=8).eval()
+    wide = attention_everywhere(unet).eval()
+    full = [n for n, _ in wide.named_modules() if n.endswith("attn1") and n.startswith(("down_blocks.0.", "up_blocks.1."))]
+    assert len(full) == 3 and not any(n.startswith(("down_blocks.0.", "up_blocks.1.")) for n, _ in unet.named_modules()
+                                      if n.endswith("attn1"))
+    x, e = torch.randn(2, 4, 16, 16), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        assert torch.equal(unet(x, 300, e).sample, wide(x, 300, e).sample)
+    assert attention_everywhere(wide) is wide                      # already everywhere: nothing to add
+
+
+def test_the_shared_choice_style_is_shared_by_similar_colours_and_moves_with_the_noise_under_them():
+    """styles.psychedelic (stage 10's training-only style): two cells of one colour take the same turn wherever they
+    are; changing the noise under cells of that colour changes the turn of every cell of that colour, and noise under
+    a very different colour changes nothing (the choice is an attention over similar tokens, written out)."""
+    from v2v_core.toy.styles import shared_noise
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, :32] = (200, 40, 40)                                    # left half red, right half blue (8x8 cells)
+    img[:, 32:] = (40, 40, 200)
+    eps = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
+    m = shared_noise(img, eps)
+    assert np.allclose(m[:, :4], m[0, 0]) and np.allclose(m[:, 4:], m[0, 4])
+    assert np.isclose(m[0, 0], eps[0, :, :4].mean(), atol=1e-5)     # a uniform region: the mean noise under it
+    moved = eps.copy()
+    moved[0, 3, 1] += 8.0                                          # more noise under one red cell
+    m2 = shared_noise(img, moved)
+    assert np.allclose(m2[:, :4] - m[:, :4], 8.0 / 32, atol=1e-5) and np.allclose(m2[:, 4:], m[:, 4:], atol=1e-6)
+
+
+def test_shared_attention_loss_is_the_cross_entropy_by_hand():
+    """correspondence_loss.shared_attention_loss: per head, -sum_j softmax(target)_ij log softmax(q_h k_h^T / sqrt(d))_ij,
+    averaged; minimal (the target's entropy) when every head's logits equal the target's."""
+    import math
+
+    import torch
+
+    from v2v_core.toy.correspondence_loss import shared_attention_loss
+
+    class Cap:  # one layer, 2 heads of 1 channel, 3 tokens
+        heads = {"l": 2}
+        q = {"l": torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])}
+        k = {"l": torch.tensor([[[2.0, 0.0], [0.0, 0.0], [0.0, -1.0]]])}
+
+    target = torch.tensor([[[0.0, 1.0, 2.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])
+    p = torch.softmax(target, -1)
+    expected = []
+    for h in range(2):
+        qh, kh = Cap.q["l"][0][:, h:h + 1], Cap.k["l"][0][:, h:h + 1]
+        expected.append(-(p[0] * torch.log_softmax(qh @ kh.T / math.sqrt(1), -1)).sum(-1).mean())
+    assert torch.isclose(shared_attention_loss(Cap, target), torch.stack(expected).mean())
+    entropy = -(p * p.log()).sum(-1).mean()
+    assert shared_attention_loss(Cap, target) > entropy

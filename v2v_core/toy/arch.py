@@ -167,3 +167,29 @@ def source_relative(unet, scheduler):
     cfg = dict(scheduler.config)
     cfg.update(prediction_type="sample", **{RELATIVE_KEY: True})
     return unet, LCMScheduler.from_config(cfg)
+
+
+def attention_everywhere(unet):
+    """The same UNet with a cross-attention transformer block in every down and up block, the latent's full
+    resolution included, as SD-1.5 lays them out (SD has 5 of its 16 self-attention layers at full resolution; the
+    toy had none there, and its self-attention carried almost nothing: TOY_MODEL_NOTES.md). Every existing weight is
+    copied; each added transformer block's output projection is zero, so it returns its input (diffusers'
+    Transformer2DModel adds its residual) and the result computes exactly what `unet` does until it is trained."""
+    from diffusers import UNet2DConditionModel
+
+    cfg = dict(unet.config)
+    cfg["down_block_types"] = tuple("CrossAttnDownBlock2D" for _ in cfg["down_block_types"])
+    cfg["up_block_types"] = tuple("CrossAttnUpBlock2D" for _ in cfg["up_block_types"])
+    if tuple(cfg["down_block_types"]) == tuple(unet.config.down_block_types) and \
+            tuple(cfg["up_block_types"]) == tuple(unet.config.up_block_types):
+        return unet
+    wide = UNet2DConditionModel.from_config(cfg)
+    missing, unexpected = wide.load_state_dict(unet.state_dict(), strict=False)
+    assert not unexpected, unexpected
+    added = {k.split(".attentions.")[0] + ".attentions." + k.split(".attentions.")[1].split(".")[0] for k in missing}
+    assert all(".attentions." in k for k in missing), missing
+    modules = dict(wide.named_modules())
+    for name in added:
+        torch.nn.init.zeros_(modules[name].proj_out.weight)
+        torch.nn.init.zeros_(modules[name].proj_out.bias)
+    return wide.to(dtype=unet.dtype)

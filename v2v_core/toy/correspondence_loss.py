@@ -21,10 +21,10 @@ class QKCapture:
     (the correspondence loss shapes the features below them too: the projections of the features the
     diffusion objective alone learns were measured not to be enough)."""
 
-    def __init__(self, unet):
+    def __init__(self, unet, exclude: tuple[str, ...] = ()):
         self.q, self.k, self.handles = {}, {}, []
         for name, m in unet.named_modules():
-            if name.endswith("attn1") and name.startswith(CORR_LAYERS):
+            if name.endswith("attn1") and name.startswith(CORR_LAYERS) and not (exclude and name.startswith(exclude)):
                 for lin, store in ((m.to_q, self.q), (m.to_k, self.k)):
                     self.handles.append(lin.register_forward_hook(lambda _m, _i, out, n=name, d=store: d.__setitem__(n, out)))
 
@@ -68,4 +68,47 @@ def correspondence_loss(cap: QKCapture, shifts: list[tuple[int, int]], g: int) -
                     continue
                 logp = torch.log_softmax(CORR_SHARPEN * (q[qi] @ k[ki].T) / math.sqrt(q.shape[-1]), dim=-1)
                 losses.append(-(tgt[valid] * logp[valid]).sum(-1).mean())
+    return torch.stack(losses).mean()
+
+
+# Stage 10 (attend): the self-attention layers at the latent's full resolution learn to attend to tokens of similar
+# colour, the attention the psychedelic style's shared choice is written as (styles.shared_logits): every head's
+# softmax(q.k / sqrt(d)) against the softmax of the colour kernel (cross-entropy, weight SHARED_ATTN_WEIGHT). Without
+# it the network met the style's choice with its mean (a bystander attention, TOY_MODEL_NOTES.md); with it, the
+# attention that extended attention and feature fusion act on is one that carries appearance between similar tokens.
+SHARED_ATTN_LAYERS = ("down_blocks.0.", "up_blocks.2.")
+SHARED_ATTN_WEIGHT = 0.05
+
+
+class HeadQKCapture:
+    """Forward hooks on the to_q / to_k of the self-attention layers under `prefixes`: their outputs (B, N, C), with
+    grad, and each layer's number of heads."""
+
+    def __init__(self, unet, prefixes=SHARED_ATTN_LAYERS):
+        self.q, self.k, self.heads, self.handles = {}, {}, {}, []
+        for name, m in unet.named_modules():
+            if name.endswith("attn1") and name.startswith(prefixes):
+                self.heads[name] = m.heads
+                for lin, store in ((m.to_q, self.q), (m.to_k, self.k)):
+                    self.handles.append(lin.register_forward_hook(lambda _m, _i, out, n=name, d=store: d.__setitem__(n, out)))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def shared_attention_loss(cap: HeadQKCapture, target_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every head's attention (B, H, N, N) against softmax(target_logits) (B, N, N), averaged over
+    samples, heads, tokens and layers. The layers must have N tokens (the latent's full resolution)."""
+    target = torch.softmax(target_logits, dim=-1)
+    losses = []
+    for name, q in cap.q.items():
+        b, n, c = q.shape
+        h = cap.heads[name]
+        if n != target.shape[1]:
+            continue
+        qh = q.view(b, n, h, c // h).transpose(1, 2)                                  # (B, H, N, d)
+        kh = cap.k[name].view(b, n, h, c // h).transpose(1, 2)
+        logp = torch.log_softmax(qh @ kh.transpose(-1, -2) / math.sqrt(c // h), dim=-1)  # (B, H, N, N)
+        losses.append(-(target[:, None] * logp).sum(-1).mean())
     return torch.stack(losses).mean()

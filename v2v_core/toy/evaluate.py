@@ -20,6 +20,9 @@ Outputs come from the engine's standard path at the studio's defaults for the to
 - invented_detail_bound: the same ratio for the autoencoder's round trip of that style's target (dots and
   flakes placed by seeded noise): what any UNet could at best show through this autoencoder;
 - prompt_separation_mae: mean absolute difference between outputs of different prompts;
+- attention_share: per style, the PSNR (dB) of the output with every self-attention (attn1) / every cross-attention
+  (attn2) output zeroed against the untouched output, on the first ATTENTION_FRAMES frames (attention_share): how much
+  of what the model draws lives in its attention (what StreamV2V, window attention and TokenFlow act on);
 - fps: frames/second of the per-frame baseline at `size` px (strength 0.4, 2 steps), after warm-up.
 SSIM is scikit-image's structural_similarity over the three channels (7x7 windows, data range 255).
 """
@@ -34,6 +37,7 @@ import torch
 
 from ..backbones import load_backbone, to_tensor, to_uint8
 from ..engine import Stream, StreamSettings, fps_after_warmup
+from ..metrics import laplacian_energy  # noqa: F401  (toy-eval's detail measure; imported from here by tests)
 from ..video import read_video
 from .styles import DETERMINISTIC_STYLES
 
@@ -84,17 +88,31 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=2, data_range=255))
 
 
-def laplacian_energy(frames) -> float:
-    """Mean absolute Laplacian of the grey frames: how much fine detail (dots, flakes, edges) they hold."""
-    import cv2
-
-    return float(np.mean([np.abs(cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_32F)).mean() for f in frames]))
-
-
 def round_trip(bb, frames) -> list[np.ndarray]:
     """The backbone's autoencoder: encode then decode each frame."""
     with torch.inference_mode():
         return [to_uint8(bb.decode_latents(bb.encode_images(to_tensor(f, bb.device, bb.dtype))))[0] for f in frames]
+
+
+ATTENTION_FRAMES = 8                   # the attention probe's frames (3 runs per style)
+ATTENTION_KINDS = ("attn1", "attn2")   # diffusers' names: self-attention, cross-attention (the prompt)
+
+
+def attention_share(bb, clip, prompt: str, strength: float = 0.4, steps: int = 2) -> dict:
+    """How much the output depends on the UNet's self- and cross-attention: per kind, the mean PSNR (dB) of the
+    per-frame baseline's output with EVERY such layer's output zeroed (forward hooks, removed afterwards) against the
+    untouched output. High (40+ dB): the model draws without it; low: what it draws lives there (TOY_MODEL_NOTES.md)."""
+    def run(kind=None):
+        handles = [m.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+                   for name, m in bb.unet.named_modules() if kind and name.endswith(kind)]
+        try:
+            return list(Stream(bb, prompt, StreamSettings(strength=strength, steps=steps, seed=0)).run(clip))
+        finally:
+            for h in handles:
+                h.remove()
+
+    base = run()
+    return {kind: round(float(np.mean([psnr(a, b) for a, b in zip(base, run(kind))])), 2) for kind in ATTENTION_KINDS}
 
 
 def _mean_agreement(images, refs) -> tuple[float, float]:
@@ -134,6 +152,7 @@ def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, stren
     rng = np.random.default_rng(0)
     invented_bound = {s.name: round(laplacian_energy(round_trip(bb, [s.apply(f, rng=rng) for f in clip])) / photo_detail, 2)
                       for s in STYLES if not s.deterministic}
+    share = {s.name: attention_share(bb, clip[:ATTENTION_FRAMES], s.prompts[0], strength, steps) for s in STYLES}
     base = Stream(bb, "a pencil sketch", StreamSettings(strength=0.4, steps=2, seed=0))
     list(base.run(clip))
     vae_psnr, vae_ssim = _mean_agreement(recon, clip)
@@ -147,6 +166,7 @@ def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, stren
         "invented_detail": invented,
         "invented_detail_bound": invented_bound,
         "prompt_separation_mae": round(float(np.mean(sep)), 2),
+        "attention_share": share, "attention_share_frames": min(len(clip), ATTENTION_FRAMES),
         "fps": round(fps_after_warmup(base.timings), 2),
         "eval_settings": {"strength": strength, "steps": steps, "seed": 0, "threads": torch.get_num_threads()},
     }
@@ -192,6 +212,9 @@ def markdown_report(reports: list[dict]) -> str:
     for key in ("recognisability", "invented_detail", "invented_detail_bound"):
         for style in reports[0].get(key, {}):
             lines.append(f"| {key}: {style} | " + " | ".join(str(r[key][style]) for r in reports) + " |")
+    for style in reports[0].get("attention_share", {}):      # dB with every attn1 / attn2 output zeroed
+        lines.append(f"| attention_share attn1 / attn2 dB: {style} | " + " | ".join(
+            f"{r['attention_share'][style]['attn1']} / {r['attention_share'][style]['attn2']}" for r in reports) + " |")
     lines += ["", f"autoencoder round trip, mean over the clips: {np.mean([r['vae_psnr_db'] for r in reports]):.2f} dB, "
                   f"SSIM {np.mean([r['vae_ssim'] for r in reports]):.3f}"]
     return "\n".join(lines) + "\n"

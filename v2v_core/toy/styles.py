@@ -117,6 +117,49 @@ def snowy_scene(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
     return out
 
 
+# Psychedelic: each region's hue turns by an angle chosen from the noise SHARED by the frame's tokens of similar colour,
+# the way SD's self-attention lets similar tokens agree on an invented detail. A token (one latent cell) weighs every
+# token of the frame by exp(-|c_p - c_j|^2 / 2 SHARED_SIGMA^2) (c: the cell's mean RGB in 0..1) and takes the weighted
+# mean of noise channel 0; its hue turns by SHARED_TURN * tanh(SHARED_GAIN * mean) degrees. A moved frame puts the
+# same content over other noise, so the choice flickers (the per-frame baseline's flicker); a method that lets the
+# frame attend to past frames' similar tokens averages their noise in, and the choice holds.
+SHARED_SIGMA, SHARED_GAIN, SHARED_TURN = 0.05, 10.0, 45.0
+
+
+def cell_colours(img: np.ndarray, gh: int, gw: int) -> np.ndarray:
+    """(gh * gw, 3): each latent cell's mean RGB in 0..1 (the top-left gh x gw cells of 8 px)."""
+    return cv2.resize(img[:gh * 8, :gw * 8], (gw, gh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32) / 255.0
+
+
+def shared_logits(c: np.ndarray) -> np.ndarray:
+    """(N, N) logits of the colour-similarity attention over cells of colours c (N, 3): -|c_p - c_j|^2 / 2 sigma^2."""
+    d2 = (c * c).sum(1)[:, None] + (c * c).sum(1)[None] - 2 * c @ c.T            # (N, N) squared colour distances
+    return -np.maximum(d2, 0) / (2 * SHARED_SIGMA ** 2)
+
+
+def shared_noise(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """(H/8, W/8): per latent cell, the colour-similarity-weighted mean of noise channel 0 over every cell of the
+    image (a softmax attention over the frame, written out)."""
+    h, w = img.shape[:2]
+    gh, gw = min(eps.shape[1], h // 8), min(eps.shape[2], w // 8)
+    logits = shared_logits(cell_colours(img, gh, gw))
+    wts = np.exp(logits - logits.max(1, keepdims=True))
+    wts /= wts.sum(1, keepdims=True)
+    return (wts @ eps[0, :gh, :gw].reshape(-1).astype(np.float32)).reshape(gh, gw)
+
+
+def psychedelic(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """Vivid colours whose hue turns by up to SHARED_TURN degrees per region, the turn chosen from the noise shared
+    by similar colours (shared_noise), interpolated smoothly between latent cells."""
+    h, w = img.shape[:2]
+    turn = SHARED_TURN * np.tanh(SHARED_GAIN * shared_noise(img, eps))
+    turn = cv2.resize(turn.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + turn * 256.0 / 360.0) % 256.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.6 + 40.0, 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
+
+
 @dataclass(frozen=True)
 class Style:
     name: str
@@ -146,6 +189,9 @@ STYLES: tuple[Style, ...] = (
     Style("pointillism", ("pointillism", "a pointillist painting", "painted with dots", "a dotted painting"), pointillism, False),
     Style("snowy scene", ("a snowy scene", "snowing", "a winter scene with snow", "falling snow"), snowy_scene, False),
 )
+# Styles a training stage may add before the shipped weights know them (the UI lists STYLES only).
+PSYCHEDELIC = Style("psychedelic", ("a psychedelic painting", "psychedelic", "psychedelic colours", "a psychedelic poster"),
+                    psychedelic, False)
 STYLE_BY_NAME = {s.name: s for s in STYLES}
 DETERMINISTIC_STYLES = tuple(s for s in STYLES if s.deterministic)
 

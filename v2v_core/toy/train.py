@@ -10,6 +10,7 @@
     python -m v2v_core.toy.train --stage recorr --recorr-steps 1000  # stage 4 again, on the conditioned UNet
     python -m v2v_core.toy.train --stage refine --refine-steps 2000  # stage 7's objective on stage 5's data
     python -m v2v_core.toy.train --stage offset --offset-steps 2000  # x0 as an offset from the source, then stage 8
+    python -m v2v_core.toy.train --stage attend --attend-steps 600   # experimental stage 10 (not in "all", not shipped)
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
@@ -62,6 +63,16 @@ source; then stage 8's objective. With epsilon prediction even "a photo" is rebu
 error of the predicted noise reaches x0 multiplied by sqrt(1 - abar) / sqrt(abar); an offset is exactly zero where
 the style keeps the source, and small where it keeps its structure.
 
+Stage 10, attend (experimental, not part of "all"; the shipped weights do not have it): a transformer block in every
+UNet block, the latent's full resolution included (arch.attention_everywhere, an exact warm start), then stage 9's
+objective with a tenth, training-only style whose invented detail is SHARED by tokens of similar colour
+(styles.psychedelic: each region's hue turn chosen from the colour-similarity-weighted mean of the noise), and
+optionally a cross-entropy that teaches the full-resolution self-attention that colour-similarity attention
+(correspondence_loss.shared_attention_loss). Its purpose: a model whose self-attention carries appearance, so that
+StreamV2V's extended attention and feature fusion, window attention and TokenFlow change what it draws (issue #30).
+Measured so far (model card): 300 and 600 steps did not get there; the network answers the shared choice with its
+mean.
+
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
 from __future__ import annotations
@@ -80,9 +91,10 @@ from tqdm import tqdm
 
 from ..backbones import prediction_of, x0_from_output
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
-from .correspondence_loss import CORR_LAYERS, CORR_SHARPEN, QKCapture, correspondence_loss
+from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, HeadQKCapture,
+                                  QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
-from .styles import STYLES
+from .styles import PSYCHEDELIC, SHARED_SIGMA, STYLES, cell_colours
 
 CROP = 128          # training crop in pixels (16x16 latents)
 T_MIN, T_MAX = 120, 620   # covers strength 0.3..0.6 with 1..4 LCM steps (t = 399/199 at 0.4, 499/259 at 0.5)
@@ -110,6 +122,11 @@ REFINE_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0, 
 # then stage 8's objective again. Epsilon prediction rebuilds even "a photo" from the noisy latent, and its error is
 # multiplied by sqrt(1 - abar) / sqrt(abar) in x0; an offset is zero where the style keeps the source.
 OFFSET_STEPS, OFFSET_LR = 2000, REFINE_LR   # stage 8's learning rate (and style weights, below)
+# Stage 10 (attend): a transformer block in every UNet block, the latent's full resolution included (arch.
+# attention_everywhere, an exact warm start), then stage 9's objective with an invented style whose detail is SHARED by
+# similar tokens of the frame (styles.psychedelic): the self-attention gets something to carry, as SD's does.
+ATTEND_STEPS, ATTEND_LR = 3000, 3e-4
+ATTEND_STYLE_WEIGHTS = {**REFINE_STYLE_WEIGHTS, "psychedelic": 3.0}
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): stage 2's decoder one block deeper at 1/4 and 1/2 resolution (arch.deeper_decoder, an exact warm
 # start), trained again (encoder frozen: latents, UNet and SVDiff memories are unaffected) on the pool plus Kodak with
@@ -236,27 +253,28 @@ class _SdeditBatches:
     (every deterministic style encoded once; crops taken in latent space, aligned to the 8 px cells), a
     style and prompt per sample, noise, a timestep, and the noised source."""
 
-    def __init__(self, pipe, pool, seed: int, style_weights: dict):
+    def __init__(self, pipe, pool, seed: int, style_weights: dict, styles: tuple = STYLES):
         pipe.vae.eval().requires_grad_(False)
         pipe.vae.to(memory_format=torch.channels_last)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.pool, self.vae = pool, pipe.vae
         self.abar = pipe.scheduler.alphas_cumprod.float()
-        det = [s for s in STYLES if s.deterministic]
+        self.styles = styles
+        det = [s for s in styles if s.deterministic]
         print(f"encoding {len(pool)} images x {len(det)} deterministic styles ...", flush=True)
         with torch.no_grad():
             self.Z = [{s.name: _encode(self.vae, [s.apply(img)])[0] for s in det} for img in tqdm(pool, desc="latents")]
-        self.prompts = [(si, p) for si, s in enumerate(STYLES) for p in s.prompts]
+        self.prompts = [(si, p) for si, s in enumerate(styles) for p in s.prompts]
         tok = pipe.tokenizer
         self.ids = tok([p for _, p in self.prompts], padding="max_length", max_length=tok.model_max_length,
                        truncation=True, return_tensors="pt").input_ids
-        self.by_style = {si: [k for k, (sj, _) in enumerate(self.prompts) if sj == si] for si in range(len(STYLES))}
-        w = np.array([style_weights.get(s.name, 1.0) for s in STYLES])
+        self.by_style = {si: [k for k, (sj, _) in enumerate(self.prompts) if sj == si] for si in range(len(styles))}
+        w = np.array([style_weights.get(s.name, 1.0) for s in styles])
         self.style_p = w / w.sum()
 
     def draw_style(self) -> tuple[int, int]:
-        si = int(self.rng.choice(len(STYLES), p=self.style_p))
+        si = int(self.rng.choice(len(self.styles), p=self.style_p))
         return si, self.by_style[si][int(self.rng.integers(len(self.by_style[si])))]
 
     def latents(self, items, eps: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +283,7 @@ class _SdeditBatches:
         g = crop // 8
         z_src, z_tgt, rand_jobs = [], [None] * len(items), []
         for b, (i, y, x, flip, si) in enumerate(items):
-            style = STYLES[si]
+            style = self.styles[si]
             ly, lx = y // 8, x // 8
             zs = self.Z[i]["photo"][:, ly:ly + g, lx:lx + g]
             if style.deterministic:
@@ -285,6 +303,16 @@ class _SdeditBatches:
             for (b, _), z in zip(rand_jobs, zr):
                 z_tgt[b] = z
         return torch.stack(z_src), torch.stack(z_tgt)
+
+    def cells(self, items, crop: int) -> torch.Tensor:
+        """(B, N, 3): each sample's source crop's latent-cell colours (styles.cell_colours), in the crop's own
+        (possibly flipped) frame, for the shared-attention loss."""
+        g = crop // 8
+        out = []
+        for i, y, x, flip, _ in items:
+            img = self.pool[i][y:y + crop, x:x + crop]
+            out.append(cell_colours(np.ascontiguousarray(img[:, ::-1] if flip else img), g, g))
+        return torch.from_numpy(np.stack(out))
 
     def noised(self, z_src, z_tgt, eps, keep, t):
         """The in-style quarter, then x_t = sqrt(abar) z_src + sqrt(1-abar) eps."""
@@ -334,7 +362,8 @@ class _SdeditBatches:
         keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
         t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src}
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src,
+                "cells": self.cells(items + partners, crop)}
 
 
 def _crop_plan(step: int, batch: int) -> tuple[int, int]:
@@ -396,13 +425,17 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
 
 
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
-              corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune"):
+              corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
+              shared_weight: float = 0.0):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
-    cross-entropy on the self-attention queries and keys (see correspondence_loss)."""
-    data = _SdeditBatches(pipe, pool, seed + 3, style_weights)
+    cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
+    full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
+    left out of the correspondence loss (stage 10)."""
+    data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles)
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
-    cap = QKCapture(pipe.unet)
+    cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else ())
+    shared = HeadQKCapture(pipe.unet) if shared_weight else None
 
     def draw(step):
         crop, n = _crop_plan(step, batch)
@@ -410,11 +443,20 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         out["g"] = crop // 8
         return out
 
+    def extra(b):
+        loss = corr_weight * correspondence_loss(cap, b["shifts"], b["g"])
+        if shared is not None:
+            c = b["cells"]                                                    # (B, N, 3)
+            target = -torch.cdist(c, c).square() / (2 * SHARED_SIGMA ** 2)   # styles.shared_logits, batched
+            loss = loss + shared_weight * shared_attention_loss(shared, target)
+        return loss
+
     try:
-        _fit(pipe, data, steps, lr, ema_decay, desc, draw,
-             lambda b: corr_weight * correspondence_loss(cap, b["shifts"], b["g"]))
+        _fit(pipe, data, steps, lr, ema_decay, desc, draw, extra)
     finally:
         cap.remove()
+        if shared is not None:
+            shared.remove()
 
 
 def train_cond(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = COND_LR, ema_decay: float = 0.998):
@@ -462,7 +504,7 @@ def _load(out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine", "offset"],
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine", "offset", "attend"],
                     default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--decoder-steps", type=int, default=800)
@@ -473,6 +515,8 @@ def main(argv=None):
     ap.add_argument("--recorr-steps", type=int, default=RECORR_STEPS)
     ap.add_argument("--refine-steps", type=int, default=REFINE_STEPS)
     ap.add_argument("--offset-steps", type=int, default=OFFSET_STEPS)
+    ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)
+    ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
@@ -579,6 +623,21 @@ def main(argv=None):
         save(pipe, args.out, {"offset_steps": args.offset_steps, "offset_minutes": round((time.time() - t0) / 60, 1),
                               "offset_lr": OFFSET_LR, "offset_style_weights": REFINE_STYLE_WEIGHTS, "prediction": "x0 = source latent + output"})
         print(f"offset re-parametrisation done in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+    if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
+        from .arch import attention_everywhere
+
+        torch.manual_seed(args.seed)
+        pipe = _load(args.out)
+        pipe.unet = attention_everywhere(pipe.unet)
+        t0 = time.time()
+        tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
+                  style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
+                  shared_weight=args.shared_weight)
+        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_minutes": round((time.time() - t0) / 60, 1),
+                              "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
+                              "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
+        print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":
