@@ -158,10 +158,14 @@ def build_study_admin_tab():
         check_password(pw)
         if not files:
             raise gr.Error("Upload at least one results zip.")
-        n = call_service(study.create, list(files), STUDY_DB, attention_checks=int(n_checks or 0))
+        call_service(study.create, list(files), STUDY_DB, attention_checks=int(n_checks or 0))
         methods = study.methods(STUDY_DB)
-        return (f"Study ready: {n} blind pairs over {len(methods)} results ({', '.join(methods)}).",
-                gr.update(choices=methods, value=methods[0] if methods else None))
+        conn = open_db()
+        try:
+            said = study.describe(conn)            # counted from the database: the report says the same
+        finally:
+            conn.close()
+        return f"Study ready: {said}", gr.update(choices=methods, value=methods[0] if methods else None)
 
     def create_invites(pw, n, request: gr.Request):
         check_password(pw)

@@ -172,9 +172,12 @@ def cmd_study(args) -> int:
     from . import study
 
     if args.study_cmd == "create":
-        n = study.create(args.results, args.out, attention_checks=args.attention_checks)
-        print(f"wrote {args.out}: {n} blind pairs" + (f" + {args.attention_checks} attention checks"
-                                                       if args.attention_checks else ""))
+        study.create(args.results, args.out, attention_checks=args.attention_checks)
+        conn = study.connect(args.out)
+        try:
+            print(f"wrote {args.out}: {study.describe(conn)}")
+        finally:
+            conn.close()
     elif args.study_cmd == "report":
         print(study.report(args.db, args.reference, args.png))
     else:

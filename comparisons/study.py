@@ -12,10 +12,12 @@ replaces it. The database runs in WAL mode and every vote is one transaction, so
 lose nothing and a process killed mid-vote leaves it consistent.
 
 Win rate of method M against the reference R, over votes on (M, R) pairs: (wins + 0.5 draws) / votes;
-"both bad" counts as a draw. Reported with win / draw / lose counts, a 95% Wilson score interval over
-votes and a 95% bootstrap interval over ANNOTATORS (seeded; one person's votes are resampled together),
-as "n = k" instead of a percentage below MIN_VOTES votes; Bradley-Terry strengths with bootstrap
-intervals; Krippendorff's alpha (nominal) for agreement. `export_design` writes the design as JSON.
+"both bad" counts as a draw. Reported per criterion with win / draw / lose counts, shown as "n = k" instead of a
+percentage below MIN_VOTES votes; the statistics (comparisons.study_stats: scipy.stats, choix, krippendorff) take
+the ANNOTATOR as the unit of independence: a 95% two-stage bootstrap interval (annotators, then their pairs) drawn
+only from study_stats.MIN_ANNOTATORS annotators on, the annotators preferring a method with a Wilson interval,
+Bradley-Terry strengths with bootstrap intervals, Krippendorff's alpha (nominal) for agreement. `describe` says what
+the study holds, counted from the database. `export_design` writes the design as JSON.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import numpy as np
 
 from v2v_core.errors import V2VError
 
+from . import study_stats as stats
 from .bundle import load_bundle
 
 CRITERIA = ("text_alignment", "structure", "quality", "temporal_consistency")
@@ -254,168 +257,129 @@ def vote(conn, annotator: str, pair: int, criterion: str, choice: str) -> None:
         raise
 
 
-def _score(method: str, a: str, b: str, winner: str) -> float:
-    """Points for `method` in one vote of pair (a, b): 1 win, 0.5 tie / both bad, 0 loss."""
-    if winner in ("tie", "both_bad"):
-        return 0.5
-    return 1.0 if (winner == "a") == (method == a) else 0.0
-
-
 MIN_VOTES = 5   # below this many votes a win rate is shown as "n = k", never as a percentage
-Z95 = 1.959964
 
 
-def wilson(points: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a rate `points / n` (ties count half a point). Wide when n is small:
-    n = 1 and a win gives [0.21, 1.00], never [1.00, 1.00]."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = points / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
-
-def _annotator_votes(conn, criterion: str | None = None) -> dict[str, list[tuple[str, str, str]]]:
-    q = ("SELECT v.annotator, ia.method, ib.method, v.winner FROM votes v JOIN pairs p ON p.id = v.pair "
+def _annotator_votes(conn, criterion: str | None = None) -> dict[str, list[tuple[int, str, str, str]]]:
+    """annotator -> [(pair, method a, method b, winner)] of the comparison pairs (attention checks left out), on one
+    criterion or on all of them."""
+    q = ("SELECT v.annotator, v.pair, ia.method, ib.method, v.winner FROM votes v JOIN pairs p ON p.id = v.pair "
          "JOIN items ia ON ia.id = p.a JOIN items ib ON ib.id = p.b WHERE p.kind = 'compare'")
     out: dict[str, list] = {}
-    for ann, a, b, w in conn.execute(q + (" AND v.criterion = ?" if criterion else ""),
-                                     (criterion,) if criterion else ()):
-        out.setdefault(ann, []).append((a, b, w))
+    for ann, pair, a, b, w in conn.execute(q + (" AND v.criterion = ?" if criterion else ""),
+                                           (criterion,) if criterion else ()):
+        out.setdefault(ann, []).append((pair, a, b, w))
     return out
 
 
-def win_rates(conn, reference: str, criterion: str | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
-    """method -> {win_rate, wins, draws, losses, votes, annotators, low, high (Wilson 95%), boot_low, boot_high
-    (bootstrap over ANNOTATORS, seeded: votes of one person are not independent), shown ("n = k" below
-    MIN_VOTES votes, else the percentage)} against the reference. Draws are ties and "both bad"."""
+def win_rates(conn, reference: str, criterion: str | None = None, seed: int = 0) -> dict:
+    """method -> figures against the reference on one criterion (None: all criteria, a pair's answers together as
+    one unit of its annotator): win_rate, wins / draws / losses, votes, annotators, low / high (95% two-stage
+    bootstrap over annotators and their pairs, None below study_stats.MIN_ANNOTATORS: `interval` then says so),
+    preferring (annotators who gave it more than half the points, of those not even, with a Wilson interval), shown
+    ("n = k" below MIN_VOTES votes, else the percentage). Draws are ties and "both bad"."""
     by_ann = _annotator_votes(conn, criterion)
-    methods = sorted({m for vs in by_ann.values() for a, b, _ in vs for m in (a, b)} - {reference})
-    rng = np.random.default_rng(seed)
+    methods = sorted({m for vs in by_ann.values() for _, a, b, _ in vs for m in (a, b)} - {reference})
     out = {}
     for m in methods:
-        per_ann = {ann: [_score(m, a, b, w) for a, b, w in vs if {a, b} == {m, reference}] for ann, vs in by_ann.items()}
-        per_ann = {k: v for k, v in per_ann.items() if v}
-        pts = [x for v in per_ann.values() for x in v]
-        if not pts:
+        units = stats.per_annotator(by_ann, m, reference)
+        if not units:
             continue
-        n, total = len(pts), float(sum(pts))
-        low, high = wilson(total, n)
-        anns = list(per_ann)
-        sums = np.array([sum(per_ann[a]) for a in anns])
-        cnts = np.array([len(per_ann[a]) for a in anns])
-        draw = rng.integers(0, len(anns), (n_boot, len(anns)))
-        boot = sums[draw].sum(1) / cnts[draw].sum(1)
-        out[m] = {"win_rate": total / n, "wins": pts.count(1.0), "draws": pts.count(0.5), "losses": pts.count(0.0),
-                  "votes": n, "annotators": len(anns), "low": low, "high": high,
-                  "boot_low": float(np.percentile(boot, 2.5)), "boot_high": float(np.percentile(boot, 97.5)),
-                  "shown": f"n = {n}" if n < MIN_VOTES else f"{100 * total / n:.1f}%"}
+        pts = [stats.points(m, a, b, w) for vs in by_ann.values() for _, a, b, w in vs if {a, b} == {m, reference}]
+        n, rate = len(pts), stats.win_rate(units)
+        ci = stats.win_rate_interval(units, seed)
+        out[m] = {"win_rate": rate, "wins": pts.count(1.0), "draws": pts.count(0.5), "losses": pts.count(0.0),
+                  "votes": n, "annotators": len(units), "low": None if ci is None else ci[0],
+                  "high": None if ci is None else ci[1],
+                  "interval": stats.too_few(len(units)) if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]",
+                  "preferring": stats.annotators_preferring(units),
+                  "shown": f"n = {n}" if n < MIN_VOTES else f"{100 * rate:.1f}%"}
     return out
 
 
-def bradley_terry(conn, criterion: str | None = None, iters: int = 200) -> dict[str, float]:
-    """Bradley-Terry strengths (normalised to sum 1) by the MM algorithm; ties count half to each."""
-    return _bt([v for vs in _annotator_votes(conn, criterion).values() for v in vs], iters)
+def bradley_terry(conn, criterion: str | None = None) -> dict[str, float]:
+    """Bradley-Terry strengths (sum 1) by choix; a draw is half a win each way. Strongest first."""
+    votes = [v for vs in _annotator_votes(conn, criterion).values() for v in vs]
+    methods = sorted({m for _, a, b, _ in votes for m in (a, b)})
+    return dict(sorted(zip(methods, map(float, stats.bradley_terry(votes, methods))), key=lambda kv: -kv[1]))
 
 
-def _bt(votes, iters: int = 200, methods: list[str] | None = None) -> dict[str, float]:
-    methods = methods or sorted({m for a, b, _ in votes for m in (a, b)})
-    idx = {m: i for i, m in enumerate(methods)}
-    n = len(methods)
-    wins = np.zeros((n, n))
-    for a, b, w in votes:
-        i, j = idx[a], idx[b]
-        sa = _score(a, a, b, w)
-        wins[i, j] += sa
-        wins[j, i] += 1 - sa
-    games = wins + wins.T
-    p = np.ones(n) / max(n, 1)
-    for _ in range(iters):
-        w_i = wins.sum(axis=1)
-        denom = np.array([sum(games[i, j] / (p[i] + p[j]) for j in range(n) if j != i and games[i, j] > 0)
-                          for i in range(n)])
-        p = np.where(denom > 0, w_i / np.maximum(denom, 1e-12), p)
-        p = np.maximum(p, 1e-9)
-        p /= p.sum()
-    return dict(sorted(zip(methods, map(float, p)), key=lambda kv: -kv[1]))
-
-
-def bradley_terry_intervals(conn, criterion: str | None = None, n_boot: int = 200, seed: int = 0) -> dict:
-    """method -> {score, low, high}: Bradley-Terry strengths with 95% intervals by bootstrap over annotators."""
-    by_ann = _annotator_votes(conn, criterion)
-    votes = [v for vs in by_ann.values() for v in vs]
-    if not votes:
-        return {}
-    point = _bt(votes)
-    methods = sorted(point)
-    rng = np.random.default_rng(seed)
-    anns = list(by_ann)
-    boots = []
-    for _ in range(n_boot):
-        sample = [v for k in rng.integers(0, len(anns), len(anns)) for v in by_ann[anns[k]]]
-        bt = _bt(sample, 100, methods)
-        boots.append([bt[m] for m in methods])
-    boots = np.array(boots)
-    out = {m: {"score": point[m], "low": float(np.percentile(boots[:, i], 2.5)),
-               "high": float(np.percentile(boots[:, i], 97.5))} for i, m in enumerate(methods)}
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]["score"]))            # strongest first
+def bradley_terry_intervals(conn, criterion: str | None = None, seed: int = 0) -> dict:
+    """method -> {score, low, high}: Bradley-Terry strengths with 95% bootstrap intervals over annotators (None below
+    study_stats.MIN_ANNOTATORS), strongest first."""
+    return stats.bradley_terry_intervals(_annotator_votes(conn, criterion), seed)
 
 
 def krippendorff_alpha(conn, criterion: str) -> tuple[float | None, int]:
-    """Krippendorff's alpha (nominal) of the annotators' choices on one criterion: units are pairs, values
-    the winner as stored (a, b, tie, both_bad), any number of annotators per pair. (alpha, pairs with at
-    least two votes); None when no pair has two votes or all votes agree on one value."""
-    units: dict[int, list[str]] = {}
-    for pair, w in conn.execute("SELECT v.pair, v.winner FROM votes v JOIN pairs p ON p.id = v.pair "
-                                "WHERE v.criterion = ? AND p.kind = 'compare'", (criterion,)):
-        units.setdefault(pair, []).append(w)
-    units = {u: v for u, v in units.items() if len(v) >= 2}
-    values = sorted({w for v in units.values() for w in v})
-    if not units or len(values) < 2:
-        return None, len(units)
-    k = {w: i for i, w in enumerate(values)}
-    o = np.zeros((len(values), len(values)))                  # coincidence matrix
-    for v in units.values():
-        m = len(v)
-        counts = np.zeros(len(values))
-        for w in v:
-            counts[k[w]] += 1
-        o += (np.outer(counts, counts) - np.diag(counts)) / (m - 1)
-    n_c = o.sum(axis=1)
-    n = n_c.sum()
-    d_o = o.sum() - np.trace(o)
-    d_e = (n * n - (n_c ** 2).sum()) / (n - 1)
-    return (float(1 - d_o / d_e) if d_e > 0 else None), len(units)
+    """Krippendorff's alpha (nominal, the krippendorff package) of the annotators' choices on one criterion: units are
+    pairs, values the winner as stored (a, b, tie, both_bad). (alpha, pairs with at least two votes); None when no
+    pair has two votes or all votes agree on one value."""
+    units: dict[int, dict[str, str]] = {}
+    for ann, pair, w in conn.execute("SELECT v.annotator, v.pair, v.winner FROM votes v JOIN pairs p ON p.id = v.pair "
+                                     "WHERE v.criterion = ? AND p.kind = 'compare'", (criterion,)):
+        units.setdefault(pair, {})[ann] = w
+    return stats.krippendorff_alpha(units)
+
+
+def design_summary(conn) -> dict:
+    """What the study holds, counted from the database (the one source of every sentence that describes it): blind
+    comparison pairs, attention checks, methods, source clips, annotators who voted."""
+    one = lambda q: conn.execute(q).fetchone()[0]  # noqa: E731
+    return {"pairs": one("SELECT COUNT(*) FROM pairs WHERE kind = 'compare'"),
+            "checks": one("SELECT COUNT(*) FROM pairs WHERE kind = 'identical'"),
+            "methods": [m for (m,) in conn.execute("SELECT DISTINCT method FROM items ORDER BY method")],
+            "sources": one("SELECT COUNT(DISTINCT input || '|' || prompt) FROM items"),
+            "annotators": one("SELECT COUNT(DISTINCT annotator) FROM votes")}
+
+
+def describe(conn) -> str:
+    """One sentence of what the study holds (design_summary): the same words at creation, in the report and the admin
+    view."""
+    d = design_summary(conn)
+    checks = f" and {d['checks']} attention check{'s' * (d['checks'] != 1)}" if d["checks"] else ", no attention checks"
+    return (f"{d['pairs']} blind pair{'s' * (d['pairs'] != 1)}{checks}, over {len(d['methods'])} method"
+            f"{'s' * (len(d['methods']) != 1)} ({', '.join(d['methods'])}) on {d['sources']} source clip"
+            f"{'s' * (d['sources'] != 1)}; {d['annotators']} annotator{'s' * (d['annotators'] != 1)} voted so far.")
 
 
 def report(db: str | Path, reference: str, png: str | Path | None = None) -> str:
     conn = connect(db)
-    lines = [f"Against {reference}: win / draw / lose counts (draw = tie or both bad); win rate = (wins + half the "
-             f"draws) / votes, shown as \"n = k\" below {MIN_VOTES} votes; 95% Wilson score interval over votes, and a "
-             "95% bootstrap interval over annotators (an annotator's votes are resampled together).", "",
-             "| method | criterion | win / draw / lose | win rate | Wilson 95% | bootstrap 95% (annotators) | votes | "
+    lines = [f"Study: {describe(conn)}", "",
+             f"Against {reference}, each criterion on its own (\"all criteria\" counts a pair's answers together, as one "
+             f"unit of its annotator): win / draw / lose counts (draw = tie or both bad); win rate = (wins + half the "
+             f"draws) / votes, shown as \"n = k\" below {MIN_VOTES} votes; 95% interval by {stats.BOOTSTRAP_METHOD}, drawn "
+             f"only from {stats.MIN_ANNOTATORS} annotators on; annotators preferring: those who gave the method more than "
+             f"half the points, of those not even, with a {stats.WILSON_METHOD}.", "",
+             "| method | criterion | win / draw / lose | win rate | 95% interval | annotators preferring | votes | "
              "annotators |", "|---|---|---|---|---|---|---|---|"]
     per = {}
-    for crit in (None, *CRITERIA):
+    for crit in (*CRITERIA, None):
         wr = win_rates(conn, reference, crit)
-        per[crit or "all"] = wr
+        per[crit or "all criteria"] = wr
         for m, r in wr.items():
-            lines.append(f"| {m} | {crit or 'all'} | {r['wins']} / {r['draws']} / {r['losses']} | {r['shown']} | "
-                         f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}] | [{100 * r['boot_low']:.1f}, "
-                         f"{100 * r['boot_high']:.1f}] | {r['votes']} | {r['annotators']} |")
+            p = r["preferring"]
+            pref = f"{p['preferring']} of {p['decided']}" + (
+                f" [{100 * p['low']:.1f}, {100 * p['high']:.1f}]" if p["low"] is not None else "")
+            lines.append(f"| {m} | {crit or 'all criteria'} | {r['wins']} / {r['draws']} / {r['losses']} | {r['shown']} | "
+                         f"{r['interval']} | {pref} | {r['votes']} | {r['annotators']} |")
     bt = bradley_terry_intervals(conn)
-    lines += ["", "Bradley-Terry strengths (all criteria; 95% bootstrap interval over annotators; results never "
-              "compared with each other, e.g. of different sources, are not on one scale):", ""]
-    lines += [f"{k + 1}. {m}: {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for k, (m, r) in enumerate(bt.items())]
+    k = design_summary(conn)["annotators"]
+    lines += ["", "Bradley-Terry strengths (choix; all criteria; a draw is half a win each way; 95% percentile bootstrap "
+              f"over annotators, from {stats.MIN_ANNOTATORS} annotators on; results never compared with each other, "
+              "e.g. of different sources, are not on one scale):", ""]
+    lines += [f"{n + 1}. {m}: {r['score']:.3f} " + (f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None
+                                                    else f"({stats.too_few(k)})") for n, (m, r) in enumerate(bt.items())]
     checks = attention_failures(conn)
     failed = {a: r for a, r in checks.items() if r["failed"]}
+    n_checks = design_summary(conn)["checks"]
     lines += ["", "Attention checks (one video on both sides; picking a side fails): "
-              + (f"{len(failed)} of {len(checks)} annotators failed: " + ", ".join(
-                  f"{a} ({r['failed']} of {r['checks']})" for a, r in sorted(failed.items())) if failed
-                 else f"none failed ({len(checks)} annotators answered one)" if checks else "none in this study"), ""]
-    lines += ["", "Agreement between annotators (Krippendorff's alpha, nominal; 1 = full agreement, 0 = chance):", ""]
+              + ("none in this study" if not n_checks else
+                 f"{n_checks} in this study, none answered yet" if not checks else
+                 f"{len(failed)} of {len(checks)} annotators failed: " + ", ".join(
+                     f"{a} ({r['failed']} of {r['checks']})" for a, r in sorted(failed.items())) if failed
+                 else f"{n_checks} in this study; none failed ({len(checks)} annotators answered one)"), ""]
+    lines += ["", "Agreement between annotators (Krippendorff's alpha, nominal, the krippendorff package; 1 = full "
+              "agreement, 0 = chance):", ""]
     for crit in CRITERIA:
         alpha, units = krippendorff_alpha(conn, crit)
         lines.append(f"- {crit}: " + (f"{alpha:.2f} over {units} pairs" if alpha is not None
@@ -476,15 +440,17 @@ def _plot(per: dict, reference: str, png):
         xs = [i + k * width for i in range(len(crits))]
         # below MIN_VOTES no bar (never a percentage): "n = k" is written where the bar would be
         ys = [100 * per[c][m]["win_rate"] if enough(c, m) else np.nan for c in crits]
-        err = [[100 * (per[c][m]["win_rate"] - per[c][m]["low"]) if enough(c, m) else 0 for c in crits],
-               [100 * (per[c][m]["high"] - per[c][m]["win_rate"]) if enough(c, m) else 0 for c in crits]]
+        # an interval only where there are enough annotators for one (study_stats.MIN_ANNOTATORS): no error bar else
+        has = [enough(c, m) and per[c][m]["low"] is not None for c in crits]
+        err = [[100 * (per[c][m]["win_rate"] - per[c][m]["low"]) if h else 0 for c, h in zip(crits, has)],
+               [100 * (per[c][m]["high"] - per[c][m]["win_rate"]) if h else 0 for c, h in zip(crits, has)]]
         ax.bar(xs, ys, width, yerr=err, capsize=3, label=m)
         for x, c in zip(xs, crits):
             if m in per[c] and not enough(c, m):
                 ax.text(x, 3, f"n = {per[c][m]['votes']}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.axhline(50, color="gray", lw=0.8, ls="--")
     ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(crits))], crits, fontsize=8)
-    ax.set_ylabel(f"win rate vs {reference} (%), Wilson 95%")
+    ax.set_ylabel(f"win rate vs {reference} (%), 95% bootstrap")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
     fig.tight_layout()
