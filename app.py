@@ -209,7 +209,7 @@ def video_updates(videos: dict) -> list:
 
 
 def compare_outputs(rep: dict) -> tuple:
-    public = {k: v for k, v in rep.items() if k not in ("_frames",)}
+    public = service.public_report(rep)
     return (*video_updates(rep["videos"]), rep["mosaic"], service.warp_error_figure(rep), service.bank_figure(rep),
             table_update(rep), rep["zip"], public)
 
@@ -237,7 +237,7 @@ def load_results(bundle, source, edits, prompt):
 def compare_api(video, prompt, methods, size, frames, seed):
     """/compare: (video file, prompt, method names, size px, frames, seed) -> (report JSON, result videos)."""
     rep = call_service(service.compare, video, prompt, list(methods or []), int(size), int(frames), int(seed))
-    report = {k: v for k, v in rep.items() if k not in ("videos", "zip", "table")}
+    report = service.public_report(rep)
     return report, [rep["mosaic"], *rep["videos"].values()]
 
 

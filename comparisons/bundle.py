@@ -65,6 +65,10 @@ def portable(report: dict, out_dir: str | Path) -> dict:
         return p.name if p.parent.resolve() == out_dir.resolve() or not p.is_absolute() else str(p)
 
     rep = {k: v for k, v in report.items() if not k.startswith("_") and k not in ("bundle_dir",)}
+    if isinstance(rep.get("settings"), dict) and isinstance(rep["settings"].get("input"), str):
+        # the clip the run read, by name: its folder is the server's or the user's (an upload's temp folder), and a
+        # bundle or report names nothing outside itself
+        rep["settings"] = {**rep["settings"], "input": Path(rep["settings"]["input"]).name}
     rep["format_version"] = FORMAT_VERSION
     rep["input"] = rel(report.get("input"))
     rep["mosaic"] = rel(report.get("mosaic"))

@@ -208,6 +208,19 @@ def _presented(rep: dict, folder: Path) -> dict:
     return rep
 
 
+PRIVATE_KEYS = ("videos", "zip", "table")
+
+
+def public_report(rep: dict) -> dict:
+    """The report as the UI's JSON panel and the /compare API show it: what the bundle's report.json holds (every
+    file by its name inside the bundle, the input clip by its name; no server path), without the UI's own keys."""
+    from .bundle import portable
+
+    any_file = rep.get("mosaic") or next(iter(rep["methods"].values()))["video"]   # every file lies in the bundle
+    folder = rep.get("bundle_dir") or Path(any_file).parent
+    return {k: v for k, v in portable(rep, folder).items() if k not in PRIVATE_KEYS}
+
+
 def replay(bundle=None, source=None, edits: list | None = None, prompt: str | None = None) -> dict:
     """Results made elsewhere, shown like a fresh run, with no backbone loaded: a bundle (zip or folder, e.g.
     the zip this tab offers), or a source clip (optional) plus named edited videos [(name, path), ...]."""

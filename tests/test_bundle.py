@@ -3,6 +3,7 @@ included), studies built from them, and the field's evaluation lists."""
 from __future__ import annotations
 
 import json
+import tempfile
 import subprocess
 import sys
 import zipfile
@@ -228,3 +229,37 @@ def test_safe_extract_enforces_sizes_while_writing(tmp_path):
     zpath = _zip(tmp_path / "z.zip", {"big.md": "x" * 5000})
     with pytest.raises(V2VError, match="more than|at most"):
         safe_extract(zpath, tmp_path / "out", max_bytes=1000)
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
+
+
+def test_no_server_path_in_a_compare_zip_a_cli_bundle_or_the_shown_report(tiny_backbone, tmp_path, monkeypatch):
+    """report.json of a Compare run's zip and of `comparisons run`'s bundle, and the report the UI and /compare show,
+    name files inside the bundle and the input clip by its name: never a folder of the server (an upload's temp
+    folder) or of the user."""
+    import zipfile
+
+    from comparisons import service
+    from comparisons.runner import run_comparison
+
+    monkeypatch.setattr(service, "get_backbone", lambda name: tiny_backbone)
+    clip = ROOT / "examples" / "astronaut-pan.mp4"
+    rep = service.compare(str(clip), "a cartoon", ["StreamDiffusion"], size=64, frames=3)
+    with zipfile.ZipFile(rep["zip"]) as z:
+        zipped = json.loads(z.read("report.json"))
+    run_comparison(clip, "a cartoon", ["StreamDiffusion"], tmp_path / "cli", backbone=tiny_backbone, frames=3, size=64)
+    cli = json.loads((tmp_path / "cli" / "report.json").read_text())
+    for name, report in (("zip", zipped), ("cli", cli), ("shown", service.public_report(rep))):
+        paths = [s for s in _strings(report) if s.startswith("/") or tempfile.gettempdir() in s or str(ROOT) in s
+                 or str(tmp_path) in s]
+        assert paths == [], (name, paths)
+        assert report["settings"]["input"] == "astronaut-pan.mp4" and report["methods"]["StreamDiffusion"]["video"] == "streamdiffusion.mp4"
