@@ -25,7 +25,7 @@ from comparisons import service  # noqa: E402
 from comparisons.registry import PRESETS, REGISTRY  # noqa: E402
 from ui_common import METHOD_NAMES, call_service  # noqa: E402
 from v2v_core.errors import V2VError  # noqa: E402
-from ui_study import SYNC_STUDY_VIDEOS_JS, build_participant_page, build_study_admin_tab  # noqa: E402
+from ui_study import STUDY_CSS, SYNC_STUDY_VIDEOS_JS, build_participant_page, build_study_admin_tab, study_routes  # noqa: E402
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
     import spaces
@@ -564,8 +564,13 @@ def main():
     args = ap.parse_args()
     demo.queue(default_concurrency_limit=1, max_size=20).launch(
         server_name=args.host, server_port=args.port, share=args.share, show_error=True, ssr_mode=False,
-        max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"), js=SYNC_STUDY_VIDEOS_JS, css=BOARD_CSS,
-        head=LIVE_HEAD)
+        **LAUNCH_OPTIONS)
+
+
+# What every launch of the studio needs beyond its address: the study's own video route (registered before Gradio's
+# routes), the scripts and styles of the pages. Tests that launch `demo` themselves pass the same.
+LAUNCH_OPTIONS = dict(max_file_size=os.environ.get("V2V_MAX_UPLOAD", "200mb"), js=SYNC_STUDY_VIDEOS_JS,
+                      css=BOARD_CSS + STUDY_CSS, head=LIVE_HEAD, app_kwargs={"routes": study_routes()})
 
 
 if __name__ == "__main__":

@@ -47,22 +47,74 @@ def _open_study_db():
     return study.connect(STUDY_DB)
 
 
+# The participant's videos come from this route of the study's own (study_routes), never from Gradio's file cache,
+# where the studio's own copy of a result sits under its method's name: /study-video/TOKEN/ID.mp4 answers only the
+# ids the study assigned to that session's participant (comparisons.study.served_video), 404 to anything else.
+STUDY_VIDEO_ROUTE = "/study-video"
+CHOICE_LABELS = {"left": "Left", "right": "Right", "tie": "Tie", "both_bad": "Both bad"}
+# No navigation bar on either page: the participant's page must offer no way into the studio ("Home"), and the
+# study page is reached by its link (the User study tab gives it). gr.Navbar(visible=False) did not hide it in
+# Gradio 6.31 (measured in Chromium), so the bar's holder is hidden by style; so is the participant page's footer
+# (its "Use via API" link opens the studio's API page, which lists the methods).
+STUDY_CSS = """
+.nav-holder { display: none !important; }
+.gradio-container:has(#study-info) footer { display: none !important; }
+#study-left video, #study-right video { width: 100%; max-height: 36vh; background: #000; border-radius: 6px; }
+@media (max-width: 640px) { #study-left video, #study-right video { max-height: 21vh; } }
+"""
+
+
+def study_routes() -> list:
+    """The routes the studio's server adds for the study (pass to launch(app_kwargs={"routes": ...}): registered
+    before Gradio's own, so no page route shadows them)."""
+    from starlette.responses import FileResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    def video(request):
+        from comparisons import study
+
+        vid = request.path_params["vid"].removesuffix(".mp4")
+        path = study.served_video(STUDY_DB, request.path_params["token"], vid)
+        if path is None:
+            return PlainTextResponse("Not found", status_code=404)
+        # no file name, no Content-Disposition: the response names nothing; private: no shared cache keeps it
+        return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
+
+    return [Route(STUDY_VIDEO_ROUTE + "/{token}/{vid}", video, methods=["GET", "HEAD"])]
+
+
+def video_tag(token: str | None, path: str | None) -> str:
+    """The HTML of one study video from the study's route (muted, looping, no download); empty without a video."""
+    if not token or not path:
+        return ""
+    return (f'<video src="{STUDY_VIDEO_ROUTE}/{token}/{Path(path).name}" controls muted loop playsinline preload="auto" '
+            'controlslist="nodownload" disablepictureinpicture></video>')
+
+
 def build_participant_page(page):
     """The participant's page (/study): its own page, so nothing of the studio (no method name, no other
-    tab) reaches a participant's browser; videos under opaque names without download buttons."""
+    tab, no way into the studio) reaches a participant's browser; videos from the study's own route under per-
+    participant opaque ids, without download buttons; the questions beside the videos at desktop size."""
     from comparisons import study
 
-    gr.Markdown("## User study\nBlind pairwise comparison: for each pair, pick the better clip for each question. "
-                "Your answers are saved as you give them: after a reload, enter the same name to continue.")
-    name = gr.Textbox(label="Your name or code")
-    start = gr.Button("Start / continue", variant="primary")
-    info = gr.Markdown()
-    with gr.Row(equal_height=True):
-        left = gr.Video(label="Left", elem_id="study-left", buttons=[], min_width=160)
-        right = gr.Video(label="Right", elem_id="study-right", buttons=[], min_width=160)
-    radios = [gr.Radio(["left", "right", "tie", "both_bad"], label=c.replace("_", " "), elem_id=f"vote-{c}")
-              for c in study.CRITERIA]
-    submit = gr.Button("Next pair")
+    intro = gr.Markdown("## User study\nBlind pairwise comparison: for each pair, pick the better clip for each "
+                        "question. Your answers are saved as you give them: after a reload, enter the same name to "
+                        "continue.")
+    with gr.Row() as login:
+        name = gr.Textbox(label="Your name or code", scale=3)
+        start = gr.Button("Start / continue", variant="primary", scale=1)
+    info = gr.Markdown(elem_id="study-info")
+    with gr.Column(visible=False) as voting:
+        with gr.Row(equal_height=True):
+            # columns of at least 300 px: side by side on a desktop, one above the other on a phone
+            with gr.Column(min_width=300):
+                left = gr.HTML(label="Left", elem_id="study-left")
+            with gr.Column(min_width=300):
+                right = gr.HTML(label="Right", elem_id="study-right")
+        with gr.Row():
+            radios = [gr.Radio([(v, k) for k, v in CHOICE_LABELS.items()], label=c.replace("_", " "),
+                               elem_id=f"vote-{c}", min_width=150) for c in study.CRITERIA]
+        submit = gr.Button("Next pair")
     current = gr.State(None)
     open_db = _open_study_db
 
@@ -74,14 +126,16 @@ def build_participant_page(page):
         annotator = study.annotator_of(conn, token)
         p = study.next_pair(conn, annotator)
         done, total = study.progress(conn, annotator)
-        if p is None:
-            return (token, None, f"All {total} pairs done — thank you!", None, None,
+        if p is None:      # finished: thanks, and nothing else (no empty players, no button)
+            return (token, None, f"## Thank you!\nAll {total} pairs are done; you can close this page.", "", "",
+                    gr.update(visible=False), gr.update(visible=False), gr.update(visible=False),
                     *[gr.update(value=None, label=c.replace("_", " ")) for c in study.CRITERIA])
         shown = study.present(conn, annotator, p)
         lv, rv = study.served_videos(conn, STUDY_DB, annotator, p)
         given = study.answers(conn, annotator, p)
         asked = f" Prompt: **{shown['prompt']}**" if shown.get("prompt") else ""
-        return (token, p, f"Pair {done + 1} of {total}.{asked}", lv, rv,
+        return (token, p, f"Pair {done + 1} of {total}.{asked}", video_tag(token, lv), video_tag(token, rv),
+                gr.update(visible=True), gr.update(visible=False), gr.update(visible=False),
                 *[gr.update(value=given.get(c), label=c.replace("_", " ")) for c in study.CRITERIA])
 
     def begin(annotator):
@@ -101,7 +155,8 @@ def build_participant_page(page):
         missing = [c for c, ch in zip(study.CRITERIA, choices) if ch is None]
         if missing:   # a warning beside each unanswered question; the videos and the given answers stay
             gr.Warning(f"Answer every question first ({', '.join(m.replace('_', ' ') for m in missing)}).")
-            return (token, pair, gr.update(), gr.update(), gr.update(), *labels(missing))
+            return (token, pair, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update(),
+                    *labels(missing))
         return show_pair(open_db(), token)
 
     def prefill(request: gr.Request):
@@ -111,7 +166,7 @@ def build_participant_page(page):
 
     page.load(prefill, None, name, api_visibility="private")
     token = gr.State(None)
-    outs = [token, current, info, left, right, *radios]
+    outs = [token, current, info, left, right, voting, login, intro, *radios]
     start.click(begin, name, outs, api_visibility="private")
     submit.click(next_or_warn, [token, current, *radios], outs, api_visibility="private")
     for c, r in zip(study.CRITERIA, radios):

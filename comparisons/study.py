@@ -175,9 +175,16 @@ def answers(conn, annotator: str, pair: int) -> dict[str, str]:
     return out
 
 
+def _video_id(key: str, annotator: str, pair: int, side: str) -> str:
+    """The opaque id of one side of one pair as one annotator sees it: per annotator, unguessable without the study's
+    secret, and naming nothing."""
+    return hashlib.sha256(f"{key}|{annotator}|{pair}|{side}".encode()).hexdigest()[:20]
+
+
 def served_videos(conn, db: str | Path, annotator: str, pair: int) -> tuple[str, str]:
     """(left, right) as files with opaque names, copied next to the database: nothing in a name, an
-    address or a download says which method made it."""
+    address or a download says which method made it. The study's own copies: the participant's page loads them
+    through served_video (its own route), never from Gradio's shared file cache."""
     shown = present(conn, annotator, pair)
     folder = Path(db).resolve().parent / f"{Path(db).stem}-served"
     folder.mkdir(exist_ok=True)
@@ -185,7 +192,7 @@ def served_videos(conn, db: str | Path, annotator: str, pair: int) -> tuple[str,
     out = []
     for side in ("left", "right"):
         src = Path(shown[side])
-        name = hashlib.sha256(f"{key}|{annotator}|{pair}|{side}".encode()).hexdigest()[:20] + src.suffix.lower()
+        name = _video_id(key, annotator, pair, side) + src.suffix.lower()
         dst = folder / name
         if not dst.exists():
             tmp = dst.with_suffix(".part")
@@ -193,6 +200,27 @@ def served_videos(conn, db: str | Path, annotator: str, pair: int) -> tuple[str,
             os.replace(tmp, dst)
         out.append(str(dst))
     return out[0], out[1]
+
+
+def served_video(db: str | Path, token: str | None, video_id: str) -> Path | None:
+    """The study's copy of the video `video_id` when the session `token` was shown it (one side of one of its
+    annotator's pairs), else None: the participant route answers only the (token, id) pairs the study assigned, and
+    404 to anything else, a guessed name or another participant's id included."""
+    if not Path(db).exists() or not video_id.isalnum():
+        return None
+    conn = connect(db)
+    try:
+        row = conn.execute("SELECT annotator FROM sessions WHERE token = ?", (token or "",)).fetchone() if token else None
+        if row is None:
+            return None
+        key = _secret(conn)
+        for (pair,) in conn.execute("SELECT id FROM pairs"):
+            for k, side in enumerate(("left", "right")):
+                if _video_id(key, row[0], pair, side) == video_id:
+                    return Path(served_videos(conn, db, row[0], pair)[k])
+        return None
+    finally:
+        conn.close()
 
 
 def methods(db: str | Path) -> list[str]:

@@ -280,3 +280,59 @@ def vote_once_and_check_the_form(page):
     page.wait_for_selector(":text('Pair 2 of 3')", timeout=60_000)
     page.wait_for_function("document.querySelectorAll('#vote-quality input[type=radio]:checked').length == 1",
                            timeout=30_000)
+
+
+def test_a_study_from_a_compare_run_on_this_server_stays_blind(page, server, tmp_path):
+    """The documented workflow: a Compare run on this server, its zip, a study from it; a participant at /study gets
+    the videos from the study's own route, and every guess beside them (a method's file name, the report, the input,
+    the mosaic, the zip) is 404; a second participant's ids differ from the first's; the two videos still play as
+    one. (Before: the participant's video sat in Gradio's cache folder beside the studio's `streamv2v.mp4`.)"""
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("astronaut, camera pans: thermal").first.click()
+    page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
+                           "return v && (v.currentSrc || v.src); })()", timeout=60_000)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_selector("#progress-board :text('Done.')", timeout=400_000)
+    link = page.locator("a[href*='results.zip']").first
+    href = link.get_attribute("href")
+    zpath = tmp_path / "compare.zip"
+    zpath.write_bytes(page.request.get(href if href.startswith("http") else server + href).body())
+    page.get_by_role("tab", name="User study").click()
+    page.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill(ADMIN_PW)
+    page.get_by_text("Create the study from results bundles").click()
+    page.locator("#study-bundles input[type=file]").set_input_files(str(zpath))
+    page.wait_for_selector("#study-bundles :text('compare.zip')", timeout=90_000)
+    page.locator("#create-study").click()
+    page.wait_for_selector("#study-created :text('blind pair')", timeout=60_000)
+
+    def participant(pg, name):
+        pg.goto(server + "/study", wait_until="load")
+        pg.get_by_label("Your name or code").fill(name)
+        pg.get_by_role("button", name="Start / continue").click()
+        pg.wait_for_function("(() => { const v = document.querySelector('#study-right video'); return v && v.src; })()",
+                             timeout=60_000)
+        return [pg.evaluate(f"document.querySelector('#study-{s} video').src") for s in ("left", "right")]
+
+    first = participant(page, "first-participant")
+    for link in ("Home", "Use via API"):          # no way from the participant's page into the studio
+        assert page.get_by_text(link, exact=True).count() == 0 or not page.get_by_text(link, exact=True).first.is_visible(), link
+    for src in first:
+        assert "/study-video/" in src and page.request.get(src).status == 200
+        base = src.rsplit("/", 1)[0]
+        for guess in ("streamv2v.mp4", "streamdiffusion.mp4", "StreamV2V.mp4", "report.json", "report.md", "input.mp4",
+                      "mosaic.mp4", "results.zip", "../streamv2v.mp4"):
+            assert page.request.get(f"{base}/{guess}").status == 404, guess
+    # the same pair's files under the studio's own name are not reachable through the study's route either
+    assert page.request.get(server + "/study-video/streamv2v.mp4").status == 404
+    # one control for both: playing the left video plays the right one, pausing stops both
+    page.wait_for_function("document.querySelector('#study-left video')._v2vPartner !== undefined", timeout=30_000)
+    page.evaluate("document.querySelector('#study-left video').play()")
+    page.wait_for_function("!document.querySelector('#study-right video').paused", timeout=10_000)
+    page.evaluate("document.querySelector('#study-left video').pause()")
+    page.wait_for_function("document.querySelector('#study-right video').paused", timeout=10_000)
+    page.screenshot(path=str(ART / "study_route_participant.png"), full_page=True)
+    second = participant(page.context.browser.new_context().new_page(), "second-participant")
+    ids = lambda srcs: {s.rsplit("/", 1)[1] for s in srcs}  # noqa: E731
+    assert ids(first).isdisjoint(ids(second)), (first, second)
+    assert page.request.get(second[0].rsplit("/", 2)[0] + "/" + first[0].rsplit("/", 2)[1] + "/" +
+                            second[0].rsplit("/", 1)[1]).status == 404      # the second's id with the first's token

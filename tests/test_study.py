@@ -347,3 +347,44 @@ def test_words_about_the_study_come_from_the_database(tmp_path):
     assert said.startswith("6 blind pairs and 2 attention checks, over 3 methods (") and "0 annotators voted" in said
     text = study.report(db, "StreamDiffusion")
     assert f"Study: {said}" in text and "2 in this study, none answered yet" in text and "none in this study" not in text
+
+
+def test_the_study_route_serves_only_what_it_assigned(tmp_path, monkeypatch):
+    """/study-video/TOKEN/ID answers the ids the study showed that session's participant (the study's own copy),
+    and 404 to everything else: another participant's id, a guessed method-named file, an unknown token."""
+    import urllib.error
+    import urllib.request
+
+    import app
+    import ui_study
+
+    db = tmp_path / "route.db"
+    study.create(_fake_results(tmp_path), db)
+    monkeypatch.setattr(ui_study, "STUDY_DB", str(db))
+    conn = study.connect(db)
+    alice, bob = study.start_session(conn, "alice"), study.start_session(conn, "bob")
+    pair = study.next_pair(conn, "alice")
+    a_left, a_right = study.served_videos(conn, db, "alice", pair)
+    b_left, _ = study.served_videos(conn, db, "bob", pair)
+    assert {Path(a_left).name, Path(a_right).name}.isdisjoint({Path(b_left).name})     # per-participant ids
+    _, url, _ = app.demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
+                                        ssr_mode=False, **app.LAUNCH_OPTIONS)
+    try:
+        def status(path):
+            try:
+                with urllib.request.urlopen(url.rstrip("/") + path) as r:
+                    return r.status, r.read(), dict(r.headers)
+            except urllib.error.HTTPError as e:
+                return e.code, b"", {}
+
+        code, body, headers = status(f"{ui_study.STUDY_VIDEO_ROUTE}/{alice}/{Path(a_left).name}")
+        assert code == 200 and body == Path(a_left).read_bytes() and headers["content-type"] == "video/mp4"
+        assert not any(m in " ".join(headers.values()) for m in ("StreamDiffusion", "StreamV2V", "Window"))
+        for path in (f"{ui_study.STUDY_VIDEO_ROUTE}/{alice}/{Path(b_left).name}",          # bob's id, alice's token
+                     f"{ui_study.STUDY_VIDEO_ROUTE}/{bob}/{Path(a_left).name}",            # alice's id, bob's token
+                     f"{ui_study.STUDY_VIDEO_ROUTE}/{alice}/StreamV2V.mp4",                 # a guessed method name
+                     f"{ui_study.STUDY_VIDEO_ROUTE}/{alice}/report.json",
+                     f"{ui_study.STUDY_VIDEO_ROUTE}/forged/{Path(a_left).name}"):           # no such session
+            assert status(path)[0] == 404, path
+    finally:
+        app.demo.close()
