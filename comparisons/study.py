@@ -410,7 +410,7 @@ def report(db: str | Path, reference: str, png: str | Path | None = None) -> str
               "agreement, 0 = chance):", ""]
     for crit in CRITERIA:
         alpha, units = krippendorff_alpha(conn, crit)
-        lines.append(f"- {crit}: " + (f"{alpha:.2f} over {units} pairs" if alpha is not None
+        lines.append(f"- {crit}: " + (f"{round(alpha, 2) + 0.0:.2f} over {units} pairs" if alpha is not None
                                        else f"not defined ({units} pairs with two or more votes, or no disagreement possible)"))
     if png:
         _plot(per, reference, png)
@@ -468,14 +468,22 @@ def _plot(per: dict, reference: str, png):
         xs = [i + k * width for i in range(len(crits))]
         # below MIN_VOTES no bar (never a percentage): "n = k" is written where the bar would be
         ys = [100 * per[c][m]["win_rate"] if enough(c, m) else np.nan for c in crits]
-        # an interval only where there are enough annotators for one (study_stats.MIN_ANNOTATORS): no error bar else
-        has = [enough(c, m) and per[c][m]["low"] is not None for c in crits]
-        err = [[100 * (per[c][m]["win_rate"] - per[c][m]["low"]) if h else 0 for c, h in zip(crits, has)],
-               [100 * (per[c][m]["high"] - per[c][m]["win_rate"]) if h else 0 for c, h in zip(crits, has)]]
-        ax.bar(xs, ys, width, yerr=err, capsize=3, label=m)
+        ax.bar(xs, ys, width, label=m)
+        # an error bar only where there are enough annotators for an interval (study_stats.MIN_ANNOTATORS); a bar
+        # without one says why, never a zero-width cap that would look like certainty
         for x, c in zip(xs, crits):
-            if m in per[c] and not enough(c, m):
-                ax.text(x, 3, f"n = {per[c][m]['votes']}", ha="center", va="bottom", fontsize=7, rotation=90)
+            r = per[c].get(m)
+            if r is None:
+                continue
+            if not enough(c, m):
+                ax.text(x, 3, f"n = {r['votes']}", ha="center", va="bottom", fontsize=7, rotation=90)
+            elif r["low"] is None:
+                ax.text(x, 3, f"no interval ({r['annotators']} annotators)", ha="center", va="bottom", fontsize=7,
+                        rotation=90)
+            else:
+                ax.errorbar([x], [100 * r["win_rate"]], yerr=[[100 * (r["win_rate"] - r["low"])],
+                                                            [100 * (r["high"] - r["win_rate"])]],
+                            fmt="none", ecolor="black", capsize=3)
     ax.axhline(50, color="gray", lw=0.8, ls="--")
     ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(crits))], crits, fontsize=8)
     ax.set_ylabel(f"win rate vs {reference} (%), 95% bootstrap")

@@ -28,7 +28,7 @@ N_RESAMPLES = 2000          # bootstrap resamples of the win-rate intervals
 BT_RESAMPLES = 300          # bootstrap resamples of the Bradley-Terry intervals (one choix fit each)
 BT_ALPHA = 0.01             # choix's regularisation: finite strengths when a method never lost or never won
 CONFIDENCE = 0.95
-BOOTSTRAP_METHOD = (f"two-stage bootstrap (annotators, then each one's votes; {N_RESAMPLES} resamples, percentile; "
+BOOTSTRAP_METHOD = (f"two-stage bootstrap (annotators, then each one's pairs; {N_RESAMPLES} resamples, percentile; "
                     "conservative)")
 WILSON_METHOD = "Wilson score interval over annotators (scipy.stats.binomtest)"
 
