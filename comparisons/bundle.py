@@ -29,6 +29,7 @@ refusal is one V2VError that says what is wrong.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -222,6 +223,23 @@ def load_bundle(path: str | Path, extract_to: str | Path | None = None) -> dict:
 
 
 # -- importing outside results ---------------------------------------------------------------------------
+def mosaic_frame(tiles: list[np.ndarray], labels: list[str], cols: int | None = None) -> np.ndarray:
+    """Labelled tiles in a grid (uint8 RGB, all the same size): a run's mosaic and an import's."""
+    import cv2
+
+    cols = cols or math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    h, w = tiles[0].shape[:2]
+    out = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i, (t, lab) in enumerate(zip(tiles, labels)):
+        r, c = divmod(i, cols)
+        tile = t.copy()
+        cv2.rectangle(tile, (0, 0), (w, 18), (0, 0, 0), -1)
+        cv2.putText(tile, lab[:40], (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    return out
+
+
 def self_flow_warp_error(edited: list[np.ndarray], flow: str = "dis") -> tuple[float, list[float]]:
     """Warp error of an edit with the flow estimated on the edit itself (needs no source)."""
     from v2v_core.flow import source_flow
@@ -273,7 +291,6 @@ def import_results(results: dict[str, str | Path], out_dir: str | Path, source: 
     to frame i), and written as an H.264 mp4 at that size. Returns the report (absolute paths)."""
     from v2v_core.video import VideoWriter, probe, read_video
 
-    from .runner import mosaic_frame
 
     if not results:
         raise V2VError("Give at least one result: --result NAME=EDITED.mp4.")

@@ -34,28 +34,33 @@ class MethodPreset:
     config: object = None              # the core method's config dataclass instance (None: defaults / none)
     online: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
+    config_cls: type | None = field(init=False, default=None, compare=False, repr=False)
 
     def build(self, config=None, recorder_factory=None):
         """The method object for a Stream; `config` replaces the preset's (e.g. UI overrides)."""
         return make_method(self.core_method, config if config is not None else self.config, recorder_factory)
 
+    def __post_init__(self):
+        # the config's class, resolved once: fields() and with_overrides() (called on every UI switch and every Live
+        # settings change) read it here instead of sending the method's name back to the core each time
+        object.__setattr__(self, "config_cls", type(self.config) if self.config is not None
+                           else config_class(self.core_method))
+
     def with_overrides(self, **overrides):
         """The preset's config with some fields changed (validated by the core)."""
-        cls = config_class(self.core_method)
-        if cls is None:
+        if self.config_cls is None:
             if overrides:
                 raise ValueError(f"{self.name} has no settings to override")
             return None
-        base = self.config if self.config is not None else cls()
+        base = self.config if self.config is not None else self.config_cls()
         return dataclasses.replace(base, **overrides)
 
     def fields(self) -> list[dict]:
         """Config fields with metadata (range, step, help) and this preset's values, for UIs."""
-        cls = config_class(self.core_method)
-        if cls is None:
+        if self.config_cls is None:
             return []
-        cfg = self.config if self.config is not None else cls()
-        return [dict(f, value=getattr(cfg, f["name"])) for f in describe(cls)]
+        cfg = self.config if self.config is not None else self.config_cls()
+        return [dict(f, value=getattr(cfg, f["name"])) for f in describe(self.config_cls)]
 
 
 PRESETS: tuple[MethodPreset, ...] = (

@@ -15,13 +15,11 @@ report.json: {"settings": {...}, "input": ..., "mosaic": ...,
 """
 from __future__ import annotations
 
-import math
 import re
 import time
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from v2v_core.engine import Stream, StreamSettings, fps_after_warmup, mean_timings
@@ -30,7 +28,7 @@ from v2v_core.metrics import evaluate_clip, laplacian_energy, peak_memory_bytes
 from v2v_core.toy.styles import style_mae, style_targets
 from v2v_core.video import VideoWriter, iter_frames, probe
 
-from .bundle import FORMAT_VERSION, self_flow_warp_error, write_report
+from .bundle import FORMAT_VERSION, mosaic_frame, self_flow_warp_error, write_report
 from .registry import MethodPreset, resolve
 
 _BACKBONES: dict[tuple, object] = {}
@@ -48,21 +46,6 @@ def get_backbone(name: str = "toy", device=None, dtype=None):
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def mosaic_frame(tiles: list[np.ndarray], labels: list[str], cols: int | None = None) -> np.ndarray:
-    """Labelled tiles in a grid (uint8 RGB, all the same size)."""
-    cols = cols or math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    h, w = tiles[0].shape[:2]
-    out = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for i, (t, lab) in enumerate(zip(tiles, labels)):
-        r, c = divmod(i, cols)
-        tile = t.copy()
-        cv2.rectangle(tile, (0, 0), (w, 18), (0, 0, 0), -1)
-        cv2.putText(tile, lab[:40], (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
-        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
-    return out
 
 
 def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out_dir: str | Path, backbone="toy",

@@ -233,3 +233,20 @@ def test_relative_to_baseline_by_hand():
     assert relative_to_baseline(methods)["methods"]["X"] == {"warp_error": 0.5, "warp_error_paper_compatible": 0.75,
                                                              "style_mae": None, "laplacian": 0.5}
     assert relative_to_baseline({"X": methods["X"]}) is None          # no baseline in the run: no ratios
+
+
+def test_a_preset_holds_its_config_class_and_asks_the_core_nothing_on_a_switch(monkeypatch):
+    """fields() and with_overrides() (every UI switch, every Live settings change) read the preset's own config class:
+    the method's name does not travel back to the core for them."""
+    import comparisons.registry as registry
+    from v2v_core.streamv2v import StreamV2VConfig
+
+    def refuse(name):
+        raise AssertionError(f"config_class({name!r}) asked again")
+
+    monkeypatch.setattr(registry, "config_class", refuse)
+    ff_only = REGISTRY["StreamV2V (FF only)"]
+    assert ff_only.config_cls is StreamV2VConfig and REGISTRY["StreamDiffusion"].config_cls is None
+    assert {f["name"] for f in ff_only.fields()} >= {"extended_attention", "feature_fusion"}
+    assert ff_only.with_overrides(ff_strength=0.5) == StreamV2VConfig(extended_attention=False, ff_strength=0.5)
+    assert REGISTRY["StreamDiffusion"].fields() == [] and REGISTRY["StreamDiffusion"].with_overrides() is None

@@ -25,6 +25,7 @@ import torch
 
 from .errors import V2VError
 from .toy import MODEL_DIR
+from .toy.arch import RELATIVE_KEY  # noqa: F401  (re-exported: the engine's name for it)
 
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 LCM_LORA_ID = "latent-consistency/lcm-lora-sdv1-5"
@@ -134,9 +135,6 @@ class Backbone:
 
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-# A key of the scheduler's config that diffusers keeps and ignores (leading underscore): the UNet's "sample"
-# prediction is an offset from the clean encoded source frame (x0 = src + out), for image-conditioned UNets.
-RELATIVE_KEY = "_sample_relative_to_source"
 
 
 def prediction_of(config) -> tuple[str, bool]:

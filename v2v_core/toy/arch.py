@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import torch
 
+# A key of the scheduler's config that diffusers keeps and ignores (leading underscore): the UNet's "sample"
+# prediction is an offset from the clean encoded source frame (x0 = src + out), for image-conditioned UNets.
+# (Defined here, below v2v_core.backbones, which reads it: the two modules import in one direction only.)
+RELATIVE_KEY = "_sample_relative_to_source"
+
 TEXT_WIDTH = 64
 MAX_PROMPT_TOKENS = 32
 
@@ -157,8 +162,6 @@ def source_relative(unet, scheduler):
     scheduler config). Its output convolution starts at zero, so step 0 returns the source itself ("a photo"
     exactly); the body keeps its trained features. Returns (unet, scheduler), the scheduler a new object."""
     from diffusers import LCMScheduler
-
-    from ..backbones import RELATIVE_KEY
 
     if unet.config.in_channels != 2 * unet.config.out_channels:
         raise ValueError("source_relative needs an image-conditioned UNet (arch.image_conditioned)")
