@@ -56,6 +56,7 @@ def example_rows():
     labels = [EXAMPLE_PROMPTS.get(Path(e).stem, ("", Path(e).stem))[1] or Path(e).stem for e in EXAMPLES]
     return rows, labels
 SPARE_PANELS = 6            # result panels for names outside the registry (imported results)
+DEFAULT_METHODS = ("StreamDiffusion", "StreamV2V")   # ticked on the Compare tab (and in the examples' results)
 
 
 def control_for(field: dict):
@@ -214,7 +215,29 @@ def compare_outputs(rep: dict) -> tuple:
             table_update(rep), rep["zip"], public)
 
 
+def show_example_results(evt: gr.SelectData):
+    """An example's results made in advance (examples/make_results.py), shown at once by replay and labelled so;
+    nothing changes when there are none for the configured model."""
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    rep = service.example_results(EXAMPLES[int(index)]) if EXAMPLES else None
+    if rep is None:
+        return tuple(gr.update() for _ in range(len(METHOD_NAMES) + SPARE_PANELS + 8))
+    order = list(rep["methods"])
+    note = (f"Made in advance with the embedded model (weights {rep['settings']['made_in_advance']['weights']}, "
+            f"{rep['settings']['made_in_advance'].get('command', 'python examples/make_results.py')}): press Run to compute "
+            "them live.")
+    board = {n: {"done": rep["settings"]["frames"], "total": rep["settings"]["frames"], "stage": "made in advance"}
+             for n in order}
+    return (*compare_outputs(rep), progress_board(board, order, note), gr.update(value=service.replay_controls(rep)["methods"]))
+
+
 REPLAY_CONTROLS = ("input", "prompt", "methods", *service.REPLAY_SETTINGS)
+PLACEHOLDER_PLOTS: list = []      # the Compare tab's charts, drawn empty when a page opens (placeholder_plots)
+
+
+def placeholder_plots():
+    return (service.placeholder_figure("Warp error per frame pair appears here after a run"),
+            service.placeholder_figure("Temporal memory per frame appears here after a run"))
 
 
 def load_results(bundle, source, edits, prompt):
@@ -251,13 +274,14 @@ def build_compare_tab():
         with gr.Column(scale=1, min_width=320):
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="compare-input", height=240)
             prompt = prompt_box("a thermal image")
-            methods = gr.CheckboxGroup(METHOD_NAMES, value=["StreamDiffusion", "StreamV2V"], label="Methods")
+            methods = gr.CheckboxGroup(METHOD_NAMES, value=list(DEFAULT_METHODS), label="Methods")
             with gr.Row():
                 go = gr.Button("Run", variant="primary", elem_id="run-compare")
                 stop = gr.Button("Stop", elem_id="stop-compare")
+            examples = None
             if EXAMPLES:
                 rows, labels = example_rows()
-                gr.Examples(rows, [video, prompt], label=EXAMPLES_LABEL, example_labels=labels)
+                examples = gr.Examples(rows, [video, prompt], label=EXAMPLES_LABEL, example_labels=labels)
             with gr.Accordion("Run settings", open=False):
                 size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)")
                 frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
@@ -307,9 +331,16 @@ def build_compare_tab():
                   [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, board], api_name="compare_ui",
                   show_progress="hidden")
     stop.click(stop_job, None, None, concurrency_limit=None, api_visibility="private")
+    if examples is not None:      # an example's click shows its results made in advance at once (Run recomputes)
+        # no model and no queue slot to wait for: a replay takes well under a second, even while another run holds
+        # the queue's one slot
+        examples.dataset.select(show_example_results, None,
+                                [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, board, methods],
+                                api_visibility="private", show_progress="hidden", concurrency_limit=None)
     load.click(load_results, [bundle, src_clip, edits, prompt],
                [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, video, prompt, methods, size, frames, seed,
                 strength, steps], api_name="load_results")
+    PLACEHOLDER_PLOTS.extend([warp_plot, bank_plot])
     with gr.Row(visible=False):  # the stable public API (users' scripts call these two signatures)
         a_video, a_prompt = gr.Video(), gr.Textbox()
         a_methods = gr.Dropdown(METHOD_NAMES, multiselect=True)
@@ -548,6 +579,8 @@ with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
     with gr.Tab("User study"):
         build_study_admin_tab()
     demo.load(camera_help, None, live_help, api_visibility="private", show_progress="hidden")
+    demo.load(placeholder_plots, None, PLACEHOLDER_PLOTS, api_visibility="private", show_progress="hidden",
+              concurrency_limit=None)
     demo.unload(stop_job)       # a closed or reloaded tab ends its running job: the worker is free again
 with demo.route("Participate in the study", "/study") as study_page:
     build_participant_page(study_page)
@@ -557,6 +590,8 @@ def main():
     from v2v_core.threads import apply
 
     apply()     # the thread policy (v2v_core.threads: cores - 1, passive wait) before the model loads torch
+    if EXAMPLES:    # the first click on an example replays its results: its libraries load now, not on that click
+        service.example_results(EXAMPLES[0])
     ap = argparse.ArgumentParser(description="V2V Studio web UI")
     ap.add_argument("--host", default=os.environ.get("V2V_HOST", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("V2V_PORT", "7860")))

@@ -221,6 +221,35 @@ def public_report(rep: dict) -> dict:
     return {k: v for k, v in portable(rep, folder).items() if k not in PRIVATE_KEYS}
 
 
+# Results the Compare tab shows on an example's first click (examples/make_results.py makes them): one bundle per
+# example clip, shown by replay only while it was made with the weights the studio runs.
+EXAMPLE_RESULTS = Path(__file__).resolve().parents[1] / "examples" / "results"
+
+
+def made_in_advance() -> dict:
+    """What identifies the model that example results were made with: the shipped toy's name and weights digest."""
+    from v2v_core.toy import MODEL_DIR
+    from v2v_core.toy.styles import weights_digest
+
+    return {"backbone": "toy", "weights": weights_digest(MODEL_DIR)}
+
+
+def example_results(clip) -> dict | None:
+    """The example clip's results made in advance, as a replayed report (`made_in_advance` in its settings), or None:
+    no bundle for that clip, another backbone configured, or a bundle made with other weights than the shipped ones."""
+    if not clip or BACKBONE != "toy":
+        return None
+    stem = Path(str(clip)).stem
+    bundle, example = EXAMPLE_RESULTS / f"{stem}.zip", EXAMPLE_RESULTS.parent / f"{stem}.mp4"
+    # the example clip itself (an upload that only shares its name gets nothing made in advance)
+    if not bundle.is_file() or not example.is_file() or Path(str(clip)).read_bytes() != example.read_bytes():
+        return None
+    rep = replay(bundle)
+    if rep["settings"].get("made_in_advance", {}).get("weights") != made_in_advance()["weights"]:
+        return None
+    return rep
+
+
 def replay(bundle=None, source=None, edits: list | None = None, prompt: str | None = None) -> dict:
     """Results made elsewhere, shown like a fresh run, with no backbone loaded: a bundle (zip or folder, e.g.
     the zip this tab offers), or a source clip (optional) plus named edited videos [(name, path), ...]."""
@@ -289,6 +318,17 @@ def measured_at(rep: dict) -> str:
     n = first.get("frames") or st.get("frames") or (len(series) + 1 if series else None)
     where = (f" at {size[0]}x{size[1]} px" if size else "") + (f" over {n} frames" if n else "")
     return f"warp error{where}" if where else "warp error (size and frames not recorded)"
+
+
+def placeholder_figure(text: str):
+    """An empty chart that says what will appear: shown when the page opens, so the browser has the charting library
+    loaded before the first results arrive (a first click's results are on screen at once, charts included)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.update_layout(height=220, xaxis_visible=False, yaxis_visible=False, margin=dict(t=20, b=20),
+                      annotations=[dict(text=text, showarrow=False, font=dict(size=14, color="#888"))])
+    return fig
 
 
 def warp_error_figure(rep: dict):

@@ -148,3 +148,40 @@ def test_replay_restores_the_runs_input_prompt_methods_and_settings(tiny_backbon
         {"size": 64, "frames": 4, "seed": 3, "strength": 0.4, "steps": 2}
     bad = app.load_results(str(EXAMPLE), None, None, "a cartoon")             # not a zip: a warning, nothing changes
     assert all(u == app.gr.update() for u in bad) and len(bad) == len(out)
+
+
+def test_every_example_ships_results_made_with_the_shipped_weights(tmp_path):
+    """examples/make_results.py's bundles: one per example clip, its prompt and the default methods, 24 frames at
+    256 px, made with the weights the studio ships (retrained weights fail here until the command is re-run); an
+    upload that only shares an example's name gets nothing made in advance."""
+    import app
+    from comparisons import service
+    from v2v_core.toy import MODEL_DIR
+    from v2v_core.toy.styles import weights_digest
+
+    assert app.EXAMPLES
+    for clip in app.EXAMPLES:
+        rep = service.example_results(clip)
+        assert rep is not None, f"no results made in advance for {clip}: run python examples/make_results.py"
+        s = rep["settings"]
+        assert s["made_in_advance"]["weights"] == weights_digest(MODEL_DIR), "made with other weights: re-run it"
+        assert s["prompt"] == app.EXAMPLE_PROMPTS[Path(clip).stem][0] and (s["frames"], s["size"]) == (24, 256)
+        assert list(rep["methods"]) == list(app.DEFAULT_METHODS) and all(Path(v).is_file() for v in rep["videos"].values())
+    impostor = tmp_path / Path(app.EXAMPLES[0]).name
+    impostor.write_bytes(b"not the example clip")
+    assert service.example_results(str(impostor)) is None
+
+
+def test_an_examples_click_shows_its_results_labelled_as_made_in_advance():
+    import app
+
+    class Select:       # what Gradio passes for a click on the first example
+        index = 0
+
+    out = app.show_example_results(Select())
+    n = len(app.METHOD_NAMES)
+    shown = {u["label"] for u in out[:n] if u.get("visible")}
+    assert shown == set(app.DEFAULT_METHODS)
+    board, ticks = out[-2], out[-1]
+    assert "Made in advance with the embedded model" in board and "press Run" in board
+    assert ticks["value"] == list(app.DEFAULT_METHODS)

@@ -60,6 +60,24 @@ PANEL_VIDEOS_JS = ("Object.fromEntries([...document.querySelectorAll('.result-vi
                    "e.querySelector('video').currentSrc || e.querySelector('video').src]))")
 
 
+def test_the_first_click_on_an_example_shows_results_at_once(page):
+    """A fresh page, a click on the first example: its results made in advance (both panels, the mosaic, the warp
+    plot, the board saying so) on screen within 3 s of the click, with no model loaded for it."""
+    import time
+
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_selector("#warp-plot .js-plotly-plot", timeout=60_000)      # the page is up: its empty charts drawn
+    t0 = time.monotonic()
+    page.get_by_text("astronaut, camera pans: thermal").first.click()
+    page.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=30_000)
+    page.wait_for_selector("#progress-board :text('Made in advance')", timeout=30_000)
+    page.wait_for_selector("#warp-plot .js-plotly-plot .scatterlayer .trace", timeout=30_000)      # the results' lines
+    seconds = time.monotonic() - t0
+    page.screenshot(path=str(ART / "first_click.png"), full_page=True)
+    assert seconds <= 3.0, seconds
+    assert set(page.evaluate(PANEL_VIDEOS_JS)) == {"StreamDiffusion", "StreamV2V"}
+
+
 def test_compare_two_methods_in_chromium(page):
     page.get_by_role("tab", name="Compare").click()
     page.get_by_text("astronaut, camera pans: thermal").first.click()    # the first example (24 frames) + its prompt
