@@ -185,3 +185,22 @@ def test_an_examples_click_shows_its_results_labelled_as_made_in_advance():
     board, ticks = out[-2], out[-1]
     assert "Made in advance with the embedded model" in board and "press Run" in board
     assert ticks["value"] == list(app.DEFAULT_METHODS)
+
+
+def test_the_ablation_examples_carry_captions_and_set_their_prompt():
+    """The Ablation tab's examples are the Compare tab's: each sets the clip AND its prompt (the cat example used to
+    keep "a thermal image"), under the same captions; the Correspondence tab's carry the captions too."""
+    import gradio as gr
+
+    import app
+
+    datasets = {next(c.elem_id for c in b._components if c.elem_id): b for b in app.demo.blocks.values()
+                if isinstance(b, gr.Dataset)}
+    rows, labels = app.example_rows()
+    for tab in ("compare-input", "ablation-input"):
+        d = datasets[tab]
+        assert len(d._components) == 2 and d._components[1].label == "Prompt"
+        assert [s[1] for s in d.samples] == [r[1] for r in rows] and d.sample_labels == labels
+    cat = next(i for i, r in enumerate(rows) if "chelsea" in r[0])
+    assert datasets["ablation-input"].samples[cat][1] == "a pencil sketch"
+    assert datasets["corr-input"].sample_labels == labels
