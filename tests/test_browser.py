@@ -60,6 +60,16 @@ PANEL_VIDEOS_JS = ("Object.fromEntries([...document.querySelectorAll('.result-vi
                    "e.querySelector('video').currentSrc || e.querySelector('video').src]))")
 
 
+def run_first_example(page):
+    """Compare tab: the first example (24 frames, its prompt) loaded into the input, then Run."""
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("astronaut, camera pans: thermal").first.click()
+    page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
+                           "return v && (v.currentSrc || v.src); })()", timeout=60_000)   # loaded into the input
+    page.wait_for_selector("#progress-board :text('Made in advance')", timeout=60_000)   # and its results shown
+    page.get_by_role("button", name="Run", exact=True).click()
+
+
 def test_the_first_click_on_an_example_shows_results_at_once(page):
     """A fresh page, a click on the first example: its results made in advance (both panels, the mosaic, the warp
     plot, the board saying so) on screen within 3 s of the click, with no model loaded for it."""
@@ -79,11 +89,7 @@ def test_the_first_click_on_an_example_shows_results_at_once(page):
 
 
 def test_compare_two_methods_in_chromium(page):
-    page.get_by_role("tab", name="Compare").click()
-    page.get_by_text("astronaut, camera pans: thermal").first.click()    # the first example (24 frames) + its prompt
-    page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
-                           "return v && (v.currentSrc || v.src); })()", timeout=60_000)   # loaded into the input
-    page.get_by_role("button", name="Run", exact=True).click()
+    run_first_example(page)
     page.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=400_000)
     page.wait_for_selector("#warp-plot .js-plotly-plot, #warp-plot svg", timeout=60_000)
     page.wait_for_selector("#progress-board :text('Done.')", timeout=120_000)   # the run's last updates are in
@@ -128,6 +134,8 @@ def test_a_closed_tab_stops_its_run(page, server):
     other.get_by_text("astronaut, camera pans: thermal").first.click()
     other.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
                             "return v && (v.currentSrc || v.src); })()", timeout=60_000)
+    # the example's results made in advance arrive with their own ticks: tick more only once they are in
+    other.wait_for_selector("#progress-board :text('Made in advance')", timeout=60_000)
     for name in ["StreamV2V (EA only)", "StreamV2V (FF only)", "StreamV2V (queue bank)", "Window attention",
                  "Temporal shift", "SVDiff", "TokenFlow"]:
         other.get_by_label(name, exact=True).check()
@@ -138,11 +146,7 @@ def test_a_closed_tab_stops_its_run(page, server):
     before = cpu_seconds(SERVER_PID[0])
     page.wait_for_timeout(4000)
     assert cpu_seconds(SERVER_PID[0]) - before < 1.0   # a run still computing would use ~4 s of CPU here
-    page.get_by_role("tab", name="Compare").click()
-    page.get_by_text("astronaut, camera pans: thermal").first.click()
-    page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
-                           "return v && (v.currentSrc || v.src); })()", timeout=60_000)
-    page.get_by_role("button", name="Run", exact=True).click()
+    run_first_example(page)
     page.wait_for_selector("#progress-board :text('generating')", timeout=20_000)
     page.locator("#stop-compare").click()
     page.wait_for_selector("#progress-board :text('Stopped after')", timeout=60_000)
@@ -220,13 +224,7 @@ def test_replay_a_bundle_and_build_a_study_from_one(page, bundles, server):
     page.screenshot(path=str(ART / "replay.png"), full_page=True)
 
     # the admin builds a study from the lucia bundle ...
-    page.get_by_role("tab", name="User study").click()
-    page.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill(ADMIN_PW)
-    page.get_by_text("Create the study from results bundles").click()
-    page.locator("#study-bundles input[type=file]").set_input_files(str(lucia))
-    page.wait_for_selector("#study-bundles :text('lucia.zip')", timeout=90_000)
-    page.locator("#create-study").click()
-    page.wait_for_selector("#study-created :text('3 blind pairs')", timeout=60_000)
+    admin_creates_study(page, lucia, "3 blind pairs")
 
     # ... and a participant votes on the study's own page
     bodies = []
@@ -251,6 +249,17 @@ def test_replay_a_bundle_and_build_a_study_from_one(page, bundles, server):
     leaks = [n for n in names if n in html or n in srcs or any(n in b for b in bodies)]
     assert leaks == [], leaks
     assert page.locator("#study-left button[aria-label*=ownload], #study-left a[download]").count() == 0
+
+
+def admin_creates_study(page, bundle_zip, says: str):
+    """The admin view (User study tab) makes a study from one results zip and says `says` of it."""
+    page.get_by_role("tab", name="User study").click()
+    page.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill(ADMIN_PW)
+    page.get_by_text("Create the study from results bundles").click()
+    page.locator("#study-bundles input[type=file]").set_input_files(str(bundle_zip))
+    page.wait_for_selector(f"#study-bundles :text('{Path(bundle_zip).name}')", timeout=90_000)
+    page.locator("#create-study").click()
+    page.wait_for_selector(f"#study-created :text('{says}')", timeout=60_000)
 
 
 def vote_once_and_check_the_form(page):
@@ -301,27 +310,20 @@ def vote_once_and_check_the_form(page):
 
 
 def test_a_study_from_a_compare_run_on_this_server_stays_blind(page, server, tmp_path):
-    """The documented workflow: a Compare run on this server, its zip, a study from it; a participant at /study gets
-    the videos from the study's own route, and every guess beside them (a method's file name, the report, the input,
-    the mosaic, the zip) is 404; a second participant's ids differ from the first's; the two videos still play as
-    one. (Before: the participant's video sat in Gradio's cache folder beside the studio's `streamv2v.mp4`.)"""
+    """The documented workflow: results made (or replayed) on this server, their zip, a study from it; a participant
+    at /study gets the videos from the study's own route, and every guess beside them (a method's file name, the
+    report, the input, the mosaic, the zip) is 404; a second participant's ids differ from the first's; the two videos
+    still play as one. (Before: the participant's video sat in Gradio's cache folder beside the studio's own copy of
+    the result, `streamv2v.mp4`.) The results here are the first example's, replayed on its click: the server holds
+    them under the methods' names exactly as after a Run, in a second instead of a run's minute."""
     page.get_by_role("tab", name="Compare").click()
     page.get_by_text("astronaut, camera pans: thermal").first.click()
-    page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
-                           "return v && (v.currentSrc || v.src); })()", timeout=60_000)
-    page.get_by_role("button", name="Run", exact=True).click()
-    page.wait_for_selector("#progress-board :text('Done.')", timeout=400_000)
+    page.wait_for_selector("#progress-board :text('Made in advance')", timeout=60_000)
     link = page.locator("a[href*='results.zip']").first
     href = link.get_attribute("href")
     zpath = tmp_path / "compare.zip"
     zpath.write_bytes(page.request.get(href if href.startswith("http") else server + href).body())
-    page.get_by_role("tab", name="User study").click()
-    page.get_by_label("Admin password (V2V_STUDY_PASSWORD)").fill(ADMIN_PW)
-    page.get_by_text("Create the study from results bundles").click()
-    page.locator("#study-bundles input[type=file]").set_input_files(str(zpath))
-    page.wait_for_selector("#study-bundles :text('compare.zip')", timeout=90_000)
-    page.locator("#create-study").click()
-    page.wait_for_selector("#study-created :text('blind pair')", timeout=60_000)
+    admin_creates_study(page, zpath, "blind pair")
 
     def participant(pg, name):
         pg.goto(server + "/study", wait_until="load")
