@@ -18,6 +18,7 @@ def _translate(src, out, *extra):
     return read_video(out)[0]
 
 
+@pytest.mark.slow   # over 20 s on 2 cores (pytest.ini): `make test-slow` runs it
 def test_translate_woman_running_24_frames(tmp_path):
     """Done-means of the foundation: 24 frames at 256 px, a report, seeds reproduce / differ."""
     src = shared_video("woman-running.mp4")

@@ -183,6 +183,7 @@ def test_evaluation_resumes_without_recomputing(tmp_path, tiny_pipe_dir, monkeyp
     assert calls[4:] == ["StreamV2V"]           # only the unfinished job runs again
 
 
+@pytest.mark.slow   # over 20 s on 2 cores (pytest.ini): `make test-slow` runs it
 def test_two_rank_torchrun_matches_one_rank(tmp_path, tiny_pipe_dir):
     import subprocess
     import sys

@@ -100,6 +100,7 @@ def test_guidance_branches_keep_separate_memories(tiny_backbone):
     assert not torch.equal(state.memory[(b0, 0, "cond")], state.memory[(b0, 0, "uncond")])
 
 
+@pytest.mark.slow   # over 20 s on 2 cores (pytest.ini): `make test-slow` runs it
 def test_short_training_lowers_the_loss(tiny_backbone):
     clips = synthetic_clips(2, 6, 64)
     widths = transformer_blocks(tiny_backbone.unet)
