@@ -9,6 +9,7 @@ results into widgets; the tests call the same functions.
 from __future__ import annotations
 
 import os
+import functools
 from collections import deque
 import queue
 import tempfile
@@ -226,12 +227,22 @@ def public_report(rep: dict) -> dict:
 EXAMPLE_RESULTS = Path(__file__).resolve().parents[1] / "examples" / "results"
 
 
-def made_in_advance() -> dict:
-    """What identifies the model that example results were made with: the shipped toy's name and weights digest."""
-    from v2v_core.toy import MODEL_DIR
+@functools.lru_cache(maxsize=4)
+def _digest(folder: str, state: tuple) -> str:
+    """`state` (the weight files' names, mtimes and sizes) is only the cache key: changed weights hash again."""
     from v2v_core.toy.styles import weights_digest
 
-    return {"backbone": "toy", "weights": weights_digest(MODEL_DIR)}
+    return weights_digest(folder)
+
+
+def made_in_advance() -> dict:
+    """What identifies the model that example results were made with: the shipped toy's name and weights digest
+    (hashed once per state of the weight files, not on every example click: they are 20 MB)."""
+    from v2v_core.toy import MODEL_DIR
+
+    files = sorted(Path(MODEL_DIR).glob("*/*.safetensors"))
+    return {"backbone": "toy", "weights": _digest(str(MODEL_DIR), tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size)
+                                                                        for f in files))}
 
 
 def example_results(clip) -> dict | None:
