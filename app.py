@@ -3,11 +3,14 @@ comparisons.service (which calls v2v_core); no tensor math here.
 
     python app.py                                  # http://127.0.0.1:7860, embedded toy backbone (offline)
     python app.py --host 0.0.0.0 --port 7861 --share
-    V2V_BACKBONE=sd15 python app.py                # SD-1.5 + LCM-LoRA (needs the hub or a local cache)
+    V2V_BACKBONE=sd15 python app.py                # pages start on SD-1.5 + LCM-LoRA (needs a GPU and the hub or a cache)
+    V2V_BACKBONES=sd15-random,/models/my-sd python app.py   # more backbones for the picker
 
-Environment: V2V_BACKBONE, V2V_MAX_FRAMES (120), V2V_MAX_SIZE (512), V2V_MAX_UPLOAD ("200mb"),
+Each page picks its backbone (the picker at the top; README "Deploy"). On ZeroGPU (SPACES_ZERO_GPU) the listed backbones
+load at import, as the platform's documentation lays out; elsewhere a backbone loads on first use.
+Environment: V2V_BACKBONE, V2V_BACKBONES, V2V_ZEROGPU_MAX_S, V2V_MAX_FRAMES (120), V2V_MAX_SIZE (512), V2V_MAX_UPLOAD ("200mb"),
 V2V_STUDY_DB (study.db), V2V_STUDY_PASSWORD (admin view), V2V_CLIP_MODEL (CLIP metrics), V2V_HOST, V2V_PORT.
-Importing this module builds `demo` without loading any model: the backbone loads on first use.
+Importing this module builds `demo` without loading any model (except on ZeroGPU, above).
 """
 from __future__ import annotations
 
@@ -23,17 +26,15 @@ import gradio as gr  # noqa: E402
 
 from comparisons import service  # noqa: E402
 from comparisons.registry import PRESETS, REGISTRY  # noqa: E402
-from ui_common import METHOD_NAMES, call_service  # noqa: E402
+from ui_common import GPU, METHOD_NAMES, call_service, prompt_box, prompt_update  # noqa: E402
 from v2v_core.errors import V2VError  # noqa: E402
+from ui_live import LIVE_HEAD, build_live_tab, camera_help  # noqa: E402
 from ui_study import STUDY_CSS, SYNC_STUDY_VIDEOS_JS, build_participant_page, build_study_admin_tab, study_routes  # noqa: E402
 
-try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
-    import spaces
-
-    GPU = spaces.GPU
-except ImportError:
-    def GPU(fn=None, **kw):
-        return fn if fn is not None else (lambda f: f)
+# ZeroGPU on Hugging Face Spaces (the platform sets SPACES_ZERO_GPU): as its documentation lays out, every backbone
+# the picker offers loads NOW, at import, and goes to 'cuda' at module level; the GPU-decorated calls (ui_common.GPU)
+# only run (a load inside one would spend the visitor's GPU slot on a download). Elsewhere nothing loads at import.
+LOAD_FAILURES = service.load_at_start() if service.ZERO_GPU else {}
 
 HERE = Path(__file__).parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.mp4"))
@@ -48,6 +49,13 @@ EXAMPLES.sort(key=lambda e: list(EXAMPLE_PROMPTS).index(Path(e).stem) if Path(e)
 EXAMPLES_LABEL = "Example clips (each with its own prompt)" + (
     "; the embedded model trained on these photos: upload a clip of your own to see it on new footage"
     if service.BACKBONE == "toy" else "")
+
+
+def keep_prompt_help(examples, backbone, prompt):
+    """Gradio's example click gives the prompt box its first props back (the page's first backbone's suggestions and
+    help): they follow this session's pick again right after."""
+    examples.load_input_event.then(prompt_update, backbone, prompt, api_visibility="private", show_progress="hidden",
+                                   queue=False)
 
 
 def example_rows():
@@ -69,15 +77,6 @@ def control_for(field: dict):
     if isinstance(field["value"], (int, float)):
         return gr.Slider(field["lo"], field["hi"], value=field["value"], step=field["step"], label=label, info=info)
     return gr.Textbox(value=field["value"], label=label, info=info)
-
-
-def prompt_box(value: str, **kw):
-    """A prompt box that offers the backbone's known prompts (the toy's styles) and takes any text."""
-    known = service.suggested_prompts()
-    if known is None:
-        return gr.Textbox(label="Prompt", value=value, **kw)
-    return gr.Dropdown(known, value=value, label="Prompt", allow_custom_value=True, filterable=True,
-                       info="The embedded toy model knows these styles; other text gives no meaningful edit.", **kw)
 
 
 # -- Compare ---------------------------------------------------------------------------------------
@@ -102,6 +101,7 @@ def progress_board(board: dict, order: list[str], note: str = "") -> str:
 
 
 BOARD_CSS = """
+.backbone-status { font-size: 0.85em; color: #555; }
 .progress-board { font-size: 0.9em; }
 .pb-row { display: flex; gap: 8px; align-items: center; margin: 2px 0; flex-wrap: wrap; }
 .pb-name { flex: 0 0 13em; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
@@ -158,15 +158,22 @@ def stop_job(request: gr.Request):
     service.stop_job(session_key(request))
 
 
-def warn_about_prompt(prompt):
+def warn_about_prompt(prompt, backbone):
     """A prompt the backbone does not know, or a style it draws faintly: a warning toast; the run goes ahead."""
-    warning = service.prompt_warning(prompt)
+    warning = service.prompt_warning(prompt, backbone)
     if warning:
         gr.Warning(warning)
 
 
-@GPU(duration=120)
-def run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, *override_values, specs=()):
+def compare_gpu_seconds(request, video, prompt, methods, size, frames, seed, strength, steps, backbone, *override_values,
+                        specs=()):
+    """ZeroGPU's `duration` for run_compare: called with the same arguments, before a GPU is attached."""
+    return service.gpu_seconds(methods, frames, size, steps)
+
+
+@GPU(duration=compare_gpu_seconds)
+def run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, backbone, *override_values,
+                specs=()):
     """A generator: each method's progress on the board, and its video, the plots and the table as soon as
     that method is done."""
     overrides: dict[str, dict] = {}
@@ -174,13 +181,13 @@ def run_compare(request, video, prompt, methods, size, frames, seed, strength, s
         default = next(f["value"] for f in REGISTRY[name].fields() if f["name"] == field)
         if value != default:
             overrides.setdefault(name, {})[field] = type(default)(value)
-    warn_about_prompt(prompt)
+    warn_about_prompt(prompt, backbone)
     order = [n for n in METHOD_NAMES if n in (methods or [])]
     partial: dict = {"methods": {}, "settings": {"size": int(size), "frames": int(frames)}}
 
     def work(progress, cancel):
         return service.compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
-                                    progress=progress, cancel=cancel)
+                                    progress=progress, cancel=cancel, backbone=backbone)
 
     def on_event(kind, name, value):
         if kind == "report":
@@ -195,7 +202,9 @@ def run_compare(request, video, prompt, methods, size, frames, seed, strength, s
 
 def table_update(rep: dict):
     """The summary table, its label saying the size and frame count every warp error was measured at."""
-    return gr.update(value=service.summary_rows(rep), label=f"Summary ({service.measured_at(rep)})")
+    backbone = (rep.get("settings") or {}).get("backbone")      # which model made these (the picker may differ now)
+    return gr.update(value=service.summary_rows(rep),
+                     label=f"Summary ({service.measured_at(rep)}" + (f"; backbone {backbone})" if backbone else ")"))
 
 
 def video_updates(videos: dict) -> list:
@@ -215,11 +224,11 @@ def compare_outputs(rep: dict) -> tuple:
             table_update(rep), rep["zip"], public)
 
 
-def show_example_results(evt: gr.SelectData):
+def show_example_results(backbone, evt: gr.SelectData):
     """An example's results made in advance (examples/make_results.py), shown at once by replay and labelled so;
-    nothing changes when there are none for the configured model."""
+    nothing changes when there are none for the picked backbone."""
     index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    rep = service.example_results(EXAMPLES[int(index)]) if EXAMPLES else None
+    rep = service.example_results(EXAMPLES[int(index)], backbone) if EXAMPLES else None
     if rep is None:
         return tuple(gr.update() for _ in range(len(METHOD_NAMES) + SPARE_PANELS + 8))
     order = list(rep["methods"])
@@ -269,7 +278,8 @@ def metrics_api(source, edited):
     return call_service(service.metrics, source, edited)
 
 
-def build_compare_tab():
+def build_compare_tab(backbone):
+    """The Compare tab; returns its prompt box (the backbone picker updates its help)."""
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="compare-input", height=240)
@@ -282,9 +292,10 @@ def build_compare_tab():
             if EXAMPLES:
                 rows, labels = example_rows()
                 examples = gr.Examples(rows, [video, prompt], label=EXAMPLES_LABEL, example_labels=labels)
+                keep_prompt_help(examples, backbone, prompt)
             with gr.Accordion("Run settings", open=False):
-                size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)")
-                frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames")
+                size = gr.Slider(128, service.MAX_SIZE, value=256, step=64, label="Size (px)", elem_id="compare-size")
+                frames = gr.Slider(2, service.MAX_FRAMES, value=24, step=1, label="Frames", elem_id="compare-frames")
                 strength = gr.Slider(0.1, 0.9, value=0.4, step=0.05, label="Strength")
                 steps = gr.Slider(1, 4, value=2, step=1, label="LCM steps")
                 seed = gr.Number(value=0, precision=0, label="Seed")
@@ -324,17 +335,18 @@ def build_compare_tab():
             zip_file = gr.File(label="Download everything (zip)")
             report = gr.JSON(label="Report", open=False)
 
-    def handler(request: gr.Request, *args):
-        yield from run_compare(request, *args, specs=specs)
+    def handler(request: gr.Request, video, prompt, methods, size, frames, seed, strength, steps, *rest):
+        call_service(service.check_gpu_budget, methods, frames, size, steps)     # ZeroGPU: refused before the run
+        yield from run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, *rest, specs=specs)
 
-    go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, *controls],
+    go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, backbone, *controls],
                   [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, board], api_name="compare_ui",
                   show_progress="hidden")
     stop.click(stop_job, None, None, concurrency_limit=None, api_visibility="private")
     if examples is not None:      # an example's click shows its results made in advance at once (Run recomputes)
         # no model and no queue slot to wait for: a replay takes well under a second, even while another run holds
         # the queue's one slot
-        examples.dataset.select(show_example_results, None,
+        examples.dataset.select(show_example_results, backbone,
                                 [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, board, methods],
                                 api_visibility="private", show_progress="hidden", concurrency_limit=None)
     load.click(load_results, [bundle, src_clip, edits, prompt],
@@ -351,10 +363,41 @@ def build_compare_tab():
     a_go.click(compare_api, [a_video, a_prompt, a_methods, a_size, a_frames, a_seed], [a_report, a_files],
                api_name="compare")
     m_go.click(metrics_api, [m_src, m_edit], m_out, api_name="metrics")
+    return prompt
 
 
 # -- Ablation --------------------------------------------------------------------------------------
-def build_ablation_tab():
+def ablation_gpu_seconds(request, video, prompt, grid, frames, backbone):
+    return service.gpu_seconds(frames=frames, grid=grid)
+
+
+@GPU(duration=ablation_gpu_seconds)
+def run_ablation(request, video, prompt, grid, frames, backbone):
+    """A generator like run_compare: the grid's settings one by one, the chart and the videos as each is done."""
+    warn_about_prompt(prompt, backbone)
+    partial: dict = {"methods": {}, "settings": {"size": 256, "frames": int(frames)}}
+    order = call_service(service.ablation_settings, grid)
+
+    def work(progress, cancel):
+        return service.ablation_iter(video, prompt, grid, 256, frames, progress=progress, cancel=cancel,
+                                     backbone=backbone)
+
+    def on_event(kind, name, value):
+        rep = value if kind == "report" else partial
+        if kind == "result":
+            partial["methods"][name] = value
+        vids = {n: m["video"] for n, m in rep["methods"].items()}
+        if kind == "report":    # the person may be watching a setting by now: keep it
+            return (service.ablation_figure(rep, grid), rep["ablation_table"], vids, gr.update(choices=list(vids)),
+                    gr.update(), rep["mosaic"])
+        return (service.ablation_figure(rep, grid), gr.update(), vids, gr.update(choices=list(vids), value=name),
+                vids[name], gr.update())
+
+    yield from run_job(request, order, work, 6, on_event)
+
+
+def build_ablation_tab(backbone):
+    """The Ablation tab; returns its prompt box."""
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             video = gr.Video(label="Input clip", sources=["upload"], elem_id="ablation-input", height=240)
@@ -369,7 +412,8 @@ def build_ablation_tab():
                 stop = gr.Button("Stop", elem_id="stop-ablation")
             if EXAMPLES:
                 rows, labels = example_rows()
-                gr.Examples(rows, [video, prompt], label=EXAMPLES_LABEL, example_labels=labels)
+                keep_prompt_help(gr.Examples(rows, [video, prompt], label=EXAMPLES_LABEL, example_labels=labels),
+                                 backbone, prompt)
         with gr.Column(scale=2, min_width=320):
             board = gr.HTML(elem_id="ablation-board")
             chart = gr.Plot(label="Warp error by setting", elem_id="ablation-chart")
@@ -381,153 +425,27 @@ def build_ablation_tab():
             mosaic = gr.Video(label="All settings side by side", elem_id="ablation-mosaic", height=420)
     videos = gr.State({})
 
-    def run(request: gr.Request, video, prompt, grid, frames):
-        warn_about_prompt(prompt)
-        partial: dict = {"methods": {}, "settings": {"size": 256, "frames": int(frames)}}
-        order = call_service(service.ablation_settings, grid)
+    def run(request: gr.Request, video, prompt, grid, frames, backbone):
+        call_service(service.check_gpu_budget, frames=frames, grid=grid)       # ZeroGPU: refused before the run
+        yield from run_ablation(request, video, prompt, grid, frames, backbone)
 
-        def work(progress, cancel):
-            return service.ablation_iter(video, prompt, grid, 256, frames, progress=progress, cancel=cancel)
-
-        def on_event(kind, name, value):
-            rep = value if kind == "report" else partial
-            if kind == "result":
-                partial["methods"][name] = value
-            vids = {n: m["video"] for n, m in rep["methods"].items()}
-            if kind == "report":    # the person may be watching a setting by now: keep it
-                return (service.ablation_figure(rep, grid), rep["ablation_table"], vids, gr.update(choices=list(vids)),
-                        gr.update(), rep["mosaic"])
-            return (service.ablation_figure(rep, grid), gr.update(), vids, gr.update(choices=list(vids), value=name),
-                    vids[name], gr.update())
-
-        yield from run_job(request, order, work, 6, on_event)
-
-    go.click(run, [video, prompt, grid, frames], [chart, table, videos, setting, setting_video, mosaic, board],
+    go.click(run, [video, prompt, grid, frames, backbone], [chart, table, videos, setting, setting_video, mosaic, board],
              api_name="ablation", show_progress="hidden")
     stop.click(stop_job, None, None, concurrency_limit=None, api_visibility="private")
     setting.input(lambda name, vids: vids.get(name), [setting, videos], setting_video, api_visibility="private",
                   show_progress="hidden")
-
-
-# -- Live ------------------------------------------------------------------------------------------
-STAMP = -424242     # the hidden stamp input's value; the page's script replaces it with the send time
-# What the person experiences, measured in the page (a script in the page's head, before Gradio's client
-# starts): each camera frame sent to the server carries its send time (the STAMP input), the server
-# echoes it with the output, and when the output image has loaded the page knows that frame's
-# camera-to-screen latency. #live-figures shows, over the last 5 s: displayed frames per second, latency
-# p50/p95, time to first frame, frames sent and dropped (sent but never processed: the newest frame
-# wins) and the model's own time per frame (from the server).
-LIVE_HEAD = """
-<script>
-(() => {
-  const STAMP = %d, WINDOW = 5000;
-  const st = window.v2vLive = {sent: 0, firstSent: null, firstShown: null, shown: [], processed: 0, modelMs: null};
-  const realFetch = window.fetch.bind(window);   // Gradio's client calls fetch as a method of its own objects
-  window.fetch = function (input, init) {
-    try {
-      const url = typeof input === 'string' ? input : (input && input.url) || '';
-      if (init && typeof init.body === 'string' && /queue\\/join|\\/stream\\//.test(url)
-          && init.body.indexOf(String(STAMP)) >= 0) {
-        const body = JSON.parse(init.body), i = Array.isArray(body.data) ? body.data.indexOf(STAMP) : -1;
-        if (i >= 0) {
-          const now = Date.now();
-          body.data[i] = now; init = Object.assign({}, init, {body: JSON.stringify(body)});
-          st.sent += 1; if (st.firstSent === null) st.firstSent = now;
-        }
-      }
-    } catch (e) {}
-    return realFetch(input, init);
-  };
-  document.addEventListener('load', (e) => {
-    const img = e.target;
-    if (!img || img.tagName !== 'IMG' || !img.closest || !img.closest('#live-out')) return;
-    const meta = document.querySelector('#live-meta [data-stamp]');
-    if (!meta) return;
-    const stamp = Number(meta.dataset.stamp), now = Date.now();
-    if (!(stamp > 0) || stamp === st.lastStamp) return;
-    st.lastStamp = stamp;
-    if (st.firstShown === null) st.firstShown = now;
-    st.shown.push([now, now - stamp]);
-    st.processed = Number(meta.dataset.frames); st.modelMs = Number(meta.dataset.modelMs);
-  }, true);
-  const q = (a, p) => { const s = a.slice().sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
-  setInterval(() => {
-    const el = document.querySelector('#live-figures'); if (!el) return;
-    const now = Date.now(); st.shown = st.shown.filter(([t]) => now - t <= 60000);
-    const recent = st.shown.filter(([t]) => now - t <= WINDOW);
-    if (!st.sent) { el.textContent = 'Press Record on the camera to start.'; return; }
-    const span = recent.length > 1 ? (recent[recent.length - 1][0] - recent[0][0]) / 1000 : 0;
-    const fps = span > 0 ? (recent.length - 1) / span : 0, lat = recent.map(r => r[1]);
-    const f = (x, d) => (x === null || x === undefined || isNaN(x)) ? 'n/a' : x.toFixed(d);
-    el.dataset.fps = fps.toFixed(3);
-    el.dataset.p95 = lat.length ? q(lat, 0.95) : '';
-    el.textContent = `shown ${f(fps, 2)} frames/s · camera-to-screen latency p50 ${lat.length ? q(lat, 0.5) : 'n/a'} ms, `
-      + `p95 ${lat.length ? q(lat, 0.95) : 'n/a'} ms (last 5 s) · first frame after `
-      + `${st.firstShown ? f((st.firstShown - st.firstSent) / 1000, 1) + ' s' : '…'} · ${st.sent} frames sent, `
-      + `${Math.max(0, st.sent - st.processed - 1)} dropped (the newest frame wins) · model ${f(st.modelMs, 0)} ms/frame`;
-  }, 500);
-})();
-</script>
-""" % STAMP
-
-
-def camera_help(request: gr.Request | None = None) -> str:
-    """The camera help, naming the address this studio is actually served at."""
-    host = (request.headers.get("host") if request is not None else None) or ""
-    port = host.rsplit(":", 1)[1] if ":" in host else None
-    local = f"http://127.0.0.1:{port}" if port else "http://127.0.0.1 with this studio's port"
-    return ("Browsers only give the camera to pages served from **localhost** or over **HTTPS**. If no picture "
-            f"appears, open the studio at {local} on the computer that runs it, use a Space's https:// address, or "
-            "allow the camera in the address bar.")
-
-
-def live_meta(stamp, info: dict) -> str:
-    """What the page's script reads when the output image has loaded: the frame's send time, the model's
-    time per frame and the frames processed so far."""
-    return (f"<div data-stamp='{int(stamp or 0)}' data-model-ms='{info['model_ms']}' data-frames='{info['frames']}' "
-            f"style='display:none'></div>")
-
-
-def build_live_tab():
-    help_md = gr.Markdown(camera_help())
-    with gr.Row():
-        with gr.Column(min_width=300):
-            # the model needs a 256 px short side: asking the camera for about that keeps each frame's JPEG, its
-            # upload and its decoding small (a camera that cannot gives its nearest size; the server fits it)
-            cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam",
-                           webcam_options=gr.WebcamOptions(mirror=True, constraints={
-                               "video": {"width": {"ideal": 384}, "height": {"ideal": 288}}}))
-            method = gr.Dropdown([p.name for p in PRESETS if p.online], value="StreamV2V", label="Method",
-                                 info="switchable while streaming (the stream restarts with a fresh bank)")
-            prompt = prompt_box("a thermal image")
-            with gr.Row(visible=True) as v2v_controls:      # StreamV2V's switches, shown only for its variants
-                ea = gr.Checkbox(True, label="EA (StreamV2V)", info="extended attention", min_width=150)
-                ff = gr.Checkbox(True, label="FF (StreamV2V)", info="feature fusion", min_width=150)
-                bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)", min_width=150)
-        with gr.Column(min_width=300):
-            out = gr.Image(label="Translated", elem_id="live-out", format="jpeg")
-            gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")
-            meta = gr.HTML(elem_id="live-meta")
-    stamp = gr.Number(STAMP, visible=False)
-    session = gr.State(None)
-
-    def step(frame, method, prompt, ea, ff, bank, stamp, sess):
-        sess = sess or service.LiveSession()
-        over = dict(extended_attention=ea, feature_fusion=ff, bank=bank) if REGISTRY[method].core_method == "streamv2v" else {}
-        img, info = call_service(sess.process, frame, method, prompt, over)
-        return img, live_meta(stamp, info), sess
-
-    inputs = [cam, method, prompt, ea, ff, bank, stamp, session]
-    cam.stream(step, inputs, [out, meta, session], stream_every=0.2, time_limit=120, concurrency_limit=2,
-               show_progress="hidden")
-    method.change(lambda m: gr.update(visible=REGISTRY[m].core_method == "streamv2v"), method, v2v_controls,
-                  api_visibility="private", show_progress="hidden")
-    gr.Button("Translate one frame", visible=False).click(step, inputs, [out, meta, session], api_name="live_frame")
-    return help_md
+    return prompt
 
 
 # -- Correspondence --------------------------------------------------------------------------------
-def build_correspondence_tab():
+@GPU(duration=60)
+def correspondence_run(video, method, frame, backbone):
+    """Run a method with the recorder on (at most 33 frames at 256 px: well inside a minute of GPU)."""
+    r = call_service(service.correspondence_run, video, method, int(frame), backbone=backbone)
+    return r, r["frames"][r["frame"]], gr.update(choices=r["layers"], value=r["default_layer"])
+
+
+def build_correspondence_tab(backbone):
     gr.Markdown("Run a method on a clip, then **click a point** on the last frame: the matched points and "
                 "attention heat maps on the four frames before it (from the UNet's self-attention queries and keys).")
     with gr.Row():
@@ -549,36 +467,66 @@ def build_correspondence_tab():
     view = gr.Image(label="Frame n and its matches in frames n-1 .. n-4", elem_id="corr-view")
     state = gr.State(None)
 
-    def run(video, method, frame):
-        r = call_service(service.correspondence_run, video, method, int(frame))
-        return r, r["frames"][r["frame"]], gr.update(choices=r["layers"], value=r["default_layer"])
-
     def click(r, layer, evt: gr.SelectData):
         if r is None:
             raise gr.Error("Run a method first.")
         img, m = service.correspondence_view(r, evt.index[0], evt.index[1], layer)
         return img, m
 
-    go.click(run, [video, method, frame], [state, last, layer])
+    go.click(correspondence_run, [video, method, frame, backbone], [state, last, layer])
     last.select(click, [state, layer], [view, matches])
 
 
+# -- Backbone picker -------------------------------------------------------------------------------
+def backbone_note(rows: list[dict], current: str) -> str:
+    """Under the picker: what the picked backbone is, and each one that cannot run here with the reason."""
+    row = next((r for r in rows if r["key"] == current), None)
+    lines = [f"**{row['label']}**: {row['about']}." if row else f"`{current}`"]
+    lines += [f"*{r['label']}*, unavailable here: {r['unavailable']}." for r in rows if r["unavailable"]]
+    return "<br>".join(lines)
+
+
+def backbone_menu(current):
+    """When a page opens: the picker's entries, those that cannot run here marked, and why (loads no model)."""
+    rows = service.backbone_status()
+    choices = [(r["label"] + (" (unavailable here)" if r["unavailable"] else ""), r["key"]) for r in rows]
+    return gr.update(choices=choices), backbone_note(rows, current)
+
+
+def pick_backbone(key, last):
+    """This session's backbone (no other session's changes): one that cannot run here is refused with its reason and
+    the picker goes back; the prompt boxes' suggestions and help follow the backbone."""
+    rows = service.backbone_status()
+    row = next((r for r in rows if r["key"] == key), None)
+    if row and row["unavailable"]:
+        gr.Warning(f"{row['label']} cannot run here: {row['unavailable']}.", duration=10)   # the line below keeps it
+        key = last
+    return (key, key, backbone_note(rows, key), *(prompt_update(key) for _ in range(3)))
+
+
 with gr.Blocks(title="V2V Studio", delete_cache=(3600, 7200)) as demo:
-    gr.Markdown(f"# V2V Studio\nStreaming video-to-video methods side by side. Backbone: `{service.BACKBONE}`"
-                + (" (the embedded toy model: simple styles such as *a thermal image*, *a pencil sketch*, *a sepia photo*, "
-                   "*pointillism*)."
-                   if service.BACKBONE == "toy" else "."))
+    with gr.Row(equal_height=True):
+        gr.Markdown("# V2V Studio\nStreaming video-to-video methods side by side, on the backbone you pick.")
+        backbone = gr.Dropdown(service.backbone_choices(), value=service.BACKBONE, label="Backbone",
+                               elem_id="backbone-picker", info="for every tab of this page; another visitor's is their own")
+    backbone_status = gr.Markdown(elem_id="backbone-status", elem_classes=["backbone-status"])
+    picked = gr.State(service.BACKBONE)     # the last backbone that could run: where a refused pick goes back to
     with gr.Tab("Compare"):
-        build_compare_tab()
+        prompts = [build_compare_tab(backbone)]
     with gr.Tab("Ablation"):
-        build_ablation_tab()
+        prompts.append(build_ablation_tab(backbone))
     with gr.Tab("Live"):
-        live_help = build_live_tab()
+        live_help, live_prompt = build_live_tab(backbone)
+        prompts.append(live_prompt)
     with gr.Tab("Correspondence"):
-        build_correspondence_tab()
+        build_correspondence_tab(backbone)
     with gr.Tab("User study"):
         build_study_admin_tab()
     demo.load(camera_help, None, live_help, api_visibility="private", show_progress="hidden")
+    demo.load(backbone_menu, backbone, [backbone, backbone_status], api_visibility="private", show_progress="hidden",
+              concurrency_limit=None)
+    backbone.input(pick_backbone, [backbone, picked], [backbone, picked, backbone_status, *prompts],
+                   api_visibility="private", show_progress="hidden", concurrency_limit=None)
     demo.load(placeholder_plots, None, PLACEHOLDER_PLOTS, api_visibility="private", show_progress="hidden",
               concurrency_limit=None)
     demo.unload(stop_job)       # a closed or reloaded tab ends its running job: the worker is free again

@@ -16,6 +16,7 @@ report.json: {"settings": {...}, "input": ..., "mosaic": ...,
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,16 +33,23 @@ from .bundle import FORMAT_VERSION, mosaic_frame, self_flow_warp_error, write_re
 from .registry import MethodPreset, resolve
 
 _BACKBONES: dict[tuple, object] = {}
+_LOADING = threading.Lock()
 
 
 def get_backbone(name: str = "toy", device=None, dtype=None):
-    """Load a backbone once per process and share it (streams keep their own state)."""
+    """Load a backbone once per process and share it (streams keep their own state). Without a device or dtype, the
+    one already loaded under that name is it, wherever it was put (e.g. on 'cuda' at a ZeroGPU Space's start)."""
     from v2v_core.backbones import load_backbone
 
-    key = (name, str(device), str(dtype))
-    if key not in _BACKBONES:
-        _BACKBONES[key] = load_backbone(name, device=device, dtype=dtype)
-    return _BACKBONES[key]
+    with _LOADING:          # two sessions picking the same backbone at once load it once
+        if device is None and dtype is None:
+            for (n, _, _), bb in _BACKBONES.items():
+                if n == name:
+                    return bb
+        key = (name, str(device), str(dtype))
+        if key not in _BACKBONES:
+            _BACKBONES[key] = load_backbone(name, device=device, dtype=dtype)
+        return _BACKBONES[key]
 
 
 def slug(name: str) -> str:

@@ -22,32 +22,97 @@ import numpy as np
 from v2v_core.errors import Cancelled, V2VError, check_prompt
 from v2v_core.video import MAX_SIZE, check_size  # noqa: F401  (MAX_SIZE: the UI's size slider reads it here)
 
+from . import catalog
 from .registry import ABLATION_GRIDS, REGISTRY, resolve  # noqa: F401  (the UI lists the grids from here)
 
 
-def get_backbone(name: str):
+BACKBONE = os.environ.get("V2V_BACKBONE", "toy")     # the backbone a new page starts on (the picker changes it)
+MAX_FRAMES = int(os.environ.get("V2V_MAX_FRAMES", "120"))
+ZERO_GPU = catalog.on_zerogpu()
+LOADED_AT_START: set[str] | None = set() if ZERO_GPU else None     # on ZeroGPU: the only backbones there will be
+
+
+def get_backbone(name: str | None = None):
+    """The backbone `name` (default: the configured one), loaded once per process and shared by every session (streams
+    keep their own state). On ZeroGPU only those loaded at start exist: a load inside a GPU call is refused."""
     from .runner import get_backbone as load  # torch and the model load on first use, not at import
 
+    name = name or BACKBONE
+    if LOADED_AT_START is not None and name not in LOADED_AT_START:
+        raise V2VError(f"The backbone '{name}' was not loaded when this Space started (on ZeroGPU every model loads "
+                       "before any GPU call). Pick one the backbone list offers.")
     return load(name)
 
-BACKBONE = os.environ.get("V2V_BACKBONE", "toy")
-MAX_FRAMES = int(os.environ.get("V2V_MAX_FRAMES", "120"))
+
+def load_at_start() -> dict[str, str]:
+    """ZeroGPU's documented pattern: every backbone the picker offers (V2V_BACKBONE and V2V_BACKBONES) loads now, at
+    import, and goes to 'cuda' at module level (ZeroGPU defers the move until a GPU is attached); nothing loads inside a
+    decorated call. Returns the ones that could not load, with the reason (the picker lists them so)."""
+    from .runner import get_backbone as load
+
+    failed = {}
+    for key in catalog.listed():        # the built-ins the operator did not list are not loaded (nor offered)
+        try:
+            load(key, device="cuda")
+            LOADED_AT_START.add(key)
+        except V2VError as err:
+            failed[key] = str(err)
+    return failed
 
 
-def suggested_prompts() -> list[str] | None:
-    """The prompts the configured backbone understands (the toy's styles), for the UI's prompt boxes;
-    None for an open-vocabulary backbone. Needs no model."""
-    if BACKBONE != "toy":
-        return None
-    from v2v_core.toy.styles import STYLES
-
-    return [s.prompts[0] for s in STYLES]
+def backbone_choices() -> list[tuple[str, str]]:
+    """(label, key) of every backbone the picker lists, before anything is checked (cheap: for building the page)."""
+    return [(e.label, e.key) for e in catalog.entries()]
 
 
-def prompt_warning(prompt: str) -> str | None:
-    """The same warning the loaded backbone gives, without loading it (toy only): an unknown prompt, or a style the
-    shipped weights draw faintly (their evaluation summary)."""
-    if BACKBONE != "toy" or not prompt or not prompt.strip():
+def backbone_status() -> list[dict]:
+    """The picker's rows: key, label, about, and `unavailable` (None, or why it cannot run here). Loads no model."""
+    return [{"key": e.key, "label": e.label, "about": e.about,
+             "unavailable": catalog.unavailable_reason(e, LOADED_AT_START)} for e in catalog.entries()]
+
+
+def check_backbone(name: str) -> None:
+    """A backbone a run may use here, or a V2VError saying why not (before anything loads)."""
+    reason = catalog.unavailable_reason(catalog.entry(name), LOADED_AT_START)
+    if reason:
+        raise V2VError(f"The backbone '{catalog.entry(name).label}' cannot run here: {reason}. Pick another one.")
+
+
+def _gpu_methods(methods, grid):
+    from .ablation import grid_presets
+
+    return grid_presets(grid) if grid else list(methods or [])
+
+
+def gpu_seconds(methods=None, frames: int = 24, size: int = 256, steps: int = 2, grid: str | None = None) -> int:
+    """The seconds a ZeroGPU call for this run requests (comparisons.zerogpu: frames x methods x size, TokenFlow's
+    passes; an ablation `grid`'s settings in place of methods)."""
+    from .zerogpu import duration
+
+    return duration(_gpu_methods(methods, grid), frames, size, steps)
+
+
+def check_gpu_budget(methods=None, frames: int = 24, size: int = 256, steps: int = 2, grid: str | None = None) -> None:
+    """On ZeroGPU, refuse before the run a request that one GPU call cannot hold (V2VError saying what to lower)."""
+    from .zerogpu import check_fits
+
+    if ZERO_GPU:
+        check_fits(_gpu_methods(methods, grid), frames, size, steps)
+
+
+def prompt_help(backbone: str | None = None) -> tuple[list[str], str]:
+    """(prompts to offer, help line) for the prompt boxes under `backbone`: the toy's styles; examples for an
+    open-vocabulary model. Needs no model."""
+    return catalog.prompt_help(backbone or BACKBONE)
+
+
+def prompt_warning(prompt: str, backbone: str | None = None) -> str | None:
+    """The same warning the loaded backbone gives, without loading it: for the toy, an unknown prompt or a style the
+    shipped weights draw faintly (their evaluation summary); for random weights, that the output is noise."""
+    backbone = backbone or BACKBONE
+    if backbone == "sd15-random":
+        return "Random weights (sd15-random): the output is noise, never an edit; use it for speed and memory."
+    if backbone != "toy" or not prompt or not prompt.strip():
         return None
     from v2v_core.toy.styles import shipped_model_prompt_warning
 
@@ -90,12 +155,13 @@ def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames
     once), then ("report", None, report) with `videos`, `zip` and `table` added. progress(method, done,
     total, stage); cancel: a threading.Event that stops the run before its next frame (Cancelled)."""
     check_request(video, prompt, methods, size, frames)
+    check_backbone(backbone or BACKBONE)
     configs = {n: REGISTRY[n].with_overrides(**o) for n, o in (overrides or {}).items() if o and n in methods}
     out = _work_dir("v2v-compare-")
     from .runner import iter_comparison
 
     for kind, name, value in iter_comparison(video, prompt, list(methods), out,
-                                             backbone=backbone or BACKBONE, size=int(size),
+                                             backbone=get_backbone(backbone), size=int(size),
                                              frames=int(frames), seed=int(seed), strength=float(strength),
                                              steps=int(steps), configs=configs, progress=progress,
                                              cancel=cancel):
@@ -245,10 +311,10 @@ def made_in_advance() -> dict:
                                                                         for f in files))}
 
 
-def example_results(clip) -> dict | None:
+def example_results(clip, backbone: str | None = None) -> dict | None:
     """The example clip's results made in advance, as a replayed report (`made_in_advance` in its settings), or None:
-    no bundle for that clip, another backbone configured, or a bundle made with other weights than the shipped ones."""
-    if not clip or BACKBONE != "toy":
+    no bundle for that clip, another backbone picked, or a bundle made with other weights than the shipped ones."""
+    if not clip or (backbone or BACKBONE) != "toy":
         return None
     stem = Path(str(clip)).stem
     bundle, example = EXAMPLE_RESULTS / f"{stem}.zip", EXAMPLE_RESULTS.parent / f"{stem}.mp4"
@@ -407,8 +473,9 @@ def ablation_iter(video, prompt: str, grid: str, size: int = 256, frames: int = 
     from .ablation import iter_ablation
 
     check_request(video, prompt, None, size, frames)
+    check_backbone(backbone or BACKBONE)
     out = _work_dir("v2v-ablate-")
-    for kind, name, value in iter_ablation(video, prompt, grid, out, backbone=backbone or BACKBONE,
+    for kind, name, value in iter_ablation(video, prompt, grid, out, backbone=get_backbone(backbone),
                                            size=int(size), frames=int(frames), seed=int(seed), progress=progress,
                                            cancel=cancel):
         if kind == "report":
@@ -448,17 +515,20 @@ class LiveSession:
         self.model_ms: deque[float] = deque(maxlen=50)   # the last seconds' model times (a bounded window)
 
     def process(self, frame: np.ndarray, method: str, prompt: str, overrides: dict | None = None,
-                strength: float = 0.4, steps: int = 2) -> tuple[np.ndarray, dict]:
+                strength: float = 0.4, steps: int = 2, backbone: str | None = None) -> tuple[np.ndarray, dict]:
         from v2v_core.engine import Stream, StreamSettings
         from v2v_core.video import fit_frame
 
         if frame is None:
             raise V2VError("No camera frame arrived.")
         preset = REGISTRY[method] if method in REGISTRY else resolve(method)[0]
-        key = (preset.name, prompt, tuple(sorted((overrides or {}).items())), strength, steps, frame.shape[:2])
+        backbone = backbone or BACKBONE
+        key = (backbone, preset.name, prompt, tuple(sorted((overrides or {}).items())), strength, steps, frame.shape[:2])
         if key != self.key:                           # a switch: new state, same shared backbone
+            if self.key is None or self.key[0] != backbone:
+                check_backbone(backbone)
             cfg = preset.with_overrides(**overrides) if overrides and preset.fields() else None
-            self.stream = Stream(get_backbone(BACKBONE), prompt or "a photo", StreamSettings(strength=strength, steps=steps),
+            self.stream = Stream(get_backbone(backbone), prompt or "a photo", StreamSettings(strength=strength, steps=steps),
                                  preset.build(cfg), keep_timings=LIVE_TIMINGS)
             self.key = key
         t0 = time.perf_counter()
@@ -469,7 +539,8 @@ class LiveSession:
                          "method": preset.name}
 
 
-def correspondence_run(video, method: str = "StreamV2V", frame: int = 4, size: int = 256, prompt: str = "a photo") -> dict:
+def correspondence_run(video, method: str = "StreamV2V", frame: int = 4, size: int = 256, prompt: str = "a photo",
+                       backbone: str | None = None) -> dict:
     """Run a method on frames 0..frame with the recorder on; returns the data a view needs."""
     from v2v_core.correspondence import CorrespondenceRecorder
     from v2v_core.engine import Stream, StreamSettings
@@ -485,7 +556,8 @@ def correspondence_run(video, method: str = "StreamV2V", frame: int = 4, size: i
     core = preset.build(recorder_factory=lambda: rec)
     if not hasattr(core, "recorder_factory"):
         raise V2VError(f"{method} has no attention features to record; pick StreamDiffusion or a StreamV2V variant.")
-    bb = get_backbone(BACKBONE)
+    check_backbone(backbone or BACKBONE)
+    bb = get_backbone(backbone)
     outputs = list(Stream(bb, prompt, StreamSettings(), core).run(frames))
     layers = rec.recorded_layers()
     default = bb.correspondence_layer if bb.correspondence_layer in layers else layers[-1]

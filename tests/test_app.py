@@ -178,13 +178,16 @@ def test_an_examples_click_shows_its_results_labelled_as_made_in_advance():
     class Select:       # what Gradio passes for a click on the first example
         index = 0
 
-    out = app.show_example_results(Select())
+    out = app.show_example_results("toy", Select())
     n = len(app.METHOD_NAMES)
     shown = {u["label"] for u in out[:n] if u.get("visible")}
     assert shown == set(app.DEFAULT_METHODS)
     board, ticks = out[-2], out[-1]
     assert "Made in advance with the embedded model" in board and "press Run" in board
     assert ticks["value"] == list(app.DEFAULT_METHODS)
+    # picked another backbone: the embedded model's results are not shown as if they were that backbone's
+    other = app.show_example_results("sd15-random", Select())
+    assert len(other) == len(out) and all(u == {"__type__": "update"} for u in other)
 
 
 def test_the_ablation_examples_carry_captions_and_set_their_prompt():

@@ -34,7 +34,8 @@ def cpu_seconds(pid: int) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     proc, url = start_app({"V2V_STUDY_DB": str(tmp_path_factory.mktemp("study") / "study.db"),
-                           "V2V_STUDY_PASSWORD": ADMIN_PW}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           "V2V_STUDY_PASSWORD": ADMIN_PW, "V2V_BACKBONE": "toy", "V2V_BACKBONES": "sd15-random"},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     SERVER_PID.append(proc.pid)
     yield url
     proc.terminate()
@@ -86,6 +87,73 @@ def test_the_first_click_on_an_example_shows_results_at_once(page):
     page.screenshot(path=str(ART / "first_click.png"), full_page=True)
     assert seconds <= 3.0, seconds
     assert set(page.evaluate(PANEL_VIDEOS_JS)) == {"StreamDiffusion", "StreamV2V"}
+
+
+def pick_backbone(page, label: str):
+    page.locator("#backbone-picker input").click()
+    page.get_by_role("option", name=label).click()
+
+
+def summary_label(page) -> str:
+    return page.locator("#summary-table [data-testid=block-label], #summary-table .label").first.inner_text()
+
+
+def test_the_backbone_picker_is_each_sessions_own(server):
+    """Two visitors at once: one picks the random-weights SD-1.5 layout and runs; the other keeps the embedded model,
+    its example's results made in advance and its own run. A backbone that cannot run here (SD-1.5: no GPU, no hub) is
+    listed as unavailable with the reason, and picking it says why and goes back, never a traceback."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        a, b = (browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in range(2))
+        for pg in (a, b):
+            pg.goto(server, wait_until="load")
+            pg.wait_for_selector("#backbone-status :text('unavailable here')", timeout=60_000)
+        status = a.locator("#backbone-status").inner_text()
+        assert "SD-1.5 + LCM-LoRA (StreamV2V's setting), unavailable here: needs a GPU" in status, status
+        assert "SD-turbo (StreamDiffusion's setting), unavailable here" in status
+        pick_backbone(a, "SD-1.5 + LCM-LoRA (StreamV2V's setting) (unavailable here)")
+        a.wait_for_selector(":text('cannot run here: needs a GPU')", timeout=30_000)
+        a.screenshot(path=str(ART / "picker-unavailable.png"), full_page=False)
+        assert a.locator("#backbone-picker input").input_value() == "Embedded model (offline, CPU)"
+        assert "Traceback" not in a.content()
+        a.locator(".toast-close").first.click()
+
+        pick_backbone(a, "SD-1.5 layout, random weights (speed and memory only)")
+        a.wait_for_selector("#backbone-status :text('its output is noise')", timeout=30_000)
+        # B clicks the first example: the embedded model's results made in advance, untouched by A's pick
+        b.get_by_text("astronaut, camera pans: thermal").first.click()
+        b.wait_for_selector("#progress-board :text('Made in advance')", timeout=30_000)
+        # A runs two frames at 128 px on the random-weights model (its example click shows nothing made in advance)
+        a.get_by_text("astronaut, camera pans: thermal").first.click()
+        a.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
+                            "return v && (v.currentSrc || v.src); })()", timeout=60_000)
+        assert a.locator("#progress-board :text('Made in advance')").count() == 0
+        a.wait_for_selector(":text('Random weights: any prompt gives noise')", timeout=30_000)   # the pick's prompt help
+        a.get_by_text("Run settings").click()
+        for sel, value in (("#compare-frames", "2"), ("#compare-size", "128")):
+            box = a.locator(f"{sel} input[type=number]")
+            box.fill(value)
+            box.press("Enter")
+        a.get_by_role("button", name="Run", exact=True).click()
+        a.wait_for_selector("#progress-board :text('Done.')", timeout=400_000)
+        assert "backbone sd15-random" in summary_label(a), summary_label(a)
+        a.screenshot(path=str(ART / "picker-sd15-random.png"), full_page=True)
+        # B's results and pick are its own: still the embedded model's, then B's own run on it
+        assert b.locator("#backbone-picker input").input_value() == "Embedded model (offline, CPU)"
+        assert "backbone toy" in summary_label(b), summary_label(b)
+        b_before = b.evaluate(PANEL_VIDEOS_JS)
+        b.get_by_text("Run settings").click()
+        box = b.locator("#compare-frames input[type=number]")
+        box.fill("3")
+        box.press("Enter")
+        b.get_by_role("button", name="Run", exact=True).click()
+        b.wait_for_selector("#progress-board :text('Done.')", timeout=400_000)
+        assert "backbone toy" in summary_label(b) and "over 3 frames" in summary_label(b), summary_label(b)
+        assert b.evaluate(PANEL_VIDEOS_JS) != b_before
+        assert "backbone sd15-random" in summary_label(a)       # A's results stayed A's
+        browser.close()
 
 
 def test_compare_two_methods_in_chromium(page):

@@ -2,6 +2,7 @@
 
     load_backbone("toy")            the embedded model trained by this project (offline default)
     load_backbone("sd15")           SD-1.5 from the hub + LCM-LoRA fused (+ optional TAESD decoder)
+    load_backbone("sd-turbo")       SD-turbo from the hub (adversarially distilled: 1-4 steps, no LoRA)
     load_backbone("/path/to/sd")    any local diffusers SD-1.x folder (same code path as the hub)
     load_backbone("sd15-random")    SD-1.5's architecture with seeded random weights: same FLOPs and
                                     memory as the real model, for speed/memory benchmarks only
@@ -30,8 +31,10 @@ from .toy.arch import RELATIVE_KEY  # noqa: F401  (re-exported: the engine's nam
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 LCM_LORA_ID = "latent-consistency/lcm-lora-sdv1-5"
 TAESD_ID = "madebyollin/taesd"
+SDTURBO_ID = "stabilityai/sd-turbo"
 TOY_DIR = MODEL_DIR
-BACKBONES = ("toy", "sd15", "sd15-random")
+BACKBONES = ("toy", "sd15", "sd-turbo", "sd15-random")
+HUB_IDS = {"sd15": SD15_ID, "sd-turbo": SDTURBO_ID}     # the named backbones that come from the model hub
 OFFLINE_HINT = ("Use --backbone toy (the embedded model, works offline) or --backbone sd15-random (SD-1.5's "
                 "architecture with random weights, for speed and memory benchmarks), or pass a local diffusers folder.")
 
@@ -185,6 +188,37 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_id(source: str) -> str | None:
+    """The hub repository a backbone's weights come from (None: shipped, random, or a local folder)."""
+    return HUB_IDS.get(source) or (source if _is_hub_id(source) else None)
+
+
+def weights_missing(source: str) -> str | None:
+    """Why `source` cannot load on this machine, found without loading it (None: it can, as far as files go):
+    a folder that is not there or not a diffusers folder, a hub model neither in the local cache nor reachable.
+    The hub probe is done at most once per process (3 s when the network is down)."""
+    if source in ("toy", "sd15-random"):
+        return None
+    repo = hub_id(source)
+    if repo is None:
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            return f"the folder {source} does not exist on this machine"
+        return None if (folder / "model_index.json").exists() else f"{source} is not a diffusers folder (no model_index.json)"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo, "model_index.json"), str):
+        return None
+    if not _hub_reachable_once():
+        return f"'{repo}' is not in this machine's model cache and the model hub is not reachable"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable_once() -> bool:
+    return _hub_reachable()
+
+
 def _hub_load(loader, repo_id: str, what: str, hint: str = OFFLINE_HINT, **kw):
     """Load from the local cache, else from the hub if it answers, else fail fast and clearly."""
     try:
@@ -291,8 +325,8 @@ def load_backbone(source: str = "toy", device: str | torch.device | None = None,
     elif source == "sd15-random":
         pipe = _sd15_random(seed, bool(taesd))
         taesd, makes_edits = False, False
-    elif source == "sd15" or _is_hub_id(source):
-        repo = SD15_ID if source == "sd15" else source
+    elif source in HUB_IDS or _is_hub_id(source):
+        repo = hub_id(source)
         pipe = _hub_load(lambda r, **kw: _from_folder(r, dtype, **kw), repo, "the diffusion model")
         if source == "sd15" and lora is None:
             lora = LCM_LORA_ID
