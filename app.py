@@ -481,9 +481,13 @@ def build_correspondence_tab(backbone):
 def backbone_note(rows: list[dict], current: str) -> str:
     """Under the picker: what the picked backbone is, and each one that cannot run here with the reason."""
     row = next((r for r in rows if r["key"] == current), None)
-    lines = [f"**{row['label']}**: {row['about']}." if row else f"`{current}`"]
-    lines += [f"*{r['label']}*, unavailable here: {r['unavailable']}." for r in rows if r["unavailable"]]
-    return "<br>".join(lines)
+    note = f"**{row['label']}**: {row['about']}." if row else f"`{current}`"
+    out = [r for r in rows if r["unavailable"]]
+    if out:     # folded: on a phone the reasons would push the tabs a screen down
+        reasons = "".join(f"<li><i>{html.escape(r['label'])}</i>: {html.escape(r['unavailable'])}.</li>" for r in out)
+        note += (f"<details><summary>Unavailable here: {html.escape(', '.join(r['label'] for r in out))} (why)</summary>"
+                 f"<ul>{reasons}</ul></details>")
+    return note
 
 
 def backbone_menu(current):

@@ -1,12 +1,16 @@
 """Screenshot every tab of the studio in Chromium (Debian's, driven by Playwright) into docs/.
 
     python docs/make_screenshots.py [--study study.db]     # starts the app itself on a free port
+    python docs/make_screenshots.py --first-click-only      # only the first click and the backbone picker (20 s)
 
 The committed screenshots used a study made from two `python -m comparisons run` results on the
 example clips (astronaut-pan "a thermal image", coffee-zoom "a sepia photo"; StreamDiffusion,
 StreamV2V, TokenFlow; 24 frames) with 3 simulated annotators' random votes cast through
 comparisons.study.vote before the script ran (the script itself casts none).
 
+First, as a visitor meets the studio: the backbone picker opened (picker.png; the app runs with
+V2V_BACKBONES=sd15-random, so the list shows an operator's entry too) and the page right after a click on the first
+example (first_click.png: its results made in advance, no run).
 Every tab is shot at desktop size (1400x1000, tab_NAME.png) and at phone size (390x844,
 tab_NAME_phone.png), full page. Each tab is used as a person would: Compare runs two methods on an example, Ablation runs the grid,
 Live streams Chromium's fake camera, Correspondence clicks a point, the User study tab opens the
@@ -33,10 +37,12 @@ from conftest import launch_chromium, start_app  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--study", default=None, help="a study database for the User study tab")
+    ap.add_argument("--first-click-only", action="store_true", help="only picker*.png and first_click*.png")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    env = {"V2V_STUDY_PASSWORD": "demo", **({"V2V_STUDY_DB": str(Path(args.study).resolve())} if args.study else {})}
+    env = {"V2V_STUDY_PASSWORD": "demo", "V2V_BACKBONE": "toy", "V2V_BACKBONES": "sd15-random",
+           **({"V2V_STUDY_DB": str(Path(args.study).resolve())} if args.study else {})}
     app, url = start_app(env)       # the tests' launcher: a free port, returned once it serves
     try:
         with sync_playwright() as p:
@@ -63,8 +69,28 @@ def main():
                                      "return v && (v.currentSrc || v.src); })()", timeout=60_000)
                 pg.wait_for_timeout(500)
 
-            # Compare
+            # The backbone picker, opened (each entry that cannot run here marked, the reasons below it)
+            pg.wait_for_selector("#backbone-status :text('Unavailable here')", timeout=60_000)
+            pg.locator("#backbone-status summary").click()      # the reasons unfolded
+            pg.locator("#backbone-picker input").click()
+            pg.wait_for_timeout(800)
+            pg.screenshot(path=str(OUT / "picker.png"))
+            pg.set_viewport_size({"width": 390, "height": 844})
+            pg.wait_for_timeout(1200)
+            pg.locator("#backbone-picker input").click()
+            pg.wait_for_timeout(800)
+            pg.screenshot(path=str(OUT / "picker_phone.png"))
+            pg.keyboard.press("Escape")
+            pg.set_viewport_size({"width": 1400, "height": 1000})
+            pg.wait_for_timeout(800)
+            # Compare: the first click on an example shows its results made in advance
             load_example("compare-input", "astronaut, camera pans: thermal")
+            pg.wait_for_selector("#progress-board :text('Made in advance')", timeout=30_000)
+            pg.wait_for_timeout(1500)
+            shoot("first_click")
+            if args.first_click_only:
+                b.close()
+                return
             pg.get_by_role("button", name="Run", exact=True).first.click()
             pg.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=600_000)
             pg.wait_for_timeout(1500)
@@ -118,7 +144,7 @@ def main():
     finally:
         app.terminate()
         app.wait(10)
-    print("wrote", sorted(p.name for p in OUT.glob("tab_*.png")))
+    print("wrote", sorted(p.name for p in OUT.glob("*.png")))
 
 
 if __name__ == "__main__":

@@ -9,16 +9,18 @@ from v2v_core.backbones import load_backbone
 from v2v_core.errors import V2VError
 
 
+@pytest.mark.parametrize("source", ["sd15", "sd-turbo"])
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
-def test_hub_model_offline_fails_fast_naming_alternatives(monkeypatch, tmp_path, env):
+def test_hub_model_offline_fails_fast_naming_alternatives(monkeypatch, tmp_path, env, source):
     monkeypatch.setenv("HF_HOME", str(tmp_path))          # an empty cache
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     t = time.perf_counter()
     with pytest.raises(V2VError) as e:
-        load_backbone("sd15", device="cpu")
+        load_backbone(source, device="cpu")
     assert time.perf_counter() - t < 15
     assert "toy" in str(e.value) and "sd15-random" in str(e.value)
+    assert {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd-turbo": "stabilityai/sd-turbo"}[source] in str(e.value)
 
 
 def test_unknown_source_is_refused():
