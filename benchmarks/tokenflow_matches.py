@@ -2,19 +2,25 @@
 
     python benchmarks/tokenflow_matches.py [--backbone toy] [--size 256] [--speed 6] [--frames 8]
 
-On a clip the examples generator renders with a known constant pan, for each `source_noise` choice
-(clean source latents; a noise of each frame's own, like the released code's DDIM-inverted latents; the
-stream's one noise for every frame), prints per self-attention layer the share of tokens whose nearest
-neighbour in each of their two keyframes is within one token cell of where the content really is.
+On a clip the examples generator renders with a known constant pan, for each `source_branch` choice (released:
+matches made where the released propagation pass makes them, on a source branch propagated layer by layer; stock: on
+a separate stock pass of the source) and each `source_noise` choice (clean source latents; a noise of each frame's
+own, like the released code's DDIM-inverted latents; the stream's one noise for every frame), prints per
+self-attention layer the share of tokens whose nearest neighbour in each of their two keyframes is within one token
+cell of where the content really is.
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from v2v_core.backbones import load_backbone
-from v2v_core.engine import StreamSettings
-from v2v_core.synthetic import make_clip
-from v2v_core.tokenflow import TokenFlowConfig, match_accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # run as a script from anywhere
+
+from v2v_core.backbones import load_backbone  # noqa: E402
+from v2v_core.engine import StreamSettings  # noqa: E402
+from v2v_core.synthetic import make_clip  # noqa: E402
+from v2v_core.tokenflow import TokenFlowConfig, match_accuracy  # noqa: E402
 
 
 def main(argv=None):
@@ -30,9 +36,11 @@ def main(argv=None):
     clip = make_clip("pan", args.frames, args.size, speed=args.speed)
     settings = StreamSettings(strength=0.4, steps=2, seed=0)
     rows = {}
-    for sn in ("clean", "per-frame", "shared"):
-        rows[sn] = match_accuracy(bb, clip, settings, TokenFlowConfig(keyframe_group=args.group, source_noise=sn))
-    layers = list(rows["clean"])
+    for branch in ("released", "stock"):
+        for sn in ("clean", "per-frame", "shared"):
+            rows[f"{branch}, {sn}"] = match_accuracy(bb, clip, settings, TokenFlowConfig(
+                keyframe_group=args.group, source_noise=sn, source_branch=branch))
+    layers = list(rows["released, clean"])
     print(f"# TokenFlow source matches within one token cell of the true motion ({args.backbone}, {args.size} px, "
           f"pan {args.speed} px/frame, {args.frames} frames, B={args.group}, step 1 of strength 0.4 / 2 steps)")
     print("| layer | " + " | ".join(rows) + " |")

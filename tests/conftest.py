@@ -67,8 +67,9 @@ def start_app(env_extra: dict, **popen_kw):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def build_tiny_pipeline(seed: int = 0):
-    """The API notes' tiny SD pipeline: UNet (32, 64), 2-block AutoencoderKL (f=2), 2-layer CLIP."""
+def build_tiny_pipeline(seed: int = 0, sd15_layout: bool = False):
+    """The API notes' tiny SD pipeline: UNet (32, 64), 2-block AutoencoderKL (f=2), 2-layer CLIP. sd15_layout: the
+    UNet laid out as SD-1.5's (4 levels, 2 layers per block: 16 self-attention layers, the same names), tiny widths."""
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
@@ -81,10 +82,13 @@ def build_tiny_pipeline(seed: int = 0):
     te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_attention_heads=4,
                                       num_hidden_layers=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
                                       pad_token_id=1)).eval()
-    unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8)
+    layout = (dict(layers_per_block=2, block_out_channels=(32, 32, 64, 64),
+                   down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                   up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3) if sd15_layout else
+              dict(layers_per_block=1, block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")))
+    unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4, cross_attention_dim=32,
+                                attention_head_dim=8, **layout)
     vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=64)
     return StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=build_scheduler(),
@@ -112,6 +116,12 @@ def tiny_pipe_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_backbone():
     return backbone_from_pipeline(build_tiny_pipeline())
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_backbone():
+    """Random weights in SD-1.5's UNet layout (16 self-attention layers): for whole-UNet-step fidelity tests."""
+    return backbone_from_pipeline(build_tiny_pipeline(sd15_layout=True), name="tiny-sd15-layout")
 
 
 @pytest.fixture(scope="session")

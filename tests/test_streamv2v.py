@@ -167,6 +167,26 @@ def test_interval_controls_updates():
     assert st.accounting()["bank_tokens"] == 3 * 4      # frames 0 (start), 4 and 8
 
 
+def banked_frames(schedule: str, steps: int, frames: int = 12) -> dict[int, list[int]]:
+    """Per denoising step, the input frames a queue bank holds after `frames` frames (each frame's tokens carry its
+    number), under a bank schedule."""
+    st = FeatureBankState(StreamV2VConfig(bank="queue", interval=4, max_frames=16, bank_schedule=schedule), steps=steps)
+    for f in range(frames):
+        for s in range(steps):
+            t = torch.full((1, 2), float(f))
+            st.update(("l", s), t, t, t, f)
+    return {s: [int(x) for x in st.banks[("l", s)].k[:, 0]] for s in range(steps)}
+
+
+def test_bank_schedules_by_hand():
+    """input-frame: frames 0, 4, 8 at every step. reference (the released code's one counter per UNet call, warm-up
+    calls included): at k steps, step s banks frames f with (f + k + s) % 4 == 0, after the start frame 0."""
+    assert banked_frames("input-frame", 2) == {0: [0, 4, 8], 1: [0, 4, 8]}
+    assert banked_frames("reference", 2) == {0: [0, 2, 6, 10], 1: [0, 1, 5, 9]}
+    assert banked_frames("reference", 1) == {0: [0, 3, 7, 11]}
+    assert banked_frames("reference", 3) == {0: [0, 1, 5, 9], 1: [0, 4, 8], 2: [0, 3, 7, 11]}
+
+
 def _run(bb, frames, method, seed=0, prompt="a cartoon"):
     s = Stream(bb, prompt, StreamSettings(seed=seed), method)
     return list(s.run(frames)), s

@@ -11,7 +11,8 @@ values V_b and outputs O_b of past frames (M tokens of C channels):
   token, o <- (1 - s) o + s o_b, where their cosine similarity is at least tau.
 - Bank start: frame 0's own K, V, O. Every `interval` frames the current frame's tokens enter the
   bank: DyMe merges bank + new tokens back to a constant size; the queue keeps the last max_frames
-  frames; "none" keeps nothing.
+  frames; "none" keeps nothing. Which frames: `bank_schedule` (input-frame: frames 0, 4, 8, ... at every
+  denoising step; reference: the released code's counter, see the field).
 The pure tensor math (dynamic_merge, feature_fusion) is at the top and tested by hand; the wiring
 goes through v2v_core.attention's routed processors; all state lives in FeatureBankState, owned by
 the stream.
@@ -87,6 +88,13 @@ class StreamV2VConfig:
     interval: int = param(4, "add the current frame to the bank every N frames", lo=1, hi=64, step=1)
     merge_ratio: float = param(0.5, "DyMe: share of bank+new tokens merged away", lo=0.1, hi=0.9, step=0.05)
     max_frames: int = param(4, "queue bank: frames kept", lo=1, hi=16, step=1)
+    bank_schedule: str = param("input-frame", "which frames enter the bank. input-frame: every interval-th input frame "
+                                              "(0, 4, 8, ...) at every denoising step, as the paper describes it; "
+                                              "reference: the released code's one counter per UNet call, shared by "
+                                              "the stream batch's slots and advanced by its warm-up calls: at k "
+                                              "steps, step s banks the frames f with f + k + s divisible by interval "
+                                              "(2 steps: step 0 banks 2, 6, 10, ..., step 1 banks 1, 5, 9, ...)",
+                               choices=("input-frame", "reference"))
 
 
 WINDOW_ATTENTION = StreamV2VConfig(extended_attention=True, feature_fusion=False, bank="queue", interval=1, max_frames=3)
@@ -114,10 +122,11 @@ class FeatureBankState:
     stream's own random generator (DyMe's split), the time spent in bank operations, and an optional
     correspondence recorder."""
 
-    def __init__(self, config: StreamV2VConfig, seed: int = 0, recorder=None):
+    def __init__(self, config: StreamV2VConfig, seed: int = 0, recorder=None, steps: int = 1):
         import torch
 
         self.config = config
+        self.steps = steps                      # the stream's denoising steps (the reference schedule counts them)
         self.banks: dict[tuple[str, int], _Bank] = {}
         self.generator = torch.Generator().manual_seed(int(seed))
         self.recorder = recorder
@@ -135,9 +144,16 @@ class FeatureBankState:
         return {"bank_tokens": sum(b.tokens for b in self.banks.values()),
                 "bank_bytes": sum(b.nbytes for b in self.banks.values())}
 
+    def takes(self, frame: int, step: int) -> bool:
+        """Whether input frame `frame` at denoising step `step` enters a bank that has started (bank_schedule)."""
+        cfg = self.config
+        if cfg.bank_schedule == "reference":
+            return (frame + self.steps + step) % cfg.interval == 0
+        return frame % cfg.interval == 0
+
     def update(self, key, k, v, o, frame: int):
-        """Add a frame's tokens (N, C) to the bank of `key`, by the configured rule. A bank that nothing
-        reads (EA and FF both off) is not kept: that setting holds no memory, and reports none."""
+        """Add a frame's tokens (N, C) to the bank of `key` = (layer, step), by the configured rule. A bank that
+        nothing reads (EA and FF both off) is not kept: that setting holds no memory, and reports none."""
         import torch
 
         cfg = self.config
@@ -148,7 +164,7 @@ class FeatureBankState:
             bank = self.banks[key] = _Bank()
             if cfg.bank == "queue":
                 bank.queue = deque(maxlen=cfg.max_frames)
-        elif frame % cfg.interval:
+        elif not self.takes(frame, key[1]):
             return
         if cfg.bank == "queue":
             bank.queue.append((k, v, o))
@@ -223,7 +239,7 @@ class StreamV2V:
 
     def new_state(self, stream) -> FeatureBankState:
         rec = self.recorder_factory() if self.recorder_factory is not None else None
-        return FeatureBankState(self.config, stream.settings.seed, rec)
+        return FeatureBankState(self.config, stream.settings.seed, rec, stream.settings.steps)
 
     def unet_kwargs(self, state: FeatureBankState, frames: list[int], steps: list[int]) -> dict:
         return {"v2v": _Call(self.config, state, frames, steps, self.ff_prefixes)}

@@ -7,22 +7,29 @@ Same schedule, per-step noises and LCM update as the streaming engine, so the on
 per-frame baseline is how self-attention outputs are made. At each step, as the released code
 (run_tokenflow_pnp.py / tokenflow_utils.py) computes it:
 1. keyframes: frames in consecutive groups of B, one random keyframe per group (seeded, new draw per step);
-2. source correspondences: the UNet on the SOURCE latents records every self-attention layer's INPUT
-   (the transformer block's norm1 output); each frame's tokens find their nearest neighbour (cosine)
-   among the tokens of its own group's keyframe and of the previous group's keyframe;
-3. keyframe pass: the keyframes denoised jointly, each attending to the keys/values of ALL keyframes;
-   their self-attention outputs are kept;
-4. propagation pass: every frame (keyframes too) denoised with its self-attention outputs replaced by
-   w * T_own[nn_own] + (1 - w) * T_prev[nn_prev], w = sigmoid(d_prev / (d_own + d_prev)) from the
-   distances to the two GROUP CENTRES (0.62-0.73; group 0 uses its own keyframe only). So a keyframe
-   also takes about 30% from the previous keyframe. `propagation="paper"` is the paper's text instead:
-   the two nearest keyframes, w falling linearly with the distance to the previous one.
-The source branch is not the edit branch: by default it reads the CLEAN source latents. Noised with the
+2. keyframe pass: the keyframes of BOTH branches, the source branch (the source latents, under the source
+   prompt: the released scripts' inversion prompt, empty by default) and the edit branch, each keyframe
+   attending to the keys/values of all keyframes of its own branch; their self-attention outputs are kept,
+   and the source keyframes' self-attention INPUTS (the transformer block's norm1 output);
+3. propagation pass, both branches again: at every self-attention layer each frame's SOURCE tokens, as this
+   pass has computed them so far, find their nearest neighbour (cosine) among the source inputs of its own
+   group's keyframe and of the previous group's keyframe; then BOTH branches' outputs are replaced by
+   w * T_own[nn_own] + (1 - w) * T_prev[nn_prev] of their own branch's keyframe outputs, w = sigmoid(d_prev /
+   (d_own + d_prev)) from the distances to the two GROUP CENTRES (0.62-0.73; group 0 uses its own keyframe
+   only). So a keyframe also takes about 30% from the previous keyframe, and from the second layer on the
+   matches are made on a source branch that is itself propagated (tokenflow_utils.py's propagation path).
+   `source_branch="stock"` is the studio's earlier reading: a separate stock pass of the source records every
+   layer's input first and the matches are made on those (unpropagated) features; it costs one source pass
+   instead of a second branch in every pass. `propagation="paper"` is the paper's text instead of the
+   released blend: the two nearest keyframes, w falling linearly with the distance to the previous one.
+The source branch's latents: by default the CLEAN source latents. Noised with the
 stream's noise (the same for every frame: `source_noise="shared"`), matches are pulled towards the same
 image position; the released code's per-frame DDIM-inverted latents avoid that, and `benchmarks/
 tokenflow_matches.py` measures which choice follows the true motion of generated clips.
 Left out on purpose: the released DDIM sampler, classifier-free guidance, DDIM inversion and PnP
-feature injection (this is the SDEdit variant on LCM steps, for speed on the studio's backbones).
+feature injection (this is the SDEdit variant on LCM steps, for speed on the studio's backbones). The released
+scripts cut a clip to a multiple of the group size; here a shorter last group is kept (its keyframe drawn among
+its own frames, its weights from its centre as if it were whole): the studio's extension.
 
 Memory: the source and propagation passes run in chunks of `chunk` frames and keep only what the next
 chunk needs (keyframe tokens and nearest-neighbour indices); the keyframes are chosen over the whole
@@ -66,6 +73,13 @@ class TokenFlowConfig:
                                        "noised with a noise of each frame's own; shared: the stream's noise (the "
                                        "same for every frame, which pins matches to the same position)",
                               choices=("clean", "per-frame", "shared"))
+    source_branch: str = param("released", "released: the source branch runs beside the edit branch in the keyframe "
+                                           "and propagation passes, propagated like it, and each layer's matches are "
+                                           "made on it as that pass computes it (the authors' code); stock: a "
+                                           "separate stock pass of the source gives every layer's matches first",
+                               choices=("released", "stock"))
+    source_prompt: str = param("", "the source branch's prompt: the released scripts use the inversion prompt, a "
+                                   "description of the source clip (empty by default)")
 
 
 # -- memory estimate ---------------------------------------------------------------------------------------
@@ -101,7 +115,8 @@ def estimate_peak_bytes(backbone, n_frames: int, height: int, width: int, config
     per_frame = sum(n * c for n, c, _ in layers.values())            # self-attention output values per frame
     tokens = sum(n for n, _, _ in layers.values())
     k = math.ceil(n_frames / config.keyframe_group)
-    batch = max(min(config.chunk, n_frames), k)
+    # the released source branch runs beside the edit branch in every pass: twice the batch
+    batch = max(min(config.chunk, n_frames), k) * (2 if config.source_branch == "released" else 1)
     parts = {
         "frames (input + output, uint8)": 2 * n_frames * height * width * 3,
         "latents (source, current, next)": 3 * n_frames * 4 * h * w * el,
@@ -158,23 +173,33 @@ class _SourceFeatures:
 
 
 class _Joint:
-    """Extended attention across the batch: every keyframe attends to the keys/values of all of them
-    (one keyframe at a time, so only one keyframe's score matrix exists at once); keeps the outputs."""
+    """Extended attention across the batch: every keyframe attends to the keys/values of all keyframes of its
+    branch (the batch is `branches` equal halves: [source keyframes; edit keyframes] for the released source
+    branch), one keyframe at a time, so only one keyframe's score matrix exists at once. Keeps the outputs and,
+    with keep_inputs, the first branch's inputs (the source keyframes' norm1 outputs: what frames match on)."""
 
-    def __init__(self):
+    def __init__(self, branches: int = 1, keep_inputs: bool = False):
+        self.branches, self.keep_inputs = branches, keep_inputs
         self.tokens: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, torch.Tensor] = {}
 
     def self_attention(self, name, attn, hidden_states, mask):
         import torch
+        import torch.nn.functional as F
 
         from . import attention
 
         p = attention.project(attn, hidden_states)
         b, n, c = p.k.shape
-        k_all, v_all = p.k.reshape(1, b * n, c), p.v.reshape(1, b * n, c)
-        out = torch.cat([attention.attend(attn, p.q[i:i + 1], k_all, v_all, mask) for i in range(b)])
-        self.tokens[name] = out
-        return attention.finish(attn, out, hidden_states)
+        m = b // self.branches
+        out = []
+        for h in range(self.branches):
+            k_all, v_all = p.k[h * m:(h + 1) * m].reshape(1, m * n, c), p.v[h * m:(h + 1) * m].reshape(1, m * n, c)
+            out += [attention.attend(attn, p.q[i:i + 1], k_all, v_all, mask) for i in range(h * m, (h + 1) * m)]
+        self.tokens[name] = torch.cat(out)
+        if self.keep_inputs:
+            self.inputs[name] = F.normalize(hidden_states[:m].float(), dim=-1)
+        return attention.finish(attn, self.tokens[name], hidden_states)
 
 
 class _Propagate:
@@ -196,6 +221,39 @@ class _Propagate:
             ta = t[self.a[i]][self.nn_a[name][i]]
             tb = t[self.b[i]][self.nn_b[name][i]]
             out.append(self.w[i] * ta + (1 - self.w[i]) * tb)
+        return attention.finish(attn, torch.stack(out), hidden_states)
+
+
+class _PropagateReleased:
+    """The released propagation pass on [source frames; edit frames]: at every layer the source half's
+    self-attention inputs, as this pass has computed them (its earlier layers propagated), are matched (cosine)
+    to the source keyframes' inputs of the joint pass (`key_inputs`, normalised); both halves' outputs are
+    replaced by the blend of their own branch's keyframe outputs (`key_out`: [source keyframes; edit keyframes])
+    at those matches. `matches`, when given, collects each layer's (nn_a, nn_b) per frame."""
+
+    def __init__(self, key_inputs, key_out, slot_a, slot_b, weights, matches: dict | None = None):
+        self.key_inputs, self.key_out = key_inputs, key_out
+        self.a, self.b, self.w = slot_a, slot_b, weights
+        self.matches = matches
+
+    def self_attention(self, name, attn, hidden_states, mask):
+        import torch
+        import torch.nn.functional as F
+
+        from . import attention
+
+        m = hidden_states.shape[0] // 2
+        src = F.normalize(hidden_states[:m].float(), dim=-1)
+        ki, t = self.key_inputs[name], self.key_out[name]
+        kn = ki.shape[0]
+        out = [None] * (2 * m)
+        for i in range(m):
+            ia = (src[i] @ ki[self.a[i]].T).argmax(-1)
+            ib = (src[i] @ ki[self.b[i]].T).argmax(-1)
+            for h in (0, 1):
+                out[h * m + i] = self.w[i] * t[h * kn + self.a[i]][ia] + (1 - self.w[i]) * t[h * kn + self.b[i]][ib]
+            if self.matches is not None:
+                self.matches.setdefault(name, []).append((ia, ib))
         return attention.finish(attn, torch.stack(out), hidden_states)
 
 
@@ -277,6 +335,31 @@ def match_tokens(unet, x_src, keys: list[int], pairs, chunks, dev):
     return nn_a, nn_b
 
 
+def source_matches(unet, both, x_src, k, keys, pairs, chunks, config: TokenFlowConfig, dev):
+    """Every frame's nearest tokens in its two keyframes, per self-attention layer, as a run with `config` finds
+    them at step k: on a stock pass of the source (source_branch="stock"), or where the released propagation pass
+    computes them, on a source branch propagated layer by layer ("released"). unet/both: branch_unets'.
+    Returns (nn_a, nn_b): {layer: (N frames, tokens) long}."""
+    import torch
+
+    if config.source_branch == "stock":
+        return match_tokens(lambda x, idx, ctx: unet(x, k, idx, ctx, source=True), x_src, keys, pairs, chunks, dev)
+    joint = _Joint(branches=2, keep_inputs=True)
+    both(x_src[keys], x_src[keys], k, keys, joint)     # the edit branch does not reach the source branch: any will do
+    n = x_src.shape[0]
+    nn_a: dict[str, torch.Tensor] = {}
+    nn_b: dict[str, torch.Tensor] = {}
+    for c in chunks:
+        found: dict[str, list] = {}
+        both(x_src[c], x_src[c], k, c, _PropagateReleased(joint.inputs, joint.tokens, [pairs[i][0] for i in c],
+                                                          [pairs[i][1] for i in c], [pairs[i][2] for i in c], found))
+        for name, per_frame in found.items():
+            tokens = per_frame[0][0].shape[0]
+            nn_a.setdefault(name, torch.empty(n, tokens, dtype=torch.long, device=dev))[c] = torch.stack([m[0] for m in per_frame])
+            nn_b.setdefault(name, torch.empty(n, tokens, dtype=torch.long, device=dev))[c] = torch.stack([m[1] for m in per_frame])
+    return nn_a, nn_b
+
+
 def match_accuracy(backbone, clip, settings=None, config: TokenFlowConfig | None = None, step: int = 0,
                    seed: int = 0) -> dict[str, float]:
     """How well TokenFlow's source correspondences follow a KNOWN constant motion (a synthetic pan or shift
@@ -305,15 +388,9 @@ def match_accuracy(backbone, clip, settings=None, config: TokenFlowConfig | None
         keys = keyframes_for_step(n, config.keyframe_group, torch.Generator().manual_seed(seed))
         pairs = blend_pairs(n, keys, config)
         chunks = [list(range(s, min(s + config.chunk, n))) for s in range(0, n, config.chunk)]
-
-        def unet(x, idx, ctx):
-            t = stream._timesteps[step].expand(x.shape[0])
-            return backbone.unet(backbone.unet_input(x, z_src[idx]), t,
-                                 encoder_hidden_states=stream.text.expand(x.shape[0], -1, -1),
-                                 cross_attention_kwargs={"v2v": ctx}).sample
-
-        nn_a, nn_b = match_tokens(unet, source_latents(z_src, a, b, noise[step], config, frame_noise), keys, pairs,
-                                  chunks, dev)
+        unet, both = branch_unets(backbone, stream, z_src, config)
+        nn_a, nn_b = source_matches(unet, both, source_latents(z_src, a, b, noise[step], config, frame_noise), step,
+                                    keys, pairs, chunks, config, dev)
     out = {}
     for name in nn_a:
         tokens = nn_a[name].shape[1]
@@ -335,6 +412,29 @@ def match_accuracy(backbone, clip, settings=None, config: TokenFlowConfig | None
                 total += int(inside.sum())
         out[name] = hits / max(total, 1)
     return out
+
+
+def branch_unets(backbone, stream, z_src, config: TokenFlowConfig):
+    """The UNet calls of a run: unet(x, k, idx, ctx, source=False) at step k on latents x of frames idx (their source
+    latents condition an image-conditioned backbone) under the edit prompt (the source prompt with source=True), and
+    both(x_source, x_edit, k, idx, ctx): one call on [source branch; edit branch] of frames idx, returning the edit
+    branch's output."""
+    import torch
+
+    src_text = backbone.encode_prompt(config.source_prompt)
+
+    def unet(x, k, idx, ctx, source=False, text=None):
+        t = stream._timesteps[k].expand(x.shape[0])
+        text = text if text is not None else (src_text if source else stream.text).expand(x.shape[0], -1, -1)
+        return backbone.unet(backbone.unet_input(x, z_src[idx]), t, encoder_hidden_states=text,
+                             cross_attention_kwargs={"v2v": ctx}).sample
+
+    def both(x_source, x_edit, k, idx, ctx):
+        m = len(idx)
+        text = torch.cat([src_text.expand(m, -1, -1), stream.text.expand(m, -1, -1)])
+        return unet(torch.cat([x_source, x_edit]), k, list(idx) + list(idx), ctx, text=text)[m:]
+
+    return unet, both
 
 
 def tokenflow(backbone, frames: list[np.ndarray], prompt: str, settings=None, config: TokenFlowConfig | None = None,
@@ -369,14 +469,7 @@ def tokenflow(backbone, frames: list[np.ndarray], prompt: str, settings=None, co
             report({"stage": "encode", "step": 0, "steps": steps, "done": c[-1] + 1, "total": n})
         z_src = torch.cat(z_src)
 
-        def unet(x, k, idx, ctx):
-            """The UNet at step k on latents x of frames idx (their source latents condition an
-            image-conditioned backbone)."""
-            t = stream._timesteps[k].expand(x.shape[0])
-            return backbone.unet(backbone.unet_input(x, z_src[idx]), t,
-                                 encoder_hidden_states=stream.text.expand(x.shape[0], -1, -1),
-                                 cross_attention_kwargs={"v2v": ctx}).sample
-
+        unet, both = branch_unets(backbone, stream, z_src, config)
         noise = stream.draw_noise(z_src.shape[1:])                              # (steps, 4, h, w)
         frame_noise = (seeded_noise(z_src.shape, settings.seed + 1, dev, dt) if config.source_noise == "per-frame"
                        else None)
@@ -386,26 +479,33 @@ def tokenflow(backbone, frames: list[np.ndarray], prompt: str, settings=None, co
             a, b = stream._sqrt_a[k], stream._sqrt_1ma[k]
             keys = keyframes_for_step(n, config.keyframe_group, gen)
             pairs = blend_pairs(n, keys, config)
-            # 2. source correspondences on the source branch's self-attention inputs
             x_src = source_latents(z_src, a, b, noise[k], config, frame_noise)
-            nn_a, nn_b = match_tokens(lambda x, idx, ctx: unet(x, k, idx, ctx), x_src, keys, pairs, chunks, dev)
-            report({"stage": "source", "step": k + 1, "steps": steps, "done": n, "total": n})
-            # 3. joint keyframe pass
-            joint = _Joint()
-            unet(a * z[keys] + b * noise[k], k, keys, joint)
-            key_tokens = joint.tokens
+            released = config.source_branch == "released"
+            if released:        # the joint keyframe pass on both branches, the source keyframes' inputs kept
+                joint = _Joint(branches=2, keep_inputs=True)
+                both(x_src[keys], a * z[keys] + b * noise[k], k, keys, joint)
+            else:               # stock: every frame's matches from a stock pass of the source, then the joint pass
+                nn_a, nn_b = match_tokens(lambda x, idx, ctx: unet(x, k, idx, ctx, source=True), x_src, keys, pairs,
+                                          chunks, dev)
+                report({"stage": "source", "step": k + 1, "steps": steps, "done": n, "total": n})
+                joint = _Joint()
+                unet(a * z[keys] + b * noise[k], k, keys, joint)
             report({"stage": "keyframes", "step": k + 1, "steps": steps, "done": len(keys), "total": len(keys)})
-            # 4. propagation pass, chunk by chunk
+            # the propagation pass, chunk by chunk
             z_next = torch.empty_like(z)
             for c in chunks:
                 x = a * z[c] + b * noise[k]
-                ctx = _Propagate(key_tokens, {nm: t[c] for nm, t in nn_a.items()}, {nm: t[c] for nm, t in nn_b.items()},
-                                 [pairs[i][0] for i in c], [pairs[i][1] for i in c], [pairs[i][2] for i in c])
-                x0 = backbone.predicted_x0(x, unet(x, k, c, ctx), a, b, z_src[c])
+                slots = ([pairs[i][0] for i in c], [pairs[i][1] for i in c], [pairs[i][2] for i in c])
+                if released:
+                    out = both(x_src[c], x, k, c, _PropagateReleased(joint.inputs, joint.tokens, *slots))
+                else:
+                    out = unet(x, k, c, _Propagate(joint.tokens, {nm: t[c] for nm, t in nn_a.items()},
+                                                   {nm: t[c] for nm, t in nn_b.items()}, *slots))
+                x0 = backbone.predicted_x0(x, out, a, b, z_src[c])
                 z_next[c] = stream._c_out[k] * x0 + stream._c_skip[k] * x
                 report({"stage": "propagate", "step": k + 1, "steps": steps, "done": c[-1] + 1, "total": n})
             z = z_next
-            del key_tokens, nn_a, nn_b
+            del joint
         out = []
         for c in chunks:
             out += to_uint8(backbone.decode_latents(z[c]))
