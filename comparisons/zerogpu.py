@@ -21,7 +21,8 @@ FRAME_IO_S = 0.06          # per frame and method: VAE encode + decode (0.02) an
 START_S = 20.0             # per call: weights onto the attached GPU, CUDA warm-up, the first frame's setup
 MARGIN = 1.5               # a call that runs past its duration is killed: ask for half again the estimate
 # UNet work per frame and step, relative to the per-frame baseline: the bank methods attend over 4 more frames'
-# keys at every self-attention layer; TokenFlow runs a source pass, a propagation pass and 1/B of a keyframe pass.
+# keys at every self-attention layer; TokenFlow runs its source and edit branches together through the keyframe pass
+# (2/B of the frames) and the propagation pass (every frame): 2 + 2/B (its stock source pass instead: 2 + 1/B).
 COST = {"streamdiffusion": 1.0, "streamv2v": 1.6, "window": 1.4, "temporal-shift": 1.05, "svdiff": 1.2}
 MIN_S = 15                 # ZeroGPU's requests below this gain nothing
 
@@ -36,7 +37,8 @@ def _unet_cost(method) -> float:
     """method: a registered method's name or a preset (an ablation grid's settings are presets)."""
     preset = REGISTRY[method] if isinstance(method, str) else method
     if preset.core_method == "tokenflow":
-        return 2.0 + 1.0 / preset.config.keyframe_group
+        branches = 2 if preset.config.source_branch == "released" else 1
+        return 2.0 + branches / preset.config.keyframe_group
     return COST[preset.core_method]
 
 

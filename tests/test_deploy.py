@@ -95,7 +95,7 @@ def test_zerogpu_durations_follow_the_request_as_the_readme_states(monkeypatch):
     assert zerogpu.duration(TWO, 12, 256) < small
     # over the platform's cap: refused before the run, saying what to lower
     monkeypatch.setenv("V2V_ZEROGPU_MAX_S", "120")
-    with pytest.raises(V2VError, match=r"needs about 268 s of GPU and a ZeroGPU call may hold at most 120 s"):
+    with pytest.raises(V2VError, match=r"needs about 269 s of GPU and a ZeroGPU call may hold at most 120 s"):
         zerogpu.check_fits(ten_methods(), 120, 512)
     assert zerogpu.duration(ten_methods(), 120, 512) == 120
     zerogpu.check_fits(TWO, 12, 512)
