@@ -26,6 +26,7 @@ import gradio as gr  # noqa: E402
 
 from comparisons import service  # noqa: E402
 from comparisons.registry import PRESETS, REGISTRY  # noqa: E402
+from v2v_core.config import RUNTIMES  # noqa: E402
 from ui_common import GPU, METHOD_NAMES, call_service, prompt_box, prompt_update  # noqa: E402
 from v2v_core.errors import V2VError  # noqa: E402
 from ui_live import LIVE_HEAD, build_live_tab, camera_help  # noqa: E402
@@ -165,14 +166,14 @@ def warn_about_prompt(prompt, backbone):
         gr.Warning(warning)
 
 
-def compare_gpu_seconds(request, video, prompt, methods, size, frames, seed, strength, steps, backbone, *override_values,
-                        specs=()):
+def compare_gpu_seconds(request, video, prompt, methods, size, frames, seed, strength, steps, backbone, runtime,
+                        *override_values, specs=()):
     """ZeroGPU's `duration` for run_compare: called with the same arguments, before a GPU is attached."""
     return service.gpu_seconds(methods, frames, size, steps)
 
 
 @GPU(duration=compare_gpu_seconds)
-def run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, backbone, *override_values,
+def run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, backbone, runtime, *override_values,
                 specs=()):
     """A generator: each method's progress on the board, and its video, the plots and the table as soon as
     that method is done."""
@@ -187,7 +188,7 @@ def run_compare(request, video, prompt, methods, size, frames, seed, strength, s
 
     def work(progress, cancel):
         return service.compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
-                                    progress=progress, cancel=cancel, backbone=backbone)
+                                    progress=progress, cancel=cancel, backbone=backbone, runtime=runtime)
 
     def on_event(kind, name, value):
         if kind == "report":
@@ -202,9 +203,9 @@ def run_compare(request, video, prompt, methods, size, frames, seed, strength, s
 
 def table_update(rep: dict):
     """The summary table, its label saying the size and frame count every warp error was measured at."""
-    backbone = (rep.get("settings") or {}).get("backbone")      # which model made these (the picker may differ now)
-    return gr.update(value=service.summary_rows(rep),
-                     label=f"Summary ({service.measured_at(rep)}" + (f"; backbone {backbone})" if backbone else ")"))
+    s = rep.get("settings") or {}      # which model and runtime made these (the picker may differ now)
+    made = "".join(f"; {k} {s[k]}" for k in ("backbone", "runtime") if s.get(k))
+    return gr.update(value=service.summary_rows(rep), label=f"Summary ({service.measured_at(rep)}{made})")
 
 
 def video_updates(videos: dict) -> list:
@@ -299,6 +300,9 @@ def build_compare_tab(backbone):
                 strength = gr.Slider(0.1, 0.9, value=0.4, step=0.05, label="Strength")
                 steps = gr.Slider(1, 4, value=2, step=1, label="LCM steps")
                 seed = gr.Number(value=0, precision=0, label="Seed")
+                runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="compare-runtime",
+                                   info="one for every method of the run: torch; openvino (CPU; StreamDiffusion and "
+                                        "StreamV2V's family); auto: OpenVINO where every ticked method has a path")
             specs, controls = [], []
             with gr.Accordion("Method settings (each method's switches, paper defaults)", open=False):
                 for p in PRESETS:
@@ -339,7 +343,7 @@ def build_compare_tab(backbone):
         call_service(service.check_gpu_budget, methods, frames, size, steps)     # ZeroGPU: refused before the run
         yield from run_compare(request, video, prompt, methods, size, frames, seed, strength, steps, *rest, specs=specs)
 
-    go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, backbone, *controls],
+    go.click(handler, [video, prompt, methods, size, frames, seed, strength, steps, backbone, runtime, *controls],
                   [*vids, mosaic, warp_plot, bank_plot, table, zip_file, report, board], api_name="compare_ui",
                   show_progress="hidden")
     stop.click(stop_job, None, None, concurrency_limit=None, api_visibility="private")

@@ -6,6 +6,7 @@ import gradio as gr
 
 from comparisons import service
 from comparisons.registry import PRESETS, REGISTRY
+from v2v_core.config import RUNTIMES
 from ui_common import GPU, call_service, prompt_box
 
 STAMP = -424242     # the hidden stamp input's value; the page's script replaces it with the send time
@@ -47,6 +48,7 @@ LIVE_HEAD = """
     if (st.firstShown === null) st.firstShown = now;
     st.shown.push([now, now - stamp]);
     st.processed = Number(meta.dataset.frames); st.modelMs = Number(meta.dataset.modelMs);
+    st.runtime = meta.dataset.runtime || 'torch';
   }, true);
   const q = (a, p) => { const s = a.slice().sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
   setInterval(() => {
@@ -62,7 +64,7 @@ LIVE_HEAD = """
     el.textContent = `shown ${f(fps, 2)} frames/s · camera-to-screen latency p50 ${lat.length ? q(lat, 0.5) : 'n/a'} ms, `
       + `p95 ${lat.length ? q(lat, 0.95) : 'n/a'} ms (last 5 s) · first frame after `
       + `${st.firstShown ? f((st.firstShown - st.firstSent) / 1000, 1) + ' s' : '…'} · ${st.sent} frames sent, `
-      + `${Math.max(0, st.sent - st.processed - 1)} dropped (the newest frame wins) · model ${f(st.modelMs, 0)} ms/frame`;
+      + `${Math.max(0, st.sent - st.processed - 1)} dropped (the newest frame wins) · model ${f(st.modelMs, 0)} ms/frame (${st.runtime || 'torch'})`;
   }, 500);
 })();
 </script>
@@ -83,6 +85,7 @@ def live_meta(stamp, info: dict) -> str:
     """What the page's script reads when the output image has loaded: the frame's send time, the model's
     time per frame and the frames processed so far."""
     return (f"<div data-stamp='{int(stamp or 0)}' data-model-ms='{info['model_ms']}' data-frames='{info['frames']}' "
+            f"data-runtime='{info.get('runtime', 'torch')}' "
             f"style='display:none'></div>")
 
 
@@ -95,11 +98,12 @@ ZEROGPU_NOTE = ("On this ZeroGPU Space every camera frame is a GPU call of its o
 
 
 @GPU(duration=LIVE_FRAME_GPU_S)
-def step(frame, method, prompt, ea, ff, bank, stamp, sess, backbone):
-    """One camera frame through this session's stream (its own state; a new backbone, method or switch restarts it)."""
+def step(frame, method, prompt, ea, ff, bank, runtime, stamp, sess, backbone):
+    """One camera frame through this session's stream (its own state; a new backbone, method, runtime or switch
+    restarts it)."""
     sess = sess or service.LiveSession()
     over = dict(extended_attention=ea, feature_fusion=ff, bank=bank) if REGISTRY[method].core_method == "streamv2v" else {}
-    img, info = call_service(sess.process, frame, method, prompt, over, backbone=backbone)
+    img, info = call_service(sess.process, frame, method, prompt, over, backbone=backbone, runtime=runtime)
     return img, live_meta(stamp, info), sess
 
 
@@ -122,6 +126,10 @@ def build_live_tab(backbone):
                 ea = gr.Checkbox(True, label="EA (StreamV2V)", info="extended attention", min_width=150)
                 ff = gr.Checkbox(True, label="FF (StreamV2V)", info="feature fusion", min_width=150)
                 bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)", min_width=150)
+            runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="live-runtime",
+                               info="openvino: converted graphs on a CPU (StreamDiffusion and StreamV2V's family; the "
+                                    "first frame waits for the conversion, cached on disk after); auto: OpenVINO where "
+                                    "the method has a path")
         with gr.Column(min_width=300):
             out = gr.Image(label="Translated", elem_id="live-out", format="jpeg")
             gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")
@@ -129,7 +137,7 @@ def build_live_tab(backbone):
     stamp = gr.Number(STAMP, visible=False)
     session = gr.State(None)
 
-    inputs = [cam, method, prompt, ea, ff, bank, stamp, session, backbone]
+    inputs = [cam, method, prompt, ea, ff, bank, runtime, stamp, session, backbone]
     cam.stream(step, inputs, [out, meta, session], stream_every=0.2, time_limit=120, concurrency_limit=2,
                show_progress="hidden")
     method.change(lambda m: gr.update(visible=REGISTRY[m].core_method == "streamv2v"), method, v2v_controls,

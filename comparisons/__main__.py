@@ -105,7 +105,7 @@ def cmd_run(args) -> int:
         with out_dir_kept_on_success(args.out_dir):
             report = run_comparison(args.input, args.prompt, args.methods, args.out_dir, backbone=args.backbone,
                                     frames=args.frames, size=args.size, seed=args.seed, strength=args.strength,
-                                    steps=args.steps, clip_model=args.clip_model, progress=bars)
+                                    steps=args.steps, clip_model=args.clip_model, progress=bars, runtime=args.runtime)
     finally:
         bars.close()
     from .runner import markdown_table
@@ -190,7 +190,8 @@ def cmd_study(args) -> int:
 
 
 def _common(p, out_default=None):
-    p.add_argument("--backbone", default="toy", help="toy | sd15 | sd15-random | a local diffusers folder (default: toy)")
+    p.add_argument("--backbone", default="toy",
+                   help="toy | sd15 | sd-turbo | sd15-random | a local diffusers folder (default: toy)")
     p.add_argument("--frames", type=argument(check_frames), default=None,
                    help="use only the first N frames, at least 2 (default: the whole clip)")
     p.add_argument("--size", type=argument(check_size), default=256,
@@ -213,6 +214,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="StreamDiffusion,StreamV2V",
                    help='comma-separated names (see `list`), "all-online" or "all" (default: StreamDiffusion,StreamV2V)')
     p.add_argument("--out-dir", required=True, help="the results bundle folder to write")
+    p.add_argument("--runtime", choices=("torch", "openvino", "auto"), default="torch",
+                   help="one runtime for every method of the run: torch; openvino (a CPU, StreamDiffusion and StreamV2V's "
+                        "family only); auto: OpenVINO where every method has a path, else PyTorch (default: torch)")
     _common(p)
     p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
     p.set_defaults(fn=cmd_run)

@@ -60,7 +60,7 @@ def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out
                    frames: int | None = None, size: int = 256, seed: int = 0, strength: float = 0.4, steps: int = 2,
                    configs: dict[str, object] | None = None, clip_model: str | None = None,
                    progress: Callable[[str, int, int | None, str], None] | None = None, keep_frames: bool = False,
-                   on_result: Callable[[str, dict], None] | None = None, cancel=None) -> dict:
+                   on_result: Callable[[str, dict], None] | None = None, cancel=None, runtime: str = "torch") -> dict:
     """Run the selected presets side by side; returns the report (also written to out_dir).
 
     configs: preset name -> replacement config (UI overrides). progress(method, done, total, stage), in
@@ -68,16 +68,36 @@ def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out
     method's video and metrics are ready. cancel: a threading.Event; once set, the run raises
     v2v_core.errors.Cancelled before the next frame."""
     for kind, name, value in iter_comparison(input_path, prompt, methods, out_dir, backbone, frames, size, seed,
-                                             strength, steps, configs, clip_model, progress, keep_frames, cancel):
+                                             strength, steps, configs, clip_model, progress, keep_frames, cancel,
+                                             runtime):
         if kind == "result" and on_result is not None:
             on_result(name, value)
     return value
 
 
+def pick_runtime(bb, presets, runtime: str = "torch"):
+    """(backbone to run on, runtime used, why) for a run: ONE runtime for every method of the run, so that speeds
+    compare. "openvino" refuses a run it cannot serve; "auto" falls back to PyTorch for the whole run, saying why."""
+    from v2v_core.openvino_runtime import RUNTIMES, openvino_backbone, unsupported_reason
+
+    if runtime not in RUNTIMES:
+        raise V2VError(f"Unknown runtime '{runtime}': choose one of {', '.join(RUNTIMES)}.")
+    if runtime == "torch":
+        return bb, "torch", None
+    reason = unsupported_reason([p.core_method for p in presets], bb.device)
+    if reason is None:
+        return openvino_backbone(bb), "openvino", None
+    if runtime == "openvino":
+        raise V2VError(f"This run cannot use OpenVINO: {reason}. Use runtime torch or auto.")
+    return bb, "torch", f"auto chose PyTorch: {reason}"
+
+
 def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames=None, size=256, seed=0, strength=0.4,
-                    steps=2, configs=None, clip_model=None, progress=None, keep_frames=False, cancel=None):
+                    steps=2, configs=None, clip_model=None, progress=None, keep_frames=False, cancel=None,
+                    runtime: str = "torch"):
     """run_comparison as a generator, for UIs that show results as they come: yields
-    ("result", name, entry) as each method finishes, then ("report", None, report) at the end."""
+    ("result", name, entry) as each method finishes, then ("report", None, report) at the end.
+    runtime: torch | openvino | auto (pick_runtime), one for every method."""
     presets: list[MethodPreset] = resolve(methods) if not isinstance(methods, list) or isinstance(methods[0], str) \
         else methods
     if not prompt or not prompt.strip():
@@ -86,6 +106,7 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
     out_dir.mkdir(parents=True, exist_ok=True)
     info = probe(input_path)
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
+    bb, runtime_used, runtime_note = pick_runtime(bb, presets, runtime)
     settings = StreamSettings(strength=strength, steps=steps, seed=seed)
     configs = configs or {}
     total = min(frames, info.frames) if (frames and info.frames) else (frames or info.frames)
@@ -103,7 +124,8 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
 
     report = {"settings": {"input": str(input_path), "prompt": prompt, "backbone": bb.name, "size": size,
                            "frames": len(source), "seed": seed, "strength": strength, "steps": steps,
-                           "device": str(bb.device), "backbone_makes_edits": bb.makes_edits,
+                           "device": str(bb.device), "runtime": runtime_used, "runtime_note": runtime_note,
+                           "backbone_makes_edits": bb.makes_edits,
                            "prompt_warning": bb.prompt_warning(prompt) if hasattr(bb, "prompt_warning") else None},
               "input": str(out_dir / "input.mp4"), "mosaic": str(out_dir / "mosaic.mp4"), "methods": {}}
     outputs: dict[str, list[np.ndarray]] = {}
@@ -211,7 +233,8 @@ def _x(v) -> str:
 def markdown_table(report: dict) -> str:
     s = report["settings"]
     lines = [f"Input `{Path(s['input']).name}`, prompt \"{s['prompt']}\", backbone `{s['backbone']}`, "
-             f"{s['frames']} frames at {s['size']} px, seed {s['seed']}, strength {s['strength']}, {s['steps']} steps.",
+             f"{s['frames']} frames at {s['size']} px, seed {s['seed']}, strength {s['strength']}, {s['steps']} steps, "
+             f"runtime {s.get('runtime', 'torch')}" + (f" ({s['runtime_note']})" if s.get("runtime_note") else "") + ".",
              "", "| method | warp error ↓ | warp error (paper-compatible) ↓ | style MAE ↓ | CLIP consistency | fps | s total | "
              "bank MiB (last frame) | warp / baseline | detail / baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
     rel = (report.get("relative_to_baseline") or {}).get("methods", {})

@@ -100,6 +100,15 @@ def check_gpu_budget(methods=None, frames: int = 24, size: int = 256, steps: int
         check_fits(_gpu_methods(methods, grid), frames, size, steps)
 
 
+def ready_backbone(backbone=None):
+    """The loaded backbone for a run: a name (default: the configured one) is checked (check_backbone) and loaded once
+    per process; an already loaded Backbone (tests, tools) is used as it is."""
+    if backbone is not None and not isinstance(backbone, str):
+        return backbone
+    check_backbone(backbone or BACKBONE)
+    return get_backbone(backbone)
+
+
 def prompt_help(backbone: str | None = None) -> tuple[list[str], str]:
     """(prompts to offer, help line) for the prompt boxes under `backbone`: the toy's styles; examples for an
     open-vocabulary model. Needs no model."""
@@ -138,11 +147,11 @@ def check_request(video, prompt, methods, size, frames):
 
 def compare(video, prompt: str, methods: list[str], size: int = 256, frames: int = 24, seed: int = 0,
             strength: float = 0.4, steps: int = 2, overrides: dict[str, dict] | None = None, progress=None,
-            backbone: str | None = None) -> dict:
+            backbone: str | None = None, runtime: str = "torch") -> dict:
     """Run methods side by side. overrides: preset name -> {field: value}. Returns the report plus
     `videos` (name -> path), `mosaic`, `zip` and `table` (rows)."""
     for kind, _, value in compare_iter(video, prompt, methods, size, frames, seed, strength, steps, overrides,
-                                       progress, backbone):
+                                       progress, backbone, runtime=runtime):
         if kind == "report":
             return value
     raise RuntimeError("the comparison ended without a report")
@@ -150,21 +159,21 @@ def compare(video, prompt: str, methods: list[str], size: int = 256, frames: int
 
 def compare_iter(video, prompt: str, methods: list[str], size: int = 256, frames: int = 24, seed: int = 0,
                  strength: float = 0.4, steps: int = 2, overrides: dict[str, dict] | None = None, progress=None,
-                 backbone: str | None = None, cancel=None):
+                 backbone: str | None = None, cancel=None, runtime: str = "torch"):
     """compare() as a generator: ("result", name, entry) as each method finishes (so a UI can show it at
     once), then ("report", None, report) with `videos`, `zip` and `table` added. progress(method, done,
     total, stage); cancel: a threading.Event that stops the run before its next frame (Cancelled)."""
     check_request(video, prompt, methods, size, frames)
-    check_backbone(backbone or BACKBONE)
+    bb = ready_backbone(backbone)
     configs = {n: REGISTRY[n].with_overrides(**o) for n, o in (overrides or {}).items() if o and n in methods}
     out = _work_dir("v2v-compare-")
     from .runner import iter_comparison
 
     for kind, name, value in iter_comparison(video, prompt, list(methods), out,
-                                             backbone=get_backbone(backbone), size=int(size),
+                                             backbone=bb, size=int(size),
                                              frames=int(frames), seed=int(seed), strength=float(strength),
                                              steps=int(steps), configs=configs, progress=progress,
-                                             cancel=cancel):
+                                             cancel=cancel, runtime=runtime):
         if kind == "result":
             yield kind, name, value
             continue
@@ -473,9 +482,9 @@ def ablation_iter(video, prompt: str, grid: str, size: int = 256, frames: int = 
     from .ablation import iter_ablation
 
     check_request(video, prompt, None, size, frames)
-    check_backbone(backbone or BACKBONE)
+    bb = ready_backbone(backbone)
     out = _work_dir("v2v-ablate-")
-    for kind, name, value in iter_ablation(video, prompt, grid, out, backbone=get_backbone(backbone),
+    for kind, name, value in iter_ablation(video, prompt, grid, out, backbone=bb,
                                            size=int(size), frames=int(frames), seed=int(seed), progress=progress,
                                            cancel=cancel):
         if kind == "report":
@@ -513,9 +522,11 @@ class LiveSession:
         self.stream = None
         self.frames = 0
         self.model_ms: deque[float] = deque(maxlen=50)   # the last seconds' model times (a bounded window)
+        self.runtime = "torch"
 
     def process(self, frame: np.ndarray, method: str, prompt: str, overrides: dict | None = None,
-                strength: float = 0.4, steps: int = 2, backbone: str | None = None) -> tuple[np.ndarray, dict]:
+                strength: float = 0.4, steps: int = 2, backbone: str | None = None,
+                runtime: str = "torch") -> tuple[np.ndarray, dict]:
         from v2v_core.engine import Stream, StreamSettings
         from v2v_core.video import fit_frame
 
@@ -523,12 +534,14 @@ class LiveSession:
             raise V2VError("No camera frame arrived.")
         preset = REGISTRY[method] if method in REGISTRY else resolve(method)[0]
         backbone = backbone or BACKBONE
-        key = (backbone, preset.name, prompt, tuple(sorted((overrides or {}).items())), strength, steps, frame.shape[:2])
+        key = (backbone, runtime, preset.name, prompt, tuple(sorted((overrides or {}).items())), strength, steps,
+               frame.shape[:2])
         if key != self.key:                           # a switch: new state, same shared backbone
-            if self.key is None or self.key[0] != backbone:
-                check_backbone(backbone)
             cfg = preset.with_overrides(**overrides) if overrides and preset.fields() else None
-            self.stream = Stream(get_backbone(backbone), prompt or "a photo", StreamSettings(strength=strength, steps=steps),
+            from .runner import pick_runtime
+
+            bb, self.runtime, _ = pick_runtime(ready_backbone(backbone), [preset], runtime)
+            self.stream = Stream(bb, prompt or "a photo", StreamSettings(strength=strength, steps=steps),
                                  preset.build(cfg), keep_timings=LIVE_TIMINGS)
             self.key = key
         t0 = time.perf_counter()
@@ -536,7 +549,7 @@ class LiveSession:
         self.model_ms.append(1000 * (time.perf_counter() - t0))
         self.frames += 1
         return out[-1], {"model_ms": round(float(np.median(self.model_ms)), 1), "frames": self.frames,
-                         "method": preset.name}
+                         "method": preset.name, "runtime": self.runtime}
 
 
 def correspondence_run(video, method: str = "StreamV2V", frame: int = 4, size: int = 256, prompt: str = "a photo",
@@ -556,8 +569,7 @@ def correspondence_run(video, method: str = "StreamV2V", frame: int = 4, size: i
     core = preset.build(recorder_factory=lambda: rec)
     if not hasattr(core, "recorder_factory"):
         raise V2VError(f"{method} has no attention features to record; pick StreamDiffusion or a StreamV2V variant.")
-    check_backbone(backbone or BACKBONE)
-    bb = get_backbone(backbone)
+    bb = ready_backbone(backbone)
     outputs = list(Stream(bb, prompt, StreamSettings(), core).run(frames))
     layers = rec.recorded_layers()
     default = bb.correspondence_layer if bb.correspondence_layer in layers else layers[-1]

@@ -121,13 +121,13 @@ class Request:
 clip = "examples/astronaut-pan.mp4"
 ten = json.loads(sys.argv[1])
 # a large request: what its decorated call asks ZeroGPU for (the generator is closed before any work)
-big = app.run_compare(Request(), clip, "a thermal image", ten, 512, 120, 0, 0.4, 2, "toy")
+big = app.run_compare(Request(), clip, "a thermal image", ten, 512, 120, 0, 0.4, 2, "toy", "torch")
 next(big); big.close()
-small = app.run_compare(Request(), clip, "a thermal image", ["StreamDiffusion", "StreamV2V"], 512, 12, 0, 0.4, 2, "toy")
+small = app.run_compare(Request(), clip, "a thermal image", ["StreamDiffusion", "StreamV2V"], 512, 12, 0, 0.4, 2, "toy", "torch")
 next(small); small.close()
 # a real (short) run through the decorated call: nothing loads inside it
 last = None
-for last in app.run_compare(Request(), clip, "a thermal image", ["StreamDiffusion"], 128, 3, 0, 0.4, 2, "toy"):
+for last in app.run_compare(Request(), clip, "a thermal image", ["StreamDiffusion"], 128, 3, 0, 0.4, 2, "toy", "torch"):
     pass
 status = {r["key"]: r["unavailable"] for r in app.service.backbone_status()}
 print(json.dumps({"events": spaces.EVENTS, "board": last[-1], "status": status,

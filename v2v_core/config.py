@@ -17,6 +17,10 @@ from typing import Any
 
 from .errors import V2VError
 
+# Where a run's networks execute: one runtime for every method of a run (v2v_core.openvino_runtime). Here, not
+# there, so that the UI can list them without importing torch.
+RUNTIMES = ("torch", "openvino", "auto")
+
 
 def param(default: Any, help: str, lo=None, hi=None, step=None, choices=None, flag: str | None = None):
     """A config field with metadata. Bounds are inclusive; `flag` overrides the CLI flag name."""

@@ -1,0 +1,98 @@
+"""OpenVINO against PyTorch on a CPU, every method the OpenVINO path serves, in ONE run: per-frame times interleaved
+frame by frame (the machine's mood hits both runtimes alike), then the outputs' agreement on real clips.
+
+    python benchmarks/openvino_speed.py [--frames 24] [--size 256] [--prompt "a pencil sketch"] [--clips DIR]
+
+Speed: the embedded model at the studio's thread policy (v2v_core.threads: cores - 1), a known-motion clip, the
+first 4 frames of each stream not counted (conversion and warm-up are done before); median ms per frame of each
+method on each runtime, the ratio PyTorch / OpenVINO, and each method's time over StreamDiffusion's on the same
+runtime. Agreement: on every clip of --clips (default ../shared/data/videos, the first --frames frames), the lowest
+per-frame PSNR of OpenVINO's output against PyTorch's, and both warp errors (DIS flow on the source).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from v2v_core.threads import apply  # noqa: E402
+
+THREADS = apply()       # before torch loads
+
+import numpy as np  # noqa: E402
+
+from v2v_core.backbones import load_backbone  # noqa: E402
+from v2v_core.engine import Stream, StreamSettings  # noqa: E402
+from v2v_core.openvino_runtime import openvino_backbone  # noqa: E402
+from v2v_core.synthetic import make_clip  # noqa: E402
+
+METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention")
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255 ** 2 / max(mse, 1e-12)))
+
+
+def main(argv=None):
+    from comparisons.registry import REGISTRY
+    from v2v_core.metrics import evaluate_clip
+    from v2v_core.video import read_video
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--prompt", default="a pencil sketch")
+    ap.add_argument("--clips", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"))
+    ap.add_argument("--skip-quality", action="store_true", help="speed only")
+    args = ap.parse_args(argv)
+    bb = load_backbone("toy", device="cpu")
+    ov = openvino_backbone(bb)
+    settings = StreamSettings()
+    frames = [np.ascontiguousarray(f) for f in make_clip("pan", args.frames + 4, args.size).frames]
+    t0 = time.perf_counter()
+    for name in METHODS:        # conversion (or the disk cache) first: not timed below
+        list(Stream(ov, args.prompt, settings, REGISTRY[name].build()).run(frames[:6]))
+    print(f"# OpenVINO vs PyTorch, embedded model, {args.size} px, {THREADS or 'torch default'} thread(s), "
+          f"median of {args.frames} frames after 4 (conversion and first compile {ov.ov.convert_seconds:.1f} s, "
+          f"setup in all {time.perf_counter() - t0:.1f} s)")
+    times = {(n, r): [] for n in METHODS for r in ("torch", "openvino")}
+    streams = {(n, r): Stream(bb if r == "torch" else ov, args.prompt, settings, REGISTRY[n].build())
+               for n in METHODS for r in ("torch", "openvino")}
+    for i, f in enumerate(frames):
+        for key, s in streams.items():
+            t = time.perf_counter()
+            s.push(f)
+            if i >= 4:
+                times[key].append(time.perf_counter() - t)
+    med = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    print("| method | PyTorch ms/frame | OpenVINO ms/frame | PyTorch / OpenVINO | / StreamDiffusion (PyTorch) | "
+          "/ StreamDiffusion (OpenVINO) |")
+    print("|---|---|---|---|---|---|")
+    for n in METHODS:
+        pt, o = med[(n, "torch")], med[(n, "openvino")]
+        print(f"| {n} | {pt:.1f} | {o:.1f} | {pt / o:.2f}x | {pt / med[('StreamDiffusion', 'torch')]:.2f}x | "
+              f"{o / med[('StreamDiffusion', 'openvino')]:.2f}x |")
+    if args.skip_quality:
+        return
+    clips = sorted(p for p in Path(args.clips).glob("*.mp4") if "style" not in p.stem)
+    print(f"\n# Agreement, {args.frames} frames of each clip at {args.size} px, \"{args.prompt}\"")
+    print("| clip | method | lowest PSNR OpenVINO vs PyTorch | warp error PyTorch | warp error OpenVINO | difference |")
+    print("|---|---|---|---|---|---|")
+    for clip in clips:
+        src, _ = read_video(str(clip), args.frames, args.size)
+        for n in METHODS:
+            outs = {r: list(Stream(b, args.prompt, settings, REGISTRY[n].build()).run(src))
+                    for r, b in (("torch", bb), ("openvino", ov))}
+            we = {r: evaluate_clip(src, o, clip_model=None)["warp_error"] for r, o in outs.items()}
+            low = min(psnr(a, b) for a, b in zip(outs["torch"], outs["openvino"]))
+            print(f"| {clip.stem} | {n} | {low:.1f} dB | {we['torch']:.3f} | {we['openvino']:.3f} | "
+                  f"{100 * (we['openvino'] / we['torch'] - 1):+.2f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The OpenVINO runtime: the same outputs as PyTorch for every method it serves (the methods' state outside the
+graph), one runtime per run, refusals that say why, graphs cached on disk by the weights' digest."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from v2v_core.engine import Stream, StreamSettings
+from v2v_core.errors import V2VError
+from v2v_core.streamv2v import WINDOW_ATTENTION, StreamV2V, StreamV2VConfig
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255 ** 2 / max(mse, 1e-12))
+
+
+@pytest.fixture
+def ov_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("V2V_OPENVINO_CACHE", str(tmp_path / "ov"))
+    return tmp_path / "ov"
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: None, id="per-frame"),
+    pytest.param(lambda: StreamV2V(StreamV2VConfig(ff_threshold=0.9)), id="streamv2v-dyme"),
+    # a growing bank converts one graph per length: slower, the slow tier
+    pytest.param(lambda: StreamV2V(StreamV2VConfig(bank="queue", max_frames=3)), id="streamv2v-queue",
+                 marks=pytest.mark.slow),
+    pytest.param(lambda: StreamV2V(WINDOW_ATTENTION, name="window"), id="window", marks=pytest.mark.slow)])
+def test_openvino_gives_the_pytorch_frames_with_the_bank_outside_the_graph(tiny_backbone, frames64, ov_cache, make):
+    """8 frames (DyMe merges at frame 4, a queue that grows to 3 frames): every output frame within 40 dB of PyTorch's,
+    and the bank the method's own code updated from the graph's K/V/O the same size as PyTorch's."""
+    from v2v_core.openvino_runtime import openvino_backbone
+
+    ov = openvino_backbone(tiny_backbone)
+    ref_stream = Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0), make())
+    ov_stream = Stream(ov, "a cartoon", StreamSettings(seed=0), make())
+    ref, out = list(ref_stream.run(frames64)), list(ov_stream.run(frames64))
+    assert min(psnr(a, b) for a, b in zip(ref, out)) >= 40
+    if ref_stream.method_state is not None:
+        assert ov_stream.method_state.accounting() == ref_stream.method_state.accounting()
+    assert any(ov_cache.rglob("unet*.xml")) or any(ov_cache.rglob("v2v-*.xml"))     # converted once, kept on disk
+
+
+def test_one_runtime_per_run_and_refusals_say_why(tiny_backbone):
+    from comparisons.registry import REGISTRY
+    from comparisons.runner import pick_runtime
+
+    two = [REGISTRY["StreamDiffusion"], REGISTRY["StreamV2V"]]
+    bb, used, note = pick_runtime(tiny_backbone, two, "auto")
+    assert used == "openvino" and note is None and bb is not tiny_backbone
+    with_tf = two + [REGISTRY["TokenFlow"]]
+    bb, used, note = pick_runtime(tiny_backbone, with_tf, "auto")
+    assert (bb, used) == (tiny_backbone, "torch") and "tokenflow has no OpenVINO path" in note
+    with pytest.raises(V2VError, match="cannot use OpenVINO: tokenflow has no OpenVINO path"):
+        pick_runtime(tiny_backbone, with_tf, "openvino")
+    assert pick_runtime(tiny_backbone, with_tf, "torch") == (tiny_backbone, "torch", None)
+    with pytest.raises(V2VError, match="Unknown runtime"):
+        pick_runtime(tiny_backbone, two, "tensorrt")

@@ -1,0 +1,283 @@
+"""OpenVINO on a CPU, for every method of a run alike, with the methods' state outside the graph.
+
+    bb_ov = openvino_backbone(bb)          # same Backbone interface; encode, decode, text and UNet run compiled
+    Stream(bb_ov, prompt, settings, StreamV2V(cfg))   # the engine and the method code are unchanged
+
+What is converted (openvino.convert_model straight from the PyTorch modules, compiled for "CPU" at the studio's
+thread count, cached on disk by the weights' digest and the input shapes under V2V_OPENVINO_CACHE, default
+~/.cache/v2v-studio/openvino): the autoencoder's encoder and decoder, the text encoder, and the UNet as ONE graph per
+method family and shape:
+- the per-frame baseline: (latent, timestep, text) -> prediction;
+- StreamV2V's family (EA, FF, DyMe or queue bank, window attention): (latent, timestep, text, and per
+  self-attention layer the bank's keys, values and outputs of this denoising step) -> (prediction, and per layer the
+  frame's keys, values and outputs before fusion). Extended attention and feature fusion run inside the graph on the
+  bank it is given; the bank's update (DyMe's merge, the queue) stays in streamv2v.FeatureBankState, unchanged. A
+  DyMe bank keeps a constant size, so one graph serves every frame after the first; a queue bank compiles one graph
+  per length it passes through (at most max_frames).
+Methods without a path here (temporal shift's hooks, SVDiff's memory, TokenFlow's passes, the correspondence
+recorder) are refused by `unsupported_reason`: a run that includes one runs on PyTorch as a whole (comparisons).
+The graphs are traced from the PyTorch modules of whatever backbone is loaded: a retrained toy with another layout
+converts through the same code.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from .backbones import Backbone
+from .config import RUNTIMES  # noqa: F401  (re-exported: the runtimes this module serves)
+from .errors import V2VError
+OV_METHODS = ("streamdiffusion", "streamv2v", "window")      # core methods with a path here
+
+
+def openvino_missing() -> str | None:
+    """Why OpenVINO cannot run here (None: it can)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "the openvino package is not installed (pip install openvino)"
+    return None
+
+
+def unsupported_reason(core_methods, device) -> str | None:
+    """Why a run of these core methods (names of v2v_core.methods) cannot use OpenVINO (None: it can)."""
+    missing = openvino_missing()
+    if missing:
+        return missing
+    if torch.device(device).type != "cpu":
+        return f"the backbone is on {device}: the OpenVINO path is for CPUs"
+    others = sorted({m for m in core_methods if m not in OV_METHODS})
+    if others:
+        return f"{', '.join(others)} has no OpenVINO path yet (one runtime serves every method of a run)"
+    return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("V2V_OPENVINO_CACHE", Path.home() / ".cache" / "v2v-studio" / "openvino"))
+
+
+def weights_digest(*modules) -> str:
+    """A short SHA-256 of the modules' parameters and buffers (names and bytes): what a cached graph was made from."""
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in list(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class _Compiler:
+    """Converts a PyTorch module once per (part, input shapes) and the backbone's weights, keeps it on disk and
+    compiled in memory."""
+
+    def __init__(self, digest: str, threads: int):
+        self.digest, self.threads = digest, threads
+        self.compiled: dict[tuple, object] = {}
+        self.convert_seconds = 0.0
+
+    def get(self, part: str, module: torch.nn.Module, example: tuple[torch.Tensor, ...]):
+        key = (part, tuple(tuple(x.shape) for x in example))
+        if key not in self.compiled:
+            import time
+
+            import openvino as ov
+
+            shapes = "_".join("x".join(map(str, s)) for s in key[1])
+            path = cache_dir() / self.digest / f"{part}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}.xml"
+            core = ov.Core()
+            if not path.exists():
+                t0 = time.perf_counter()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")          # the tracer's notes on shape-dependent Python branches
+                    model = ov.convert_model(module, example_input=example)
+                ov.save_model(model, str(path), compress_to_fp16=False)
+                self.convert_seconds += time.perf_counter() - t0
+            self.compiled[key] = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": self.threads})
+        return self.compiled[key]
+
+    def run(self, part, module, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        model = self.get(part, module, inputs)
+        res = model([x.detach().to(torch.float32 if x.is_floating_point() else x.dtype).numpy() for x in inputs])
+        return [torch.from_numpy(res[o].copy()) for o in model.outputs]
+
+
+# -- the converted parts ---------------------------------------------------------------------------------------
+class _Encode(torch.nn.Module):
+    def __init__(self, bb: Backbone):
+        super().__init__()
+        self.bb, self.vae = bb, bb.vae          # the autoencoder registered: its weights are the graph's
+
+    def forward(self, x):
+        return Backbone.encode_images(self.bb, x)
+
+
+class _Decode(torch.nn.Module):
+    def __init__(self, bb: Backbone):
+        super().__init__()
+        self.bb, self.vae = bb, bb.vae
+
+    def forward(self, z):
+        return Backbone.decode_latents(self.bb, z)
+
+
+class _Text(torch.nn.Module):
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.te = text_encoder
+
+    def forward(self, ids):
+        return self.te(ids)[0]
+
+
+class _PlainUNet(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t, text):
+        return self.unet(x, t, encoder_hidden_states=text).sample
+
+
+class _GraphBankCall:
+    """The routed processors' context inside the traced StreamV2V graph: extended attention and feature fusion on
+    the bank tensors the graph was given (layer -> (K, V, O) or None), the frame's (k, v, o) kept per layer."""
+
+    def __init__(self, config, ff_prefixes, banks: dict):
+        self.config, self.ff_prefixes, self.banks = config, ff_prefixes, banks
+        self.kvo: dict[str, tuple] = {}
+
+    def self_attention(self, name, attn, hidden_states, mask):
+        from . import attention
+        from .streamv2v import feature_fusion
+
+        cfg = self.config
+        p = attention.project(attn, hidden_states)
+        bank = self.banks.get(name)
+        k, v = p.k, p.v
+        if bank is not None and cfg.extended_attention:
+            k, v = torch.cat([k, bank[0][None]], 1), torch.cat([v, bank[1][None]], 1)
+        o = attention.attend(attn, p.q, k, v, mask)[0]
+        self.kvo[name] = (p.k[0], p.v[0], o)
+        if bank is not None and cfg.feature_fusion and name.startswith(self.ff_prefixes):
+            o = feature_fusion(o, bank[2], cfg.ff_strength, cfg.ff_threshold)
+        return attention.finish(attn, o[None], hidden_states)
+
+
+class _BankUNet(torch.nn.Module):
+    """The UNet with StreamV2V's attention, its bank as inputs and the frame's K/V/O as outputs (one graph per
+    config and bank shapes; `layers` with a bank, in order)."""
+
+    def __init__(self, unet, config, ff_prefixes, layers: list[str], all_layers: list[str]):
+        super().__init__()
+        self.unet, self.config, self.ff_prefixes = unet, config, ff_prefixes
+        self.layers, self.all_layers = layers, all_layers
+
+    def forward(self, x, t, text, *bank):
+        banks = {name: bank[3 * i:3 * i + 3] for i, name in enumerate(self.layers)}
+        ctx = _GraphBankCall(self.config, self.ff_prefixes, banks)
+        out = self.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": ctx}).sample
+        return (out, *[part for name in self.all_layers for part in ctx.kvo[name]])
+
+
+class OpenVINOUNet:
+    """What the engine calls as `backbone.unet`: the compiled graphs, the stream's state read and updated outside
+    them. Attention processors are installed on the PyTorch UNet the graphs are traced from."""
+
+    def __init__(self, unet, compiler: _Compiler):
+        self.torch_unet, self.compiler = unet, compiler
+        self.config = unet.config
+        self.dtype = torch.float32
+
+    @property
+    def attn_processors(self):
+        return self.torch_unet.attn_processors
+
+    def set_attn_processor(self, processors):
+        self.torch_unet.set_attn_processor(processors)
+
+    def _self_attention_layers(self) -> list[str]:
+        """The self-attention layers in the order the UNet runs them (down, mid, up): the order the PyTorch path
+        updates their banks in, so DyMe draws its random splits in the same sequence."""
+        def order(name):
+            part = name.split(".")
+            return ({"down_blocks": 0, "mid_block": 1, "up_blocks": 2}.get(part[0], 3),
+                    [int(p) for p in part[1:] if p.isdigit()])
+
+        return sorted((k[: -len(".processor")] for k in self.torch_unet.attn_processors if ".attn1." in k), key=order)
+
+    def __call__(self, sample, timestep, encoder_hidden_states=None, cross_attention_kwargs=None):
+        from .streamv2v import _Call
+
+        ctx = (cross_attention_kwargs or {}).get("v2v")
+        t = timestep.to(torch.int64).reshape(-1).expand(sample.shape[0]).contiguous()
+        if ctx is None:
+            out = self.compiler.run("unet", _PlainUNet(self.torch_unet), sample, t, encoder_hidden_states)[0]
+        elif isinstance(ctx, _Call) and len(ctx.frames) == 1 and ctx.state.recorder is None:
+            out = self._streamv2v(ctx, sample, t, encoder_hidden_states)
+        else:
+            raise V2VError("This method has no OpenVINO path (or needs a recorder or a batch of frames): run it with "
+                           "runtime torch.")
+        return SimpleNamespace(sample=out)
+
+    def _streamv2v(self, ctx, sample, t, text):
+        import dataclasses
+
+        from . import attention
+
+        attention.install(self.torch_unet)
+        st, frame, step = ctx.state, ctx.frames[0], ctx.steps[0]
+        names = self._self_attention_layers()
+        banks = {n: st.banks.get((n, step)) for n in names}
+        with_bank = [n for n in names if banks[n] is not None and banks[n].tokens]
+        tensors = [x for n in with_bank for x in (banks[n].k, banks[n].v, banks[n].o)]
+        cfg = ctx.config
+        part = "v2v-" + hashlib.sha256(repr((dataclasses.astuple(cfg), ctx.ff_prefixes, with_bank)).encode()).hexdigest()[:10]
+        module = _BankUNet(self.torch_unet, cfg, ctx.ff_prefixes, with_bank, names)
+        out = self.compiler.run(part, module, sample, t, text, *tensors)
+        for i, n in enumerate(names):                      # the bank's update: the method's own PyTorch code
+            k, v, o = out[1 + 3 * i:4 + 3 * i]
+            st.update((n, step), k, v, o, frame)
+        return out[0]
+
+
+class OpenVINOBackbone(Backbone):
+    """A Backbone whose encode, decode, text encoder and UNet run as OpenVINO graphs (same interface)."""
+
+    def encode_images(self, x):
+        return self.ov.run("encode", _Encode(self.torch_parts), x)[0]
+
+    def decode_latents(self, z):
+        return self.ov.run("decode", _Decode(self.torch_parts), z)[0]
+
+    @torch.inference_mode()
+    def encode_prompt(self, prompt: str):
+        if prompt not in self._prompt_cache:
+            ids = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            self._prompt_cache[prompt] = self.ov.run("text", _Text(self.text_encoder), ids)[0]
+        return self._prompt_cache[prompt]
+
+
+_CONVERTED: dict[int, OpenVINOBackbone] = {}
+
+
+def openvino_backbone(bb: Backbone) -> OpenVINOBackbone:
+    """The backbone with its parts on OpenVINO (once per loaded backbone and process; shared like the backbone)."""
+    reason = openvino_missing() or (None if bb.device.type == "cpu" else "the OpenVINO path is for CPUs")
+    if reason:
+        raise V2VError(f"OpenVINO cannot run here: {reason}.")
+    if id(bb) not in _CONVERTED:
+        compiler = _Compiler(weights_digest(bb.unet, bb.vae, bb.text_encoder), max(1, torch.get_num_threads()))
+        fields = {f: getattr(bb, f) for f in bb.__dataclass_fields__ if f != "_prompt_cache"}
+        fields["unet"] = OpenVINOUNet(bb.unet, compiler)
+        ov_bb = OpenVINOBackbone(**fields)
+        ov_bb.ov, ov_bb.torch_parts = compiler, bb
+        ov_bb.runtime = "openvino"
+        _CONVERTED[id(bb)] = ov_bb
+    return _CONVERTED[id(bb)]
