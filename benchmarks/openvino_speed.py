@@ -39,21 +39,27 @@ def psnr(a, b) -> float:
 
 
 def main(argv=None):
-    from comparisons.registry import REGISTRY
-    from v2v_core.metrics import evaluate_clip
-    from v2v_core.video import read_video
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--prompt", default="a pencil sketch")
     ap.add_argument("--clips", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"))
     ap.add_argument("--skip-quality", action="store_true", help="speed only")
+    ap.add_argument("--skip-speed", action="store_true", help="agreement only (needs no idle machine)")
     args = ap.parse_args(argv)
     bb = load_backbone("toy", device="cpu")
     ov = openvino_backbone(bb)
     settings = StreamSettings()
     frames = [np.ascontiguousarray(f) for f in make_clip("pan", args.frames + 4, args.size).frames]
+    if not args.skip_speed:
+        speed(bb, ov, settings, frames, args)
+    if not args.skip_quality:
+        agreement(bb, ov, settings, args)
+
+
+def speed(bb, ov, settings, frames, args):
+    from comparisons.registry import REGISTRY
+
     t0 = time.perf_counter()
     for name in METHODS:        # conversion (or the disk cache) first: not timed below
         list(Stream(ov, args.prompt, settings, REGISTRY[name].build()).run(frames[:6]))
@@ -77,8 +83,13 @@ def main(argv=None):
         pt, o = med[(n, "torch")], med[(n, "openvino")]
         print(f"| {n} | {pt:.1f} | {o:.1f} | {pt / o:.2f}x | {pt / med[('StreamDiffusion', 'torch')]:.2f}x | "
               f"{o / med[('StreamDiffusion', 'openvino')]:.2f}x |")
-    if args.skip_quality:
-        return
+
+
+def agreement(bb, ov, settings, args):
+    from comparisons.registry import REGISTRY
+    from v2v_core.metrics import evaluate_clip
+    from v2v_core.video import read_video
+
     clips = sorted(p for p in Path(args.clips).glob("*.mp4") if "style" not in p.stem)
     print(f"\n# Agreement, {args.frames} frames of each clip at {args.size} px, \"{args.prompt}\"")
     print("| clip | method | lowest PSNR OpenVINO vs PyTorch | warp error PyTorch | warp error OpenVINO | difference |")
