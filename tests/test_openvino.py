@@ -62,3 +62,40 @@ def test_one_runtime_per_run_and_refusals_say_why(tiny_backbone):
     assert pick_runtime(tiny_backbone, with_tf, "torch") == (tiny_backbone, "torch", None)
     with pytest.raises(V2VError, match="Unknown runtime"):
         pick_runtime(tiny_backbone, two, "tensorrt")
+
+
+def test_the_second_start_converts_nothing(tiny_pipe_dir, frames64, tmp_path):
+    """Two processes on one cache folder: the first converts, the second reads every graph from the disk cache."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import json, sys; from v2v_core.backbones import load_backbone; from v2v_core.engine import Stream, "
+            "StreamSettings; from v2v_core.streamv2v import StreamV2V; from v2v_core.openvino_runtime import "
+            "openvino_backbone; from v2v_core.synthetic import make_clip; import numpy as np; "
+            f"ov = openvino_backbone(load_backbone({str(tiny_pipe_dir)!r}, device='cpu')); "
+            "f = [np.ascontiguousarray(x) for x in make_clip('pan', 6, 64).frames]; "
+            "[list(Stream(ov, 'a cartoon', StreamSettings(), m).run(f)) for m in (None, StreamV2V())]; "
+            "print(json.dumps({'convert_s': ov.ov.convert_seconds, 'graphs': len(ov.ov.compiled)}))")
+    env = {**os.environ, "V2V_OPENVINO_CACHE": str(tmp_path / "cache")}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                                      timeout=300).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    assert runs[0]["convert_s"] > 0 and runs[1]["convert_s"] == 0, runs
+    assert runs[0]["graphs"] == runs[1]["graphs"] >= 6        # encode, decode, text, per-frame UNet, two StreamV2V
+
+
+def test_without_openvino_auto_runs_on_pytorch_and_says_why(tiny_backbone, monkeypatch):
+    from comparisons.registry import REGISTRY
+    from comparisons.runner import pick_runtime
+    from v2v_core import openvino_runtime
+
+    monkeypatch.setattr(openvino_runtime, "openvino_missing", lambda: "the openvino package is not installed (pip "
+                                                                      "install openvino)")
+    bb, used, note = pick_runtime(tiny_backbone, [REGISTRY["StreamDiffusion"]], "auto")
+    assert (bb, used) == (tiny_backbone, "torch") and note == ("auto chose PyTorch: the openvino package is not "
+                                                               "installed (pip install openvino)")
+    with pytest.raises(V2VError, match="cannot use OpenVINO: the openvino package is not installed"):
+        pick_runtime(tiny_backbone, [REGISTRY["StreamDiffusion"]], "openvino")
