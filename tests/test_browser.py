@@ -99,9 +99,10 @@ def summary_label(page) -> str:
 
 
 def test_the_backbone_picker_is_each_sessions_own(server):
-    """Two visitors at once: one picks the random-weights SD-1.5 layout and runs; the other keeps the embedded model,
-    its example's results made in advance and its own run. A backbone that cannot run here (SD-1.5: no GPU, no hub) is
-    listed as unavailable with the reason, and picking it says why and goes back, never a traceback."""
+    """Two visitors at once: one picks the random-weights SD-1.5 layout and runs; the other keeps the embedded model
+    and its example's results made in advance. A backbone that cannot run here (SD-1.5: no GPU, no hub) is
+    listed as unavailable with the reason, and picking it says why and goes back, never a traceback. (B's own run on
+    the embedded model is the other browser tests'.)"""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -137,23 +138,17 @@ def test_the_backbone_picker_is_each_sessions_own(server):
             box = a.locator(f"{sel} input[type=number]")
             box.fill(value)
             box.press("Enter")
+        a.get_by_label("StreamV2V", exact=True).uncheck()                   # one method: a short run
         a.get_by_role("button", name="Run", exact=True).click()
         a.wait_for_selector("#progress-board :text('Done.')", timeout=400_000)
         assert "backbone sd15-random" in summary_label(a), summary_label(a)
         a.screenshot(path=str(ART / "picker-sd15-random.png"), full_page=True)
-        # B's results and pick are its own: still the embedded model's, then B's own run on it
+        assert set(a.evaluate(PANEL_VIDEOS_JS)) == {"StreamDiffusion"}
+        # B's results and pick are its own: still the embedded model's, made in advance, both panels
         assert b.locator("#backbone-picker input").input_value() == "Embedded model (offline, CPU)"
-        assert "backbone toy" in summary_label(b), summary_label(b)
-        b_before = b.evaluate(PANEL_VIDEOS_JS)
-        b.get_by_text("Run settings").click()
-        box = b.locator("#compare-frames input[type=number]")
-        box.fill("3")
-        box.press("Enter")
-        b.get_by_role("button", name="Run", exact=True).click()
-        b.wait_for_selector("#progress-board :text('Done.')", timeout=400_000)
-        assert "backbone toy" in summary_label(b) and "over 3 frames" in summary_label(b), summary_label(b)
-        assert b.evaluate(PANEL_VIDEOS_JS) != b_before
-        assert "backbone sd15-random" in summary_label(a)       # A's results stayed A's
+        assert "backbone toy" in summary_label(b) and "over 24 frames" in summary_label(b), summary_label(b)
+        assert set(b.evaluate(PANEL_VIDEOS_JS)) == {"StreamDiffusion", "StreamV2V"}
+        assert b.locator("#progress-board :text('Made in advance')").count() == 1
         browser.close()
 
 
@@ -195,6 +190,7 @@ def test_compare_two_methods_in_chromium(page):
     assert set(after) == {"StreamDiffusion"} and after["StreamDiffusion"].endswith("streamdiffusion.mp4"), after
 
 
+@pytest.mark.slow   # over 10 s on 2 cores, with a cheaper neighbour in the default suite
 def test_a_closed_tab_stops_its_run(page, server):
     """A tab that starts a long run (every method) and is closed stops that run: the server goes idle
     (its CPU time stops growing) and another person's run starts at once."""

@@ -65,6 +65,7 @@ def test_help_of_every_command_renders(cmd, capsys):
     assert e.value.code == 0 and "usage" in capsys.readouterr().out
 
 
+@pytest.mark.slow   # over 10 s on 2 cores, with a cheaper neighbour in the default suite
 def test_translate_on_the_embedded_model_prints_no_warnings(tmp_path):
     """A quiet, truthful start: no library warning on stderr (the causes are fixed, nothing is silenced);
     only the command's own progress bar."""
@@ -125,6 +126,7 @@ def test_unknown_prompt_on_the_toy_is_a_warning_naming_its_styles(tmp_path):
     assert len(warn) == 1 and "a claymation figure" in warn[0] and "a pencil sketch" in warn[0] and "pixel art" in warn[0]
 
 
+@pytest.mark.slow   # over 10 s on 2 cores, with a cheaper neighbour in the default suite
 def test_comparisons_run_says_what_the_studio_says_of_a_faint_style(tmp_path):
     p = subprocess.run([sys.executable, "-m", "comparisons", "run", str(ROOT / "examples" / "astronaut-pan.mp4"),
                         "--prompt", "pixel art", "--methods", "StreamDiffusion", "--out-dir", str(tmp_path / "r"),

@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
 
 from v2v_core.engine import Stream, StreamSettings
 from v2v_core.errors import V2VError
@@ -26,7 +27,8 @@ def ov_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("make", [
-    pytest.param(lambda: None, id="per-frame"),
+    # 8 frames of the per-frame graph: the slow tier (the disk-cache test below checks 2 frames of it)
+    pytest.param(lambda: None, id="per-frame", marks=pytest.mark.slow),
     pytest.param(lambda: StreamV2V(StreamV2VConfig(ff_threshold=0.9)), id="streamv2v-dyme"),
     # a growing bank converts one graph per length: slower, the slow tier
     pytest.param(lambda: StreamV2V(StreamV2VConfig(bank="queue", max_frames=3)), id="streamv2v-queue",
@@ -64,6 +66,25 @@ def test_one_runtime_per_run_and_refusals_say_why(tiny_backbone):
         pick_runtime(tiny_backbone, two, "tensorrt")
 
 
+def test_a_graph_on_disk_is_read_not_converted_again(tiny_backbone, frames64, ov_cache, monkeypatch):
+    """A new compiler on the same cache folder (what a new process starts with) converts nothing it finds there."""
+    from v2v_core import openvino_runtime
+    from v2v_core.openvino_runtime import _Compiler, openvino_backbone
+
+    monkeypatch.setattr(openvino_runtime, "_CONVERTED", {})     # converted here, into this test's cache folder
+    ov = openvino_backbone(tiny_backbone)
+    out = list(Stream(ov, "a cartoon", StreamSettings(seed=0)).run(frames64[:2]))      # the per-frame graph ...
+    ref = list(Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0)).run(frames64[:2]))
+    assert min(psnr(a, b) for a, b in zip(ref, out)) >= 40                               # ... gives PyTorch's frames
+    fresh = _Compiler(ov.ov.digest, 1)
+    for (part, shapes), _ in list(ov.ov.compiled.items()):
+        if part in ("encode", "decode", "unet"):
+            fresh.get(part, None, tuple(torch.zeros(s, dtype=torch.int64 if (part, i) == ("unet", 1) else torch.float32)
+                                        for i, s in enumerate(shapes)))
+    assert fresh.convert_seconds == 0 and set(p for p, _ in fresh.compiled) == {"encode", "decode", "unet"}
+
+
+@pytest.mark.slow
 def test_the_second_start_converts_nothing(tiny_pipe_dir, frames64, tmp_path):
     """Two processes on one cache folder: the first converts, the second reads every graph from the disk cache."""
     import json

@@ -75,6 +75,7 @@ def test_trained_toy_makes_prompt_dependent_edits(frame):
 
 
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+@pytest.mark.slow   # over 10 s on 2 cores, with a cheaper neighbour in the default suite
 def test_toy_eval_judges_structure_against_the_autoencoders_bound():
     """toy-eval's fidelity: per deterministic style, output vs filter target beside the autoencoder's round
     trip of the target. For "a photo" the target IS the frame, so its bound is the VAE's own round trip."""
