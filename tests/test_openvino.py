@@ -11,6 +11,7 @@ import torch
 from v2v_core.engine import Stream, StreamSettings
 from v2v_core.errors import V2VError
 from v2v_core.streamv2v import WINDOW_ATTENTION, StreamV2V, StreamV2VConfig
+from v2v_core.temporal_shift import TemporalShift
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 
@@ -33,10 +34,12 @@ def ov_cache(tmp_path, monkeypatch):
     # a growing bank converts one graph per length: slower, the slow tier
     pytest.param(lambda: StreamV2V(StreamV2VConfig(bank="queue", max_frames=3)), id="streamv2v-queue",
                  marks=pytest.mark.slow),
-    pytest.param(lambda: StreamV2V(WINDOW_ATTENTION, name="window"), id="window", marks=pytest.mark.slow)])
+    pytest.param(lambda: StreamV2V(WINDOW_ATTENTION, name="window"), id="window", marks=pytest.mark.slow),
+    pytest.param(lambda: TemporalShift(), id="temporal-shift")])
 def test_openvino_gives_the_pytorch_frames_with_the_bank_outside_the_graph(tiny_backbone, frames64, ov_cache, make):
-    """8 frames (DyMe merges at frame 4, a queue that grows to 3 frames): every output frame within 40 dB of PyTorch's,
-    and the bank the method's own code updated from the graph's K/V/O the same size as PyTorch's."""
+    """8 frames (DyMe merges at frame 4, a queue that grows to 3 frames; temporal shift's previous block inputs): every
+    output frame within 40 dB of PyTorch's, and the state the method's own code updated from the graph's outputs (the
+    bank from K/V/O, the shift's cache) the same size as PyTorch's."""
     from v2v_core.openvino_runtime import openvino_backbone
 
     ov = openvino_backbone(tiny_backbone)
@@ -46,7 +49,7 @@ def test_openvino_gives_the_pytorch_frames_with_the_bank_outside_the_graph(tiny_
     assert min(psnr(a, b) for a, b in zip(ref, out)) >= 40
     if ref_stream.method_state is not None:
         assert ov_stream.method_state.accounting() == ref_stream.method_state.accounting()
-    assert any(ov_cache.rglob("unet*.xml")) or any(ov_cache.rglob("v2v-*.xml"))     # converted once, kept on disk
+    assert any(ov_cache.rglob("unet*.xml")) or any(ov_cache.rglob("v2v-*.xml")) or any(ov_cache.rglob("shift-*.xml"))
 
 
 def test_one_runtime_per_run_and_refusals_say_why(tiny_backbone):
@@ -120,3 +123,43 @@ def test_without_openvino_auto_runs_on_pytorch_and_says_why(tiny_backbone, monke
                                                                "installed (pip install openvino)")
     with pytest.raises(V2VError, match="cannot use OpenVINO: the openvino package is not installed"):
         pick_runtime(tiny_backbone, [REGISTRY["StreamDiffusion"]], "openvino")
+
+
+def test_the_shift_graph_is_the_pytorch_shift(tiny_backbone, frames64):
+    """What OpenVINO converts for temporal shift (_ShiftUNet), run in PyTorch on the stream's cached block inputs of the
+    previous frame, gives the PyTorch stream's UNet output at every step of the next frame and returns the block inputs
+    the stream then caches. (On the tiny model the shift moves the output less than OpenVINO's rounding does, 54 vs
+    52 dB: the frame comparison above cannot tell a graph that ignores the previous frame; this can.)"""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    from v2v_core.openvino_runtime import _ShiftUNet
+
+    bb = tiny_backbone
+    method = TemporalShift()
+    stream = Stream(bb, "a cartoon", StreamSettings(seed=0), method)
+    frames = stream.run(frames64[:2])
+    next(frames)
+    before = {k: v.clone() for k, v in stream.method_state.cache.items()}
+    calls = []
+    pre = bb.unet.register_forward_pre_hook(
+        lambda m, a, kw: calls.append([a[0].clone(), a[1].clone(), kw["encoder_hidden_states"].clone()]), with_kwargs=True)
+    post = bb.unet.register_forward_hook(lambda m, a, kw, out: calls[-1].append(out.sample.clone()), with_kwargs=True)
+    try:
+        next(frames)
+    finally:
+        pre.remove()
+        post.remove()
+    blocks = [n for n, m in bb.unet.named_modules() if isinstance(m, BasicTransformerBlock)]
+    assert len(calls) == 2 and blocks
+    worst = 0.0
+    with torch.inference_mode():
+        for step, (x, t, text, ref) in enumerate(calls):
+            t = t.to(torch.int64).reshape(-1).expand(x.shape[0])
+            module = _ShiftUNet(bb.unet, method.config.fraction, blocks, blocks)
+            out = module(x, t, text, *[before[(b, step)] for b in blocks])
+            worst = max(worst, float((out[0] - ref).abs().max()))
+            for b, hs in zip(blocks, out[1:]):
+                assert torch.allclose(hs, stream.method_state.cache[(b, step)], atol=1e-6)
+            unshifted = _ShiftUNet(bb.unet, 0.0, blocks, blocks)(x, t, text, *[before[(b, step)] for b in blocks])[0]
+            assert float((unshifted - ref).abs().max()) > 100 * max(worst, 1e-7)    # the shift is there to see
+    assert worst <= 1e-6, worst

@@ -32,7 +32,7 @@ import torch
 from .backbones import Backbone
 from .config import RUNTIMES  # noqa: F401  (re-exported: the runtimes this module serves)
 from .errors import V2VError
-OV_METHODS = ("streamdiffusion", "streamv2v", "window")      # core methods with a path here
+OV_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift")      # core methods with a path here
 
 
 def openvino_missing() -> str | None:
@@ -71,6 +71,9 @@ def weights_digest(*modules) -> str:
     return h.hexdigest()[:16]
 
 
+GRAPH_FORMAT = "static1"   # in a cached graph's file name: graphs converted another way are converted anew
+
+
 class _Compiler:
     """Converts a PyTorch module once per (part, input shapes) and the backbone's weights, keeps it on disk and
     compiled in memory."""
@@ -88,14 +91,16 @@ class _Compiler:
             import openvino as ov
 
             shapes = "_".join("x".join(map(str, s)) for s in key[1])
-            path = cache_dir() / self.digest / f"{part}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}.xml"
+            path = cache_dir() / self.digest / f"{part}-{GRAPH_FORMAT}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}.xml"
             core = ov.Core()
             if not path.exists():
                 t0 = time.perf_counter()
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")          # the tracer's notes on shape-dependent Python branches
-                    model = ov.convert_model(module, example_input=example)
+                    # static shapes (one graph per shape set anyway): with example_input alone the batch and spatial
+                    # sizes stay dynamic ([?,4,?,?]) and the CPU plugin plans its memory and kernels on every call
+                    model = ov.convert_model(module, example_input=example, input=[tuple(x.shape) for x in example])
                 ov.save_model(model, str(path), compress_to_fp16=False)
                 self.convert_seconds += time.perf_counter() - t0
             self.compiled[key] = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": self.threads})
@@ -185,6 +190,39 @@ class _BankUNet(torch.nn.Module):
         return (out, *[part for name in self.all_layers for part in ctx.kvo[name]])
 
 
+class _GraphShiftCall:
+    """Temporal shift's context inside the traced graph: each block's previous hidden states given as graph inputs
+    (none on the first frame), the frame's own (before the shift, as the PyTorch path caches them) kept per block."""
+
+    def __init__(self, fraction: float, prev: dict):
+        self.fraction, self.prev, self.cur = fraction, prev, {}
+
+    def self_attention(self, *args):
+        return None          # stock attention
+
+    def shift(self, block: str, hidden_states: torch.Tensor) -> torch.Tensor:
+        c = int(round(self.fraction * int(hidden_states.shape[-1])))      # a constant of the static graph
+        self.cur[block] = hidden_states[0]
+        prev = self.prev.get(block)
+        if prev is None or not c:
+            return hidden_states
+        return torch.cat([prev[None, :, :c], hidden_states[:, :, c:]], -1)
+
+
+class _ShiftUNet(torch.nn.Module):
+    """The UNet with temporal shift's block hooks, the previous frame's block inputs as graph inputs (`blocks` that
+    have one, in order) and the frame's as outputs (`all_blocks`)."""
+
+    def __init__(self, unet, fraction: float, blocks: list[str], all_blocks: list[str]):
+        super().__init__()
+        self.unet, self.fraction, self.blocks, self.all_blocks = unet, fraction, blocks, all_blocks
+
+    def forward(self, x, t, text, *prev):
+        ctx = _GraphShiftCall(self.fraction, dict(zip(self.blocks, prev)))
+        out = self.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": ctx}).sample
+        return (out, *[ctx.cur[b] for b in self.all_blocks])
+
+
 class OpenVINOUNet:
     """What the engine calls as `backbone.unet`: the compiled graphs, the stream's state read and updated outside
     them. Attention processors are installed on the PyTorch UNet the graphs are traced from."""
@@ -197,6 +235,19 @@ class OpenVINOUNet:
     @property
     def attn_processors(self):
         return self.torch_unet.attn_processors
+
+    def __getattr__(self, name):
+        """Anything else (named_modules, the methods' hook lists) is the PyTorch UNet's: a method installs its hooks
+        there once, whichever runtime installed them first."""
+        if name == "torch_unet":
+            raise AttributeError(name)
+        return getattr(self.torch_unet, name)
+
+    def __setattr__(self, name, value):
+        if name.startswith("_v2v_"):
+            setattr(self.torch_unet, name, value)
+        else:
+            object.__setattr__(self, name, value)
 
     def set_attn_processor(self, processors):
         self.torch_unet.set_attn_processor(processors)
@@ -212,6 +263,7 @@ class OpenVINOUNet:
         return sorted((k[: -len(".processor")] for k in self.torch_unet.attn_processors if ".attn1." in k), key=order)
 
     def __call__(self, sample, timestep, encoder_hidden_states=None, cross_attention_kwargs=None):
+        from . import temporal_shift
         from .streamv2v import _Call
 
         ctx = (cross_attention_kwargs or {}).get("v2v")
@@ -220,6 +272,8 @@ class OpenVINOUNet:
             out = self.compiler.run("unet", _PlainUNet(self.torch_unet), sample, t, encoder_hidden_states)[0]
         elif isinstance(ctx, _Call) and len(ctx.frames) == 1 and ctx.state.recorder is None:
             out = self._streamv2v(ctx, sample, t, encoder_hidden_states)
+        elif isinstance(ctx, temporal_shift._Call) and len(ctx.frames) == 1:
+            out = self._temporal_shift(ctx, sample, t, encoder_hidden_states)
         else:
             raise V2VError("This method has no OpenVINO path (or needs a recorder or a batch of frames): run it with "
                            "runtime torch.")
@@ -243,6 +297,20 @@ class OpenVINOUNet:
         for i, n in enumerate(names):                      # the bank's update: the method's own PyTorch code
             k, v, o = out[1 + 3 * i:4 + 3 * i]
             st.update((n, step), k, v, o, frame)
+        return out[0]
+
+
+    def _temporal_shift(self, ctx, sample, t, text):
+        from diffusers.models.attention import BasicTransformerBlock
+
+        st, step = ctx.state, ctx.steps[0]
+        blocks = [n for n, m in self.torch_unet.named_modules() if isinstance(m, BasicTransformerBlock)]
+        with_prev = [b for b in blocks if (b, step) in st.cache]
+        part = "shift-" + hashlib.sha256(repr((ctx.config.fraction, with_prev)).encode()).hexdigest()[:10]
+        module = _ShiftUNet(self.torch_unet, ctx.config.fraction, with_prev, blocks)
+        out = self.compiler.run(part, module, sample, t, text, *[st.cache[(b, step)] for b in with_prev])
+        for b, hs in zip(blocks, out[1:]):          # the cache's update stays the method's state
+            st.cache[(b, step)] = hs
         return out[0]
 
 
