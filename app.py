@@ -301,8 +301,8 @@ def build_compare_tab(backbone):
                 steps = gr.Slider(1, 4, value=2, step=1, label="LCM steps")
                 seed = gr.Number(value=0, precision=0, label="Seed")
                 runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="compare-runtime",
-                                   info="one for every method of the run: torch; openvino (CPU; StreamDiffusion and "
-                                        "StreamV2V's family); auto: OpenVINO where every ticked method has a path")
+                                   info="one for every method of the run: torch; openvino (CPU; StreamDiffusion, "
+                                        "StreamV2V's family, temporal shift); auto: OpenVINO where every ticked method has a path")
             specs, controls = [], []
             with gr.Accordion("Method settings (each method's switches, paper defaults)", open=False):
                 for p in PRESETS:

@@ -143,9 +143,9 @@ def build_live_tab(backbone):
                 ff = gr.Checkbox(True, label="FF (StreamV2V)", info="feature fusion", min_width=150)
                 bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)", min_width=150)
             runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="live-runtime",
-                               info="openvino: converted graphs on a CPU (StreamDiffusion and StreamV2V's family; the "
-                                    "first frame waits for the conversion, cached on disk after); auto: OpenVINO where "
-                                    "the method has a path")
+                               info="openvino: converted graphs on a CPU (StreamDiffusion, StreamV2V's family, temporal "
+                                    "shift; the first frame waits for the conversion, cached on disk after); auto: "
+                                    "OpenVINO where the method has a path")
         with gr.Column(min_width=300):
             out = gr.Image(label="Translated", elem_id="live-out", format="jpeg")
             gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")

@@ -13,9 +13,10 @@ method family and shape:
   frame's keys, values and outputs before fusion). Extended attention and feature fusion run inside the graph on the
   bank it is given; the bank's update (DyMe's merge, the queue) stays in streamv2v.FeatureBankState, unchanged. A
   DyMe bank keeps a constant size, so one graph serves every frame after the first; a queue bank compiles one graph
-  per length it passes through (at most max_frames).
-Methods without a path here (temporal shift's hooks, SVDiff's memory, TokenFlow's passes, the correspondence
-recorder) are refused by `unsupported_reason`: a run that includes one runs on PyTorch as a whole (comparisons).
+  per length it passes through (at most max_frames);
+- temporal shift: (latent, timestep, text, and per transformer block the previous frame's block input at this step)
+  -> (prediction, and per block the frame's block input); the shift runs in the graph, the cache stays the method's.
+Methods without a path here (SVDiff's memory, TokenFlow's passes, the correspondence recorder) are refused by `unsupported_reason`: a run that includes one runs on PyTorch as a whole (comparisons).
 The graphs are traced from the PyTorch modules of whatever backbone is loaded: a retrained toy with another layout
 converts through the same code.
 """
