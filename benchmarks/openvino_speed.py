@@ -2,6 +2,7 @@
 frame by frame (the machine's mood hits both runtimes alike), then the outputs' agreement on real clips.
 
     python benchmarks/openvino_speed.py [--frames 24] [--size 256] [--prompt "a pencil sketch"] [--clips DIR]
+                                        [--runtime openvino|openvino-bf16]
 
 Speed: the embedded model at the studio's thread policy (v2v_core.threads: cores - 1), a known-motion clip, the
 first 4 frames of each stream not counted (conversion and warm-up are done before); median ms per frame of each
@@ -30,7 +31,7 @@ from v2v_core.engine import Stream, StreamSettings  # noqa: E402
 from v2v_core.openvino_runtime import openvino_backbone  # noqa: E402
 from v2v_core.synthetic import make_clip  # noqa: E402
 
-METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention")
+METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention", "Temporal shift")
 
 
 def psnr(a, b) -> float:
@@ -46,9 +47,11 @@ def main(argv=None):
     ap.add_argument("--clips", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"))
     ap.add_argument("--skip-quality", action="store_true", help="speed only")
     ap.add_argument("--skip-speed", action="store_true", help="agreement only (needs no idle machine)")
+    ap.add_argument("--runtime", choices=("openvino", "openvino-bf16"), default="openvino",
+                    help="f32 (default) or bfloat16 (a CPU with bfloat16 units)")
     args = ap.parse_args(argv)
     bb = load_backbone("toy", device="cpu")
-    ov = openvino_backbone(bb)
+    ov = openvino_backbone(bb, args.runtime)
     settings = StreamSettings()
     frames = [np.ascontiguousarray(f) for f in make_clip("pan", args.frames + 4, args.size).frames]
     if not args.skip_speed:
@@ -63,7 +66,7 @@ def speed(bb, ov, settings, frames, args):
     t0 = time.perf_counter()
     for name in METHODS:        # conversion (or the disk cache) first: not timed below
         list(Stream(ov, args.prompt, settings, REGISTRY[name].build()).run(frames[:6]))
-    print(f"# OpenVINO vs PyTorch, embedded model, {args.size} px, {THREADS or 'torch default'} thread(s), "
+    print(f"# OpenVINO ({args.runtime}) vs PyTorch, embedded model, {args.size} px, {THREADS or 'torch default'} thread(s), "
           f"median of {args.frames} frames after 4 (conversion and first compile {ov.ov.convert_seconds:.1f} s, "
           f"setup in all {time.perf_counter() - t0:.1f} s)")
     times = {(n, r): [] for n in METHODS for r in ("torch", "openvino")}
@@ -91,7 +94,7 @@ def agreement(bb, ov, settings, args):
     from v2v_core.video import read_video
 
     clips = sorted(p for p in Path(args.clips).glob("*.mp4") if "style" not in p.stem)
-    print(f"\n# Agreement, {args.frames} frames of each clip at {args.size} px, \"{args.prompt}\"")
+    print(f"\n# Agreement ({args.runtime}), {args.frames} frames of each clip at {args.size} px, \"{args.prompt}\"")
     print("| clip | method | lowest PSNR OpenVINO vs PyTorch | warp error PyTorch | warp error OpenVINO | difference |")
     print("|---|---|---|---|---|---|")
     for clip in clips:

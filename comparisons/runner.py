@@ -77,17 +77,21 @@ def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out
 
 def pick_runtime(bb, presets, runtime: str = "torch"):
     """(backbone to run on, runtime used, why) for a run: ONE runtime for every method of the run, so that speeds
-    compare. "openvino" refuses a run it cannot serve; "auto" falls back to PyTorch for the whole run, saying why."""
-    from v2v_core.openvino_runtime import RUNTIMES, openvino_backbone, unsupported_reason
+    compare. "openvino" and "openvino-bf16" refuse a run they cannot serve; "auto" (f32 OpenVINO, never bfloat16) falls
+    back to PyTorch for the whole run, saying why."""
+    from v2v_core.openvino_runtime import RUNTIMES, bf16_missing, openvino_backbone, unsupported_reason
 
     if runtime not in RUNTIMES:
         raise V2VError(f"Unknown runtime '{runtime}': choose one of {', '.join(RUNTIMES)}.")
     if runtime == "torch":
         return bb, "torch", None
     reason = unsupported_reason([p.core_method for p in presets], bb.device)
+    if reason is None and runtime == "openvino-bf16":
+        reason = bf16_missing()
     if reason is None:
-        return openvino_backbone(bb), "openvino", None
-    if runtime == "openvino":
+        used = "openvino" if runtime == "auto" else runtime
+        return openvino_backbone(bb, used), used, None
+    if runtime != "auto":
         raise V2VError(f"This run cannot use OpenVINO: {reason}. Use runtime torch or auto.")
     return bb, "torch", f"auto chose PyTorch: {reason}"
 

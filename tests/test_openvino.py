@@ -65,6 +65,8 @@ def test_one_runtime_per_run_and_refusals_say_why(tiny_backbone):
     with pytest.raises(V2VError, match="cannot use OpenVINO: tokenflow has no OpenVINO path"):
         pick_runtime(tiny_backbone, with_tf, "openvino")
     assert pick_runtime(tiny_backbone, with_tf, "torch") == (tiny_backbone, "torch", None)
+    with pytest.raises(V2VError, match="cannot use OpenVINO: tokenflow has no OpenVINO path"):
+        pick_runtime(tiny_backbone, with_tf, "openvino-bf16")
     with pytest.raises(V2VError, match="Unknown runtime"):
         pick_runtime(tiny_backbone, two, "tensorrt")
 
@@ -163,3 +165,27 @@ def test_the_shift_graph_is_the_pytorch_shift(tiny_backbone, frames64):
             unshifted = _ShiftUNet(bb.unet, 0.0, blocks, blocks)(x, t, text, *[before[(b, step)] for b in blocks])[0]
             assert float((unshifted - ref).abs().max()) > 100 * max(worst, 1e-7)    # the shift is there to see
     assert worst <= 1e-6, worst
+
+
+def test_bfloat16_is_asked_for_by_name_and_refused_where_the_cpu_has_no_units(tiny_backbone, frames64, ov_cache):
+    """openvino-bf16: its own converted backbone, compiled in bfloat16, named in what the run reports; auto never picks
+    it; a CPU without bfloat16 units refuses it saying so. Its frames stay near PyTorch's (30 dB) but not as near as
+    f32's (the reason it is not the default)."""
+    from comparisons.registry import REGISTRY
+    from comparisons.runner import pick_runtime
+    from v2v_core.openvino_runtime import bf16_missing
+
+    two = [REGISTRY["StreamDiffusion"], REGISTRY["StreamV2V"]]
+    assert pick_runtime(tiny_backbone, two, "auto")[1] == "openvino"
+    if bf16_missing():
+        with pytest.raises(V2VError, match="no bfloat16 units"):
+            pick_runtime(tiny_backbone, two, "openvino-bf16")
+        return
+    f32, _, _ = pick_runtime(tiny_backbone, two, "openvino")
+    bf16, used, note = pick_runtime(tiny_backbone, two, "openvino-bf16")
+    assert used == "openvino-bf16" and note is None and bf16 is not f32 and bf16.runtime == "openvino-bf16"
+    assert bf16.ov.precision == "bf16" and f32.ov.precision == "f32"
+    ref = list(Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0)).run(frames64[:2]))
+    low = {name: min(psnr(a, b) for a, b in zip(ref, Stream(bb, "a cartoon", StreamSettings(seed=0)).run(frames64[:2])))
+           for name, bb in (("f32", f32), ("bf16", bf16))}
+    assert low["bf16"] >= 30 and low["f32"] > low["bf16"], low

@@ -19,7 +19,9 @@ from .errors import V2VError
 
 # Where a run's networks execute: one runtime for every method of a run (v2v_core.openvino_runtime). Here, not
 # there, so that the UI can list them without importing torch.
-RUNTIMES = ("torch", "openvino", "auto")
+# openvino-bf16: OpenVINO in bfloat16, only where the CPU has bfloat16 units, never chosen by auto (its rounding moves
+# warp errors by a few percent: README, "A CPU runtime").
+RUNTIMES = ("torch", "openvino", "openvino-bf16", "auto")
 
 
 def param(default: Any, help: str, lo=None, hi=None, step=None, choices=None, flag: str | None = None):
