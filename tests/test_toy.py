@@ -520,3 +520,41 @@ def test_shared_attention_loss_is_the_cross_entropy_by_hand():
     assert torch.isclose(shared_attention_loss(Cap, target), torch.stack(expected).mean())
     entropy = -(p * p.log()).sum(-1).mean()
     assert shared_attention_loss(Cap, target) > entropy
+
+
+def test_shared_mean_is_the_styles_rule_batched_and_the_probe_reads_the_attention_output():
+    """correspondence_loss.shared_mean on a batch equals styles.shared_noise frame by frame; shared_output_loss is the
+    MSE of each full-resolution layer's probe of its self-attention output against the choice (by hand, a probe that
+    sums the channels), and layers of another token count are left out."""
+    import torch
+    from diffusers.models.attention_processor import Attention
+
+    from v2v_core.toy.correspondence_loss import AttnOutCapture, shared_mean, shared_output_loss
+    from v2v_core.toy.styles import SHARED_SIGMA, cell_colours, shared_noise
+
+    rng = np.random.default_rng(0)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (4, 4, 3)), 16, 0), 16, 1).astype(np.uint8)   # 64 px, 4x4 patches
+    eps = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    c = torch.from_numpy(np.stack([cell_colours(img, 8, 8)] * 2))
+    logits = -torch.cdist(c, c).square() / (2 * SHARED_SIGMA ** 2)
+    m = shared_mean(logits, torch.from_numpy(eps[:, 0]).flatten(1))
+    for b in range(2):
+        assert np.allclose(m[b].view(8, 8).numpy(), shared_noise(img, eps[b]), atol=1e-5)
+
+    unet = torch.nn.Module()
+    unet.down_blocks = torch.nn.ModuleList([torch.nn.Module(), torch.nn.Module()])
+    for blk in unet.down_blocks:
+        blk.attn1 = Attention(query_dim=4, heads=1, dim_head=4)
+    cap = AttnOutCapture(unet, prefixes=("down_blocks.",))
+    assert set(cap.probes) == {"down_blocks_0_attn1", "down_blocks_1_attn1"}
+    for probe in cap.probes.values():
+        torch.nn.init.ones_(probe.weight)
+        torch.nn.init.zeros_(probe.bias)
+    full, coarse = torch.randn(2, 64, 4), torch.randn(2, 16, 4)
+    out = unet.down_blocks[0].attn1(full)
+    unet.down_blocks[1].attn1(coarse)                        # 16 tokens: not the choice's 64, left out
+    choice = torch.tanh(10 * m)
+    assert torch.isclose(shared_output_loss(cap, choice), ((out.sum(-1) - choice) ** 2).mean())
+    cap.remove()
+    unet.down_blocks[0].attn1(torch.randn(2, 64, 4))
+    assert torch.equal(cap.out["down_blocks.0.attn1"], out)             # removed: no longer captured

@@ -7,6 +7,7 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 # The cross-entropy's logits are q.k / sqrt(C) times CORR_SHARPEN: a sharp match then needs no large q/k
 # norms, which would make the UNet's own attention (same q.k per head) peaked and cost the styles.
@@ -111,4 +112,42 @@ def shared_attention_loss(cap: HeadQKCapture, target_logits: torch.Tensor) -> to
         kh = cap.k[name].view(b, n, h, c // h).transpose(1, 2)
         logp = torch.log_softmax(qh @ kh.transpose(-1, -2) / math.sqrt(c // h), dim=-1)  # (B, H, N, N)
         losses.append(-(target[:, None] * logp).sum(-1).mean())
+    return torch.stack(losses).mean()
+
+
+# Stage 10, second form: a loss on what the full-resolution self-attention OUTPUTS rather than on its map. A linear
+# probe per layer (training only, never saved) reads the psychedelic style's shared choice, tanh(SHARED_GAIN * m) with m
+# the colour-similarity-weighted mean of noise channel 0 (styles.shared_noise), from each token of the attention's
+# output. Its gradient reaches the attention's values as well as its queries and keys: under the x0 MSE alone the
+# network met a choice it could not yet compute with its mean, and a supervised map alone did not change that.
+SHARED_OUT_WEIGHT = 0.5
+
+
+class AttnOutCapture:
+    """Forward hooks on the self-attention modules under `prefixes`: their outputs (B, N, C), with grad, and one
+    linear probe per layer (`probes`, to train beside the UNet)."""
+
+    def __init__(self, unet, prefixes=SHARED_ATTN_LAYERS):
+        self.out, self.handles = {}, []
+        self.probes = torch.nn.ModuleDict()
+        for name, m in unet.named_modules():
+            if name.endswith("attn1") and name.startswith(prefixes):
+                self.probes[name.replace(".", "_")] = torch.nn.Linear(m.to_out[0].out_features, 1)
+                self.handles.append(m.register_forward_hook(lambda _m, _i, out, n=name: self.out.__setitem__(n, out)))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def shared_mean(target_logits: torch.Tensor, eps0: torch.Tensor) -> torch.Tensor:
+    """(B, N): softmax(target_logits) @ eps0, the batched styles.shared_noise (eps0: (B, N), noise channel 0)."""
+    return (torch.softmax(target_logits, dim=-1) @ eps0[..., None])[..., 0]
+
+
+def shared_output_loss(cap: AttnOutCapture, choice: torch.Tensor) -> torch.Tensor:
+    """MSE of each layer's probe of its attention output against the shared choice (B, N) in -1..1, averaged over the
+    layers with N tokens."""
+    losses = [F.mse_loss(cap.probes[name.replace(".", "_")](out)[..., 0], choice)
+              for name, out in cap.out.items() if out.shape[1] == choice.shape[1]]
     return torch.stack(losses).mean()

@@ -91,10 +91,11 @@ from tqdm import tqdm
 
 from ..backbones import prediction_of, x0_from_output
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
-from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, HeadQKCapture,
+from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
+                                  AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
-from .styles import PSYCHEDELIC, SHARED_SIGMA, STYLES, cell_colours
+from .styles import PSYCHEDELIC, SHARED_GAIN, SHARED_SIGMA, STYLES, cell_colours
 
 CROP = 128          # training crop in pixels (16x16 latents)
 T_MIN, T_MAX = 120, 620   # covers strength 0.3..0.6 with 1..4 LCM steps (t = 399/199 at 0.4, 499/259 at 0.5)
@@ -362,7 +363,7 @@ class _SdeditBatches:
         keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
         t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src,
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src, "eps": eps,
                 "cells": self.cells(items + partners, crop)}
 
 
@@ -371,13 +372,14 @@ def _crop_plan(step: int, batch: int) -> tuple[int, int]:
     return (BIG_CROP, BIG_BATCH) if step % BIG_EVERY == BIG_EVERY - 1 else (CROP, batch)
 
 
-def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None):
+def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None,
+         extra_params=()):
     """The UNet + text encoder optimisation loop shared by stage 3 and the tuning stage: x0-MSE against
     the style target (+ extra_loss(batch) when given), AdamW with warm-up and cosine decay, gradient
     clipping, EMA weights copied in at the end."""
     unet, te = pipe.unet.train(), pipe.text_encoder.train()
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params + list(extra_params), lr=lr, weight_decay=1e-4)   # extra_params: training-only probes
     warm = 100
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
@@ -426,16 +428,18 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
 
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
-              shared_weight: float = 0.0):
+              shared_weight: float = 0.0, shared_out_weight: float = 0.0):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
     full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
-    left out of the correspondence loss (stage 10)."""
+    left out of the correspondence loss (stage 10). With shared_out_weight, probes of those layers' outputs learn the
+    psychedelic style's shared choice (shared_output_loss)."""
     data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles)
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
     cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else ())
     shared = HeadQKCapture(pipe.unet) if shared_weight else None
+    outs = AttnOutCapture(pipe.unet) if shared_out_weight else None
 
     def draw(step):
         crop, n = _crop_plan(step, batch)
@@ -449,12 +453,19 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             c = b["cells"]                                                    # (B, N, 3)
             target = -torch.cdist(c, c).square() / (2 * SHARED_SIGMA ** 2)   # styles.shared_logits, batched
             loss = loss + shared_weight * shared_attention_loss(shared, target)
+        if outs is not None:
+            c = b["cells"]
+            target = -torch.cdist(c, c).square() / (2 * SHARED_SIGMA ** 2)
+            choice = torch.tanh(SHARED_GAIN * shared_mean(target, b["eps"][:, 0].flatten(1)))
+            loss = loss + shared_out_weight * shared_output_loss(outs, choice)
         return loss
 
     try:
-        _fit(pipe, data, steps, lr, ema_decay, desc, draw, extra)
+        _fit(pipe, data, steps, lr, ema_decay, desc, draw, extra, outs.probes.parameters() if outs is not None else ())
     finally:
         cap.remove()
+        if outs is not None:
+            outs.remove()
         if shared is not None:
             shared.remove()
 
@@ -517,6 +528,8 @@ def main(argv=None):
     ap.add_argument("--offset-steps", type=int, default=OFFSET_STEPS)
     ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)
     ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
+    ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
+                    help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
@@ -633,8 +646,8 @@ def main(argv=None):
         t0 = time.time()
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
-                  shared_weight=args.shared_weight)
-        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_minutes": round((time.time() - t0) / 60, 1),
+                  shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight)
+        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_shared_out_weight": args.shared_out_weight, "attend_minutes": round((time.time() - t0) / 60, 1),
                               "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
                               "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
         print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
