@@ -95,7 +95,8 @@ from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS,
                                   AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
-from .styles import PSYCHEDELIC, SHARED_GAIN, SHARED_SIGMA, STYLES, cell_colours
+from . import styles as _styles
+from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES, cell_colours
 
 CROP = 128          # training crop in pixels (16x16 latents)
 T_MIN, T_MAX = 120, 620   # covers strength 0.3..0.6 with 1..4 LCM steps (t = 399/199 at 0.4, 499/259 at 0.5)
@@ -440,6 +441,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
     cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else ())
     shared = HeadQKCapture(pipe.unet) if shared_weight else None
     outs = AttnOutCapture(pipe.unet) if shared_out_weight else None
+    probe_log: list = []
 
     def draw(step):
         crop, n = _crop_plan(step, batch)
@@ -451,13 +453,19 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         loss = corr_weight * correspondence_loss(cap, b["shifts"], b["g"])
         if shared is not None:
             c = b["cells"]                                                    # (B, N, 3)
-            target = -torch.cdist(c, c).square() / (2 * SHARED_SIGMA ** 2)   # styles.shared_logits, batched
+            target = -torch.cdist(c, c).square() / (2 * _styles.SHARED_SIGMA ** 2)   # styles.shared_logits, batched
             loss = loss + shared_weight * shared_attention_loss(shared, target)
         if outs is not None:
             c = b["cells"]
-            target = -torch.cdist(c, c).square() / (2 * SHARED_SIGMA ** 2)
+            target = -torch.cdist(c, c).square() / (2 * _styles.SHARED_SIGMA ** 2)
             choice = torch.tanh(SHARED_GAIN * shared_mean(target, b["eps"][:, 0].flatten(1)))
-            loss = loss + shared_out_weight * shared_output_loss(outs, choice)
+            probe = shared_output_loss(outs, choice)
+            loss = loss + shared_out_weight * probe
+            probe_log.append((float(probe), float(choice.var())))
+            if len(probe_log) == 50:          # the probe's own loss beside the choice's variance (what 0 would score)
+                print(f"\nprobe MSE {np.mean([p for p, _ in probe_log]):.4f}, choice variance "
+                      f"{np.mean([v for _, v in probe_log]):.4f}", flush=True)
+                probe_log.clear()
         return loss
 
     try:
@@ -528,6 +536,8 @@ def main(argv=None):
     ap.add_argument("--offset-steps", type=int, default=OFFSET_STEPS)
     ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)
     ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
+    ap.add_argument("--shared-sigma", type=float, default=None,
+                    help="stage attend: the psychedelic style's colour kernel width (default: styles.SHARED_SIGMA)")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
@@ -535,6 +545,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    if args.shared_sigma is not None:
+        _styles.SHARED_SIGMA = args.shared_sigma          # the style's rule and the losses' targets alike
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pool = image_pool(args.seed)
@@ -647,7 +659,8 @@ def main(argv=None):
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
                   shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight)
-        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_shared_out_weight": args.shared_out_weight, "attend_minutes": round((time.time() - t0) / 60, 1),
+        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_shared_out_weight": args.shared_out_weight,
+                              "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_minutes": round((time.time() - t0) / 60, 1),
                               "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
                               "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
         print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
