@@ -374,13 +374,16 @@ def _crop_plan(step: int, batch: int) -> tuple[int, int]:
 
 
 def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None,
-         extra_params=()):
+         extra_params=(), extra_lr: float | None = None):
     """The UNet + text encoder optimisation loop shared by stage 3 and the tuning stage: x0-MSE against
     the style target (+ extra_loss(batch) when given), AdamW with warm-up and cosine decay, gradient
     clipping, EMA weights copied in at the end."""
     unet, te = pipe.unet.train(), pipe.text_encoder.train()
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params + list(extra_params), lr=lr, weight_decay=1e-4)   # extra_params: training-only probes
+    groups = [{"params": params}]
+    if extra_params:              # training-only probes, at their own learning rate (extra_lr, default lr)
+        groups.append({"params": list(extra_params), "lr": extra_lr or lr})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
     warm = 100
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
@@ -429,7 +432,7 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
 
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
-              shared_weight: float = 0.0, shared_out_weight: float = 0.0):
+              shared_weight: float = 0.0, shared_out_weight: float = 0.0, probe_lr: float | None = None):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
     full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
@@ -469,7 +472,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         return loss
 
     try:
-        _fit(pipe, data, steps, lr, ema_decay, desc, draw, extra, outs.probes.parameters() if outs is not None else ())
+        _fit(pipe, data, steps, lr, ema_decay, desc, draw, extra, list(outs.probes.parameters()) if outs is not None else (),
+             probe_lr)
     finally:
         cap.remove()
         if outs is not None:
@@ -538,6 +542,8 @@ def main(argv=None):
     ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
     ap.add_argument("--shared-sigma", type=float, default=None,
                     help="stage attend: the psychedelic style's colour kernel width (default: styles.SHARED_SIGMA)")
+    ap.add_argument("--probe-lr", type=float, default=None,
+                    help="stage attend: the output probes' own learning rate (default: the stage's)")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
@@ -658,9 +664,9 @@ def main(argv=None):
         t0 = time.time()
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
-                  shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight)
+                  shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr)
         save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_shared_out_weight": args.shared_out_weight,
-                              "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_minutes": round((time.time() - t0) / 60, 1),
+                              "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                               "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
                               "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
         print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
