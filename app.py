@@ -302,9 +302,9 @@ def build_compare_tab(backbone):
                 seed = gr.Number(value=0, precision=0, label="Seed")
                 runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="compare-runtime",
                                    info="one for every method of the run: torch; openvino (CPU; StreamDiffusion, "
-                                        "StreamV2V's family, temporal shift); openvino-bf16 (the same in bfloat16 on a "
-                                        "CPU with bfloat16 units: faster, warp errors moved by a few percent); auto: "
-                                        "OpenVINO where every ticked method has a path")
+                                        "StreamV2V's family, temporal shift, SVDiff); openvino-bf16 (the same in "
+                                        "bfloat16 on a CPU with bfloat16 units: faster, warp errors moved by a few "
+                                        "percent); auto: OpenVINO where every ticked method has a path")
             specs, controls = [], []
             with gr.Accordion("Method settings (each method's switches, paper defaults)", open=False):
                 for p in PRESETS:

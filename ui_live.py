@@ -144,7 +144,7 @@ def build_live_tab(backbone):
                 bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)", min_width=150)
             runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="live-runtime",
                                info="openvino: converted graphs on a CPU (StreamDiffusion, StreamV2V's family, temporal "
-                                    "shift; the first frame waits for the conversion, cached on disk after); "
+                                    "shift, SVDiff; the first frame waits for the conversion, cached on disk after); "
                                     "openvino-bf16: the same in bfloat16 (a CPU with bfloat16 units; faster, slightly "
                                     "different frames); auto: OpenVINO where the method has a path")
         with gr.Column(min_width=300):

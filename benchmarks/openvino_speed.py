@@ -2,7 +2,7 @@
 frame by frame (the machine's mood hits both runtimes alike), then the outputs' agreement on real clips.
 
     python benchmarks/openvino_speed.py [--frames 24] [--size 256] [--prompt "a pencil sketch"] [--clips DIR]
-                                        [--runtime openvino|openvino-bf16]
+                                        [--runtime openvino|openvino-bf16] [--methods "SVDiff,..."]
 
 Speed: the embedded model at the studio's thread policy (v2v_core.threads: cores - 1), a known-motion clip, the
 first 4 frames of each stream not counted (conversion and warm-up are done before); median ms per frame of each
@@ -31,7 +31,7 @@ from v2v_core.engine import Stream, StreamSettings  # noqa: E402
 from v2v_core.openvino_runtime import openvino_backbone  # noqa: E402
 from v2v_core.synthetic import make_clip  # noqa: E402
 
-METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention", "Temporal shift")
+METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention", "Temporal shift", "SVDiff")
 
 
 def psnr(a, b) -> float:
@@ -49,7 +49,11 @@ def main(argv=None):
     ap.add_argument("--skip-speed", action="store_true", help="agreement only (needs no idle machine)")
     ap.add_argument("--runtime", choices=("openvino", "openvino-bf16"), default="openvino",
                     help="f32 (default) or bfloat16 (a CPU with bfloat16 units)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names (default: all above)")
     args = ap.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.skip_speed and "StreamDiffusion" not in args.methods:
+        args.methods.insert(0, "StreamDiffusion")          # the speed table's reference
     bb = load_backbone("toy", device="cpu")
     ov = openvino_backbone(bb, args.runtime)
     settings = StreamSettings()
@@ -64,14 +68,14 @@ def speed(bb, ov, settings, frames, args):
     from comparisons.registry import REGISTRY
 
     t0 = time.perf_counter()
-    for name in METHODS:        # conversion (or the disk cache) first: not timed below
+    for name in args.methods:        # conversion (or the disk cache) first: not timed below
         list(Stream(ov, args.prompt, settings, REGISTRY[name].build()).run(frames[:6]))
     print(f"# OpenVINO ({args.runtime}) vs PyTorch, embedded model, {args.size} px, {THREADS or 'torch default'} thread(s), "
           f"median of {args.frames} frames after 4 (conversion and first compile {ov.ov.convert_seconds:.1f} s, "
           f"setup in all {time.perf_counter() - t0:.1f} s)")
-    times = {(n, r): [] for n in METHODS for r in ("torch", "openvino")}
+    times = {(n, r): [] for n in args.methods for r in ("torch", "openvino")}
     streams = {(n, r): Stream(bb if r == "torch" else ov, args.prompt, settings, REGISTRY[n].build())
-               for n in METHODS for r in ("torch", "openvino")}
+               for n in args.methods for r in ("torch", "openvino")}
     for i, f in enumerate(frames):
         for key, s in streams.items():
             t = time.perf_counter()
@@ -82,7 +86,7 @@ def speed(bb, ov, settings, frames, args):
     print("| method | PyTorch ms/frame | OpenVINO ms/frame | PyTorch / OpenVINO | / StreamDiffusion (PyTorch) | "
           "/ StreamDiffusion (OpenVINO) |")
     print("|---|---|---|---|---|---|")
-    for n in METHODS:
+    for n in args.methods:
         pt, o = med[(n, "torch")], med[(n, "openvino")]
         print(f"| {n} | {pt:.1f} | {o:.1f} | {pt / o:.2f}x | {pt / med[('StreamDiffusion', 'torch')]:.2f}x | "
               f"{o / med[('StreamDiffusion', 'openvino')]:.2f}x |")
@@ -99,7 +103,7 @@ def agreement(bb, ov, settings, args):
     print("|---|---|---|---|---|---|")
     for clip in clips:
         src, _ = read_video(str(clip), args.frames, args.size)
-        for n in METHODS:
+        for n in args.methods:
             outs = {r: list(Stream(b, args.prompt, settings, REGISTRY[n].build()).run(src))
                     for r, b in (("torch", bb), ("openvino", ov))}
             we = {r: evaluate_clip(src, o, clip_model=None)["warp_error"] for r, o in outs.items()}

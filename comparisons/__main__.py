@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", required=True, help="the results bundle folder to write")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="one runtime for every method of the run: torch; openvino (a CPU; StreamDiffusion, StreamV2V's "
-                        "family and temporal shift); openvino-bf16 (the same in bfloat16, a CPU with bfloat16 units: "
+                        "family, temporal shift, SVDiff); openvino-bf16 (the same in bfloat16, a CPU with bfloat16 units: "
                         "faster, warp errors moved by a few percent); auto: f32 OpenVINO where every method has a path, "
                         "else PyTorch (default: torch)")
     _common(p)

@@ -189,3 +189,61 @@ def test_bfloat16_is_asked_for_by_name_and_refused_where_the_cpu_has_no_units(ti
     low = {name: min(psnr(a, b) for a, b in zip(ref, Stream(bb, "a cartoon", StreamSettings(seed=0)).run(frames64[:2])))
            for name, bb in (("f32", f32), ("bf16", bf16))}
     assert low["bf16"] >= 30 and low["f32"] > low["bf16"], low
+
+
+def trained_looking_memory(bb, seed: int = 0):
+    """An 8x8 SVDiff memory for the tiny backbone whose output projections are not zero (an untrained memory is an
+    exact identity: nothing to compare)."""
+    from v2v_core.svdiff import build_memory, transformer_blocks
+
+    memory = build_memory(transformer_blocks(bb.unet), 8, seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in memory.values():
+            block.proj_out.weight.copy_(torch.randn(block.proj_out.weight.shape, generator=gen) * 0.3)
+    return memory.eval().requires_grad_(False)
+
+
+def test_svdiff_on_openvino_keeps_its_memory_outside_the_graph(tiny_backbone, frames64, ov_cache):
+    """SVDiff (a memory with non-zero output): 8 frames within 40 dB of PyTorch's and every block's memory as the
+    stream keeps it close to PyTorch's; the converted module, run in PyTorch on the stream's memories, gives the stream's
+    UNet output to 1e-5, while the memory's initial state in their place gives another output."""
+    from v2v_core.openvino_runtime import _MemoryUNet, openvino_backbone
+    from v2v_core.svdiff import SVDiff, transformer_blocks
+
+    memory = trained_looking_memory(tiny_backbone)
+    ov = openvino_backbone(tiny_backbone)
+    ref_stream = Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0), SVDiff(memory=memory))
+    ov_stream = Stream(ov, "a cartoon", StreamSettings(seed=0), SVDiff(memory=memory))
+    base = list(Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0)).run(frames64))
+    ref, out = list(ref_stream.run(frames64)), list(ov_stream.run(frames64))
+    assert min(psnr(a, b) for a, b in zip(ref, out)) >= 40
+    assert max(psnr(a, b) for a, b in zip(ref, base)) < 35          # the memory changes what is drawn
+    a, b = ref_stream.method_state.memory, ov_stream.method_state.memory
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-3) for k in a)
+    assert any(ov_cache.rglob("svdiff-*.xml"))
+
+    blocks = list(transformer_blocks(tiny_backbone.unet))
+    stream = Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0), SVDiff(memory=memory))
+    frames = stream.run(frames64[:2])
+    next(frames)
+    before = {k: v.clone() for k, v in stream.method_state.memory.items()}
+    calls = []
+    pre = tiny_backbone.unet.register_forward_pre_hook(
+        lambda m, a, kw: calls.append([a[0].clone(), a[1].clone(), kw["encoder_hidden_states"].clone()]), with_kwargs=True)
+    post = tiny_backbone.unet.register_forward_hook(lambda m, a, kw, o: calls[-1].append(o.sample.clone()), with_kwargs=True)
+    try:
+        next(frames)
+    finally:
+        pre.remove()
+        post.remove()
+    with torch.inference_mode():
+        for step, (x, t, text, want) in enumerate(calls):
+            t = t.to(torch.int64).reshape(-1).expand(x.shape[0])
+            mems = [before[(blk, step, "cond")] for blk in blocks]
+            got = _MemoryUNet(tiny_backbone.unet, memory, blocks)(x, t, text, *mems)
+            assert float((got[0] - want).abs().max()) <= 1e-5
+            for blk, m in zip(blocks, got[1:]):
+                assert torch.allclose(m, stream.method_state.memory[(blk, step, "cond")], atol=1e-6)
+            fresh = [memory[blk.replace(".", "-")].initial() for blk in blocks]
+            assert float((_MemoryUNet(tiny_backbone.unet, memory, blocks)(x, t, text, *fresh)[0] - want).abs().max()) > 1e-3

@@ -15,8 +15,11 @@ method family and shape:
   DyMe bank keeps a constant size, so one graph serves every frame after the first; a queue bank compiles one graph
   per length it passes through (at most max_frames);
 - temporal shift: (latent, timestep, text, and per transformer block the previous frame's block input at this step)
-  -> (prediction, and per block the frame's block input); the shift runs in the graph, the cache stays the method's.
-Methods without a path here (SVDiff's memory, TokenFlow's passes, the correspondence recorder) are refused by `unsupported_reason`: a run that includes one runs on PyTorch as a whole (comparisons).
+  -> (prediction, and per block the frame's block input); the shift runs in the graph, the cache stays the method's;
+- SVDiff: (latent, timestep, text, and per transformer block its memory for this step, the learned initial memory on
+  the first frame) -> (prediction, and per block the memory its MemoryBlock returns); the memory's weights are in the
+  graph (its file name carries their digest), the memories stay the stream's.
+Methods without a path here (TokenFlow's passes, the correspondence recorder) are refused by `unsupported_reason`: a run that includes one runs on PyTorch as a whole (comparisons).
 The graphs are traced from the PyTorch modules of whatever backbone is loaded: a retrained toy with another layout
 converts through the same code.
 """
@@ -34,7 +37,7 @@ import torch
 from .backbones import Backbone
 from .config import RUNTIMES  # noqa: F401  (re-exported: the runtimes this module serves)
 from .errors import V2VError
-OV_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift")      # core methods with a path here
+OV_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift", "svdiff")      # core methods with a path
 
 
 def openvino_missing() -> str | None:
@@ -243,12 +246,47 @@ class _ShiftUNet(torch.nn.Module):
         return (out, *[ctx.cur[b] for b in self.all_blocks])
 
 
+class _GraphMemoryCall:
+    """SVDiff's context inside the traced graph: each transformer block's memory given as a graph input (its learned
+    initial memory on the first frame), the memory the block's MemoryBlock returns kept per block."""
+
+    def __init__(self, memory, mems: dict):
+        self.memory, self.mems, self.new = memory, mems, {}
+
+    def self_attention(self, *args):
+        return None          # stock self-attention
+
+    def after_block(self, block: str, hs: torch.Tensor) -> torch.Tensor:
+        from .svdiff import _key
+
+        b, c, h, w = (int(s) for s in hs.shape)           # constants of the static graph
+        f = hs.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        f, m = self.memory[_key(block)](f, self.mems[block][None])
+        self.new[block] = m[0]
+        return f.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class _MemoryUNet(torch.nn.Module):
+    """The UNet with SVDiff's block hooks and memory weights, every block's memory as an input and its update as an
+    output (`blocks` in order)."""
+
+    def __init__(self, unet, memory, blocks: list[str]):
+        super().__init__()
+        self.unet, self.memory, self.blocks = unet, memory, blocks
+
+    def forward(self, x, t, text, *mems):
+        ctx = _GraphMemoryCall(self.memory, dict(zip(self.blocks, mems)))
+        out = self.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": ctx}).sample
+        return (out, *[ctx.new[b] for b in self.blocks])
+
+
 class OpenVINOUNet:
     """What the engine calls as `backbone.unet`: the compiled graphs, the stream's state read and updated outside
     them. Attention processors are installed on the PyTorch UNet the graphs are traced from."""
 
     def __init__(self, unet, compiler: _Compiler):
         self.torch_unet, self.compiler = unet, compiler
+        self._memory_digests: dict[int, tuple] = {}
         self.config = unet.config
         self.dtype = torch.float32
 
@@ -285,7 +323,7 @@ class OpenVINOUNet:
         return sorted((k[: -len(".processor")] for k in self.torch_unet.attn_processors if ".attn1." in k), key=order)
 
     def __call__(self, sample, timestep, encoder_hidden_states=None, cross_attention_kwargs=None):
-        from . import temporal_shift
+        from . import svdiff, temporal_shift
         from .streamv2v import _Call
 
         ctx = (cross_attention_kwargs or {}).get("v2v")
@@ -296,6 +334,8 @@ class OpenVINOUNet:
             out = self._streamv2v(ctx, sample, t, encoder_hidden_states)
         elif isinstance(ctx, temporal_shift._Call) and len(ctx.frames) == 1:
             out = self._temporal_shift(ctx, sample, t, encoder_hidden_states)
+        elif isinstance(ctx, svdiff._Call) and len(ctx.slots) == 1:
+            out = self._svdiff(ctx, sample, t, encoder_hidden_states)
         else:
             raise V2VError("This method has no OpenVINO path (or needs a recorder or a batch of frames): run it with "
                            "runtime torch.")
@@ -333,6 +373,23 @@ class OpenVINOUNet:
         out = self.compiler.run(part, module, sample, t, text, *[st.cache[(b, step)] for b in with_prev])
         for b, hs in zip(blocks, out[1:]):          # the cache's update stays the method's state
             st.cache[(b, step)] = hs
+        return out[0]
+
+
+    def _svdiff(self, ctx, sample, t, text):
+        from .svdiff import _key, transformer_blocks
+
+        st, slot = ctx.state, ctx.slots[0]
+        blocks = list(transformer_blocks(self.torch_unet))
+        mems = [st.memory.get((b, *slot)) for b in blocks]
+        mems = [ctx.memory[_key(b)].initial().to(sample.dtype) if m is None else m for b, m in zip(blocks, mems)]
+        if id(ctx.memory) not in self._memory_digests:        # the memory's weights are in the graph: in its name
+            # (the memory is kept with its digest, so that its id cannot be reused by another while this lives)
+            self._memory_digests[id(ctx.memory)] = (ctx.memory, weights_digest(ctx.memory)[:10])
+        part = "svdiff-" + self._memory_digests[id(ctx.memory)][1]
+        out = self.compiler.run(part, _MemoryUNet(self.torch_unet, ctx.memory, blocks), sample, t, text, *mems)
+        for b, m in zip(blocks, out[1:]):                   # the stream's memories: the method's state
+            st.memory[(b, *slot)] = m
         return out[0]
 
 
