@@ -127,6 +127,25 @@ def test_without_openvino_auto_runs_on_pytorch_and_says_why(tiny_backbone, monke
         pick_runtime(tiny_backbone, [REGISTRY["StreamDiffusion"]], "openvino")
 
 
+def second_frame_calls(stream, frames, state_of):
+    """Run the stream's first frame, copy its method state (state_of(method_state): a dict of tensors), then record
+    every UNet call of the second frame: (copied state, [[sample, timestep, text, output] per call])."""
+    unet = stream.backbone.unet
+    run = stream.run(frames[:2])
+    next(run)
+    before = {k: v.clone() for k, v in state_of(stream.method_state).items()}
+    calls = []
+    pre = unet.register_forward_pre_hook(
+        lambda m, a, kw: calls.append([a[0].clone(), a[1].clone(), kw["encoder_hidden_states"].clone()]), with_kwargs=True)
+    post = unet.register_forward_hook(lambda m, a, kw, out: calls[-1].append(out.sample.clone()), with_kwargs=True)
+    try:
+        next(run)
+    finally:
+        pre.remove()
+        post.remove()
+    return before, calls
+
+
 def test_the_shift_graph_is_the_pytorch_shift(tiny_backbone, frames64):
     """What OpenVINO converts for temporal shift (_ShiftUNet), run in PyTorch on the stream's cached block inputs of the
     previous frame, gives the PyTorch stream's UNet output at every step of the next frame and returns the block inputs
@@ -139,18 +158,7 @@ def test_the_shift_graph_is_the_pytorch_shift(tiny_backbone, frames64):
     bb = tiny_backbone
     method = TemporalShift()
     stream = Stream(bb, "a cartoon", StreamSettings(seed=0), method)
-    frames = stream.run(frames64[:2])
-    next(frames)
-    before = {k: v.clone() for k, v in stream.method_state.cache.items()}
-    calls = []
-    pre = bb.unet.register_forward_pre_hook(
-        lambda m, a, kw: calls.append([a[0].clone(), a[1].clone(), kw["encoder_hidden_states"].clone()]), with_kwargs=True)
-    post = bb.unet.register_forward_hook(lambda m, a, kw, out: calls[-1].append(out.sample.clone()), with_kwargs=True)
-    try:
-        next(frames)
-    finally:
-        pre.remove()
-        post.remove()
+    before, calls = second_frame_calls(stream, frames64, lambda st: st.cache)
     blocks = [n for n, m in bb.unet.named_modules() if isinstance(m, BasicTransformerBlock)]
     assert len(calls) == 2 and blocks
     worst = 0.0
@@ -225,18 +233,7 @@ def test_svdiff_on_openvino_keeps_its_memory_outside_the_graph(tiny_backbone, fr
 
     blocks = list(transformer_blocks(tiny_backbone.unet))
     stream = Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0), SVDiff(memory=memory))
-    frames = stream.run(frames64[:2])
-    next(frames)
-    before = {k: v.clone() for k, v in stream.method_state.memory.items()}
-    calls = []
-    pre = tiny_backbone.unet.register_forward_pre_hook(
-        lambda m, a, kw: calls.append([a[0].clone(), a[1].clone(), kw["encoder_hidden_states"].clone()]), with_kwargs=True)
-    post = tiny_backbone.unet.register_forward_hook(lambda m, a, kw, o: calls[-1].append(o.sample.clone()), with_kwargs=True)
-    try:
-        next(frames)
-    finally:
-        pre.remove()
-        post.remove()
+    before, calls = second_frame_calls(stream, frames64, lambda st: st.memory)
     with torch.inference_mode():
         for step, (x, t, text, want) in enumerate(calls):
             t = t.to(torch.int64).reshape(-1).expand(x.shape[0])
