@@ -19,7 +19,8 @@ method family and shape:
 - SVDiff: (latent, timestep, text, and per transformer block its memory for this step, the learned initial memory on
   the first frame) -> (prediction, and per block the memory its MemoryBlock returns); the memory's weights are in the
   graph (its file name carries their digest), the memories stay the stream's.
-Methods without a path here (TokenFlow's passes, the correspondence recorder) are refused by `unsupported_reason`: a run that includes one runs on PyTorch as a whole (comparisons).
+Methods without a path here (TokenFlow's passes, the correspondence recorder) are refused by `unsupported_reason`: a
+run that includes one runs on PyTorch as a whole (comparisons).
 The graphs are traced from the PyTorch modules of whatever backbone is loaded: a retrained toy with another layout
 converts through the same code.
 """
@@ -49,6 +50,7 @@ def openvino_missing() -> str | None:
     return None
 
 
+@functools.cache        # the CPU does not change within a process
 def bf16_missing() -> str | None:
     """Why OpenVINO cannot run in bfloat16 here (None: the CPU has bfloat16 units)."""
     import openvino as ov
@@ -197,20 +199,36 @@ class _GraphBankCall:
         return attention.finish(attn, o[None], hidden_states)
 
 
-class _BankUNet(torch.nn.Module):
-    """The UNet with StreamV2V's attention, its bank as inputs and the frame's K/V/O as outputs (one graph per
-    config and bank shapes; `layers` with a bank, in order)."""
+class _StateUNet(torch.nn.Module):
+    """The UNet as a graph of (latent, timestep, text, *state) -> (prediction, *what the state's update needs): a
+    method family's context (context(state)) reaches its processors and hooks through cross_attention_kwargs;
+    outputs(ctx) lists what it kept."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t, text, *state):
+        ctx = self.context(state)
+        out = self.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": ctx}).sample
+        return (out, *self.outputs(ctx))
+
+
+class _BankUNet(_StateUNet):
+    """StreamV2V's attention, its bank as inputs and the frame's K/V/O as outputs (one graph per config and bank
+    shapes; `layers` with a bank, in order)."""
 
     def __init__(self, unet, config, ff_prefixes, layers: list[str], all_layers: list[str]):
-        super().__init__()
-        self.unet, self.config, self.ff_prefixes = unet, config, ff_prefixes
+        super().__init__(unet)
+        self.config, self.ff_prefixes = config, ff_prefixes
         self.layers, self.all_layers = layers, all_layers
 
-    def forward(self, x, t, text, *bank):
+    def context(self, bank):
         banks = {name: bank[3 * i:3 * i + 3] for i, name in enumerate(self.layers)}
-        ctx = _GraphBankCall(self.config, self.ff_prefixes, banks)
-        out = self.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": ctx}).sample
-        return (out, *[part for name in self.all_layers for part in ctx.kvo[name]])
+        return _GraphBankCall(self.config, self.ff_prefixes, banks)
+
+    def outputs(self, ctx):
+        return [part for name in self.all_layers for part in ctx.kvo[name]]
 
 
 class _GraphShiftCall:
@@ -224,26 +242,25 @@ class _GraphShiftCall:
         return None          # stock attention
 
     def shift(self, block: str, hidden_states: torch.Tensor) -> torch.Tensor:
-        c = int(round(self.fraction * int(hidden_states.shape[-1])))      # a constant of the static graph
+        from .temporal_shift import shift
+
         self.cur[block] = hidden_states[0]
-        prev = self.prev.get(block)
-        if prev is None or not c:
-            return hidden_states
-        return torch.cat([prev[None, :, :c], hidden_states[:, :, c:]], -1)
+        return shift(hidden_states, [self.prev.get(block)], self.fraction)
 
 
-class _ShiftUNet(torch.nn.Module):
-    """The UNet with temporal shift's block hooks, the previous frame's block inputs as graph inputs (`blocks` that
-    have one, in order) and the frame's as outputs (`all_blocks`)."""
+class _ShiftUNet(_StateUNet):
+    """Temporal shift's block hooks, the previous frame's block inputs as graph inputs (`blocks` that have one, in
+    order) and the frame's as outputs (`all_blocks`)."""
 
     def __init__(self, unet, fraction: float, blocks: list[str], all_blocks: list[str]):
-        super().__init__()
-        self.unet, self.fraction, self.blocks, self.all_blocks = unet, fraction, blocks, all_blocks
+        super().__init__(unet)
+        self.fraction, self.blocks, self.all_blocks = fraction, blocks, all_blocks
 
-    def forward(self, x, t, text, *prev):
-        ctx = _GraphShiftCall(self.fraction, dict(zip(self.blocks, prev)))
-        out = self.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": ctx}).sample
-        return (out, *[ctx.cur[b] for b in self.all_blocks])
+    def context(self, prev):
+        return _GraphShiftCall(self.fraction, dict(zip(self.blocks, prev)))
+
+    def outputs(self, ctx):
+        return [ctx.cur[b] for b in self.all_blocks]
 
 
 class _GraphMemoryCall:
@@ -257,27 +274,26 @@ class _GraphMemoryCall:
         return None          # stock self-attention
 
     def after_block(self, block: str, hs: torch.Tensor) -> torch.Tensor:
-        from .svdiff import _key
+        from .svdiff import _key, through_memory
 
-        b, c, h, w = (int(s) for s in hs.shape)           # constants of the static graph
-        f = hs.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        f, m = self.memory[_key(block)](f, self.mems[block][None])
+        out, m = through_memory(self.memory[_key(block)], hs, self.mems[block][None])
         self.new[block] = m[0]
-        return f.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return out
 
 
-class _MemoryUNet(torch.nn.Module):
-    """The UNet with SVDiff's block hooks and memory weights, every block's memory as an input and its update as an
-    output (`blocks` in order)."""
+class _MemoryUNet(_StateUNet):
+    """SVDiff's block hooks and memory weights, every block's memory as an input and its update as an output
+    (`blocks` in order)."""
 
     def __init__(self, unet, memory, blocks: list[str]):
-        super().__init__()
-        self.unet, self.memory, self.blocks = unet, memory, blocks
+        super().__init__(unet)
+        self.memory, self.blocks = memory, blocks
 
-    def forward(self, x, t, text, *mems):
-        ctx = _GraphMemoryCall(self.memory, dict(zip(self.blocks, mems)))
-        out = self.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"v2v": ctx}).sample
-        return (out, *[ctx.new[b] for b in self.blocks])
+    def context(self, mems):
+        return _GraphMemoryCall(self.memory, dict(zip(self.blocks, mems)))
+
+    def outputs(self, ctx):
+        return [ctx.new[b] for b in self.blocks]
 
 
 class OpenVINOUNet:
@@ -322,6 +338,21 @@ class OpenVINOUNet:
 
         return sorted((k[: -len(".processor")] for k in self.torch_unet.attn_processors if ".attn1." in k), key=order)
 
+    @functools.cached_property
+    def _basic_blocks(self) -> list[str]:
+        """Temporal shift's blocks (BasicTransformerBlock), in module order; once per UNet (a module walk per call was
+        a hot-path cost, see _self_attention_layers)."""
+        from diffusers.models.attention import BasicTransformerBlock
+
+        return [n for n, m in self.torch_unet.named_modules() if isinstance(m, BasicTransformerBlock)]
+
+    @functools.cached_property
+    def _memory_blocks(self) -> list[str]:
+        """SVDiff's blocks (svdiff.transformer_blocks), in module order; once per UNet."""
+        from .svdiff import transformer_blocks
+
+        return list(transformer_blocks(self.torch_unet))
+
     def __call__(self, sample, timestep, encoder_hidden_states=None, cross_attention_kwargs=None):
         from . import svdiff, temporal_shift
         from .streamv2v import _Call
@@ -361,12 +392,9 @@ class OpenVINOUNet:
             st.update((n, step), k, v, o, frame)
         return out[0]
 
-
     def _temporal_shift(self, ctx, sample, t, text):
-        from diffusers.models.attention import BasicTransformerBlock
-
         st, step = ctx.state, ctx.steps[0]
-        blocks = [n for n, m in self.torch_unet.named_modules() if isinstance(m, BasicTransformerBlock)]
+        blocks = self._basic_blocks
         with_prev = [b for b in blocks if (b, step) in st.cache]
         part = "shift-" + hashlib.sha256(repr((ctx.config.fraction, with_prev)).encode()).hexdigest()[:10]
         module = _ShiftUNet(self.torch_unet, ctx.config.fraction, with_prev, blocks)
@@ -375,12 +403,11 @@ class OpenVINOUNet:
             st.cache[(b, step)] = hs
         return out[0]
 
-
     def _svdiff(self, ctx, sample, t, text):
-        from .svdiff import _key, transformer_blocks
+        from .svdiff import _key
 
         st, slot = ctx.state, ctx.slots[0]
-        blocks = list(transformer_blocks(self.torch_unet))
+        blocks = self._memory_blocks
         mems = [st.memory.get((b, *slot)) for b in blocks]
         mems = [ctx.memory[_key(b)].initial().to(sample.dtype) if m is None else m for b, m in zip(blocks, mems)]
         if id(ctx.memory) not in self._memory_digests:        # the memory's weights are in the graph: in its name

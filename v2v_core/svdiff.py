@@ -239,6 +239,14 @@ class MemoryState:
                 "bank_bytes": sum(t.numel() * t.element_size() for t in self.memory.values())}
 
 
+def through_memory(mod, hs: torch.Tensor, mems: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's output hs (B, C, H, W) through its MemoryBlock with memories mems (B, h*w, d): (the new output, same
+    layout, channels-last strides; the updated memories). Used by the PyTorch hooks and the OpenVINO graph alike."""
+    b, c, h, w = (int(s) for s in hs.shape)                     # int(): constants when traced
+    f, m = mod(hs.permute(0, 2, 3, 1).reshape(b, h * w, c), mems)
+    return f.reshape(b, h, w, c).permute(0, 3, 1, 2), m
+
+
 class _Call:
     """What one UNet call hands to the hooks: the method's weights, the stream's state and, per batch
     item, its memory slot (denoising step, guidance branch)."""
@@ -254,8 +262,6 @@ class _Call:
 
         t0 = time.perf_counter()
         mod = self.memory[_key(block)]
-        b, c, h, w = hs.shape
-        f = hs.permute(0, 2, 3, 1).reshape(b, h * w, c)
         init = None
         mems = []
         for slot in self.slots:
@@ -264,11 +270,11 @@ class _Call:
                 init = mod.initial().to(hs.dtype) if init is None else init
                 m = init
             mems.append(m)
-        f, m = mod(f, torch.stack(mems))
+        out, m = through_memory(mod, hs, torch.stack(mems))
         for slot, mi in zip(self.slots, m):
             self.state.memory[(block, *slot)] = mi
         self.state._seconds += time.perf_counter() - t0
-        return f.reshape(b, h, w, c).permute(0, 3, 1, 2)   # (B, C, H, W), channels-last strides
+        return out
 
 
 def _make_hook(name: str):

@@ -39,6 +39,19 @@ class TemporalShiftState:
                 "bank_bytes": sum(t.numel() * t.element_size() for t in self.cache.values())}
 
 
+def shift(hidden_states: torch.Tensor, prev: list, fraction: float) -> torch.Tensor:
+    """hidden_states (B, N, C) with, for each batch item b whose prev[b] (N, C) is not None, its first
+    round(fraction * C) channels taken from prev[b]. Used by the PyTorch hooks and the OpenVINO graph alike."""
+    c = int(round(fraction * int(hidden_states.shape[-1])))     # int(): a constant when traced
+    if not c or all(p is None for p in prev):
+        return hidden_states
+    out = hidden_states.clone()
+    for b, p in enumerate(prev):
+        if p is not None:
+            out[b, :, :c] = p[:, :c]
+    return out
+
+
 class _Call:
     def __init__(self, config, state, frames, steps):
         self.config, self.state, self.frames, self.steps = config, state, frames, steps
@@ -48,13 +61,10 @@ class _Call:
 
     def shift(self, block: str, hidden_states: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
-        c = int(round(self.config.fraction * hidden_states.shape[-1]))
-        out = hidden_states.clone()
+        prev = [self.state.cache.get((block, step)) for step in self.steps]
         for b, step in enumerate(self.steps):
-            prev = self.state.cache.get((block, step))
-            if prev is not None and c:
-                out[b, :, :c] = prev[:, :c]
             self.state.cache[(block, step)] = hidden_states[b].detach()
+        out = shift(hidden_states, prev, self.config.fraction)
         self.state._seconds += time.perf_counter() - t0
         return out
 
