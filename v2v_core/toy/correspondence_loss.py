@@ -81,17 +81,21 @@ SHARED_ATTN_LAYERS = ("down_blocks.0.", "up_blocks.2.")
 SHARED_ATTN_WEIGHT = 0.05
 
 
+def self_attention_under(unet, prefixes):
+    """(name, module) of every self-attention (attn1) module whose name starts with one of `prefixes`."""
+    return [(name, m) for name, m in unet.named_modules() if name.endswith("attn1") and name.startswith(prefixes)]
+
+
 class HeadQKCapture:
     """Forward hooks on the to_q / to_k of the self-attention layers under `prefixes`: their outputs (B, N, C), with
     grad, and each layer's number of heads."""
 
     def __init__(self, unet, prefixes=SHARED_ATTN_LAYERS):
         self.q, self.k, self.heads, self.handles = {}, {}, {}, []
-        for name, m in unet.named_modules():
-            if name.endswith("attn1") and name.startswith(prefixes):
-                self.heads[name] = m.heads
-                for lin, store in ((m.to_q, self.q), (m.to_k, self.k)):
-                    self.handles.append(lin.register_forward_hook(lambda _m, _i, out, n=name, d=store: d.__setitem__(n, out)))
+        for name, m in self_attention_under(unet, prefixes):
+            self.heads[name] = m.heads
+            for lin, store in ((m.to_q, self.q), (m.to_k, self.k)):
+                self.handles.append(lin.register_forward_hook(lambda _m, _i, out, n=name, d=store: d.__setitem__(n, out)))
 
     def remove(self):
         for h in self.handles:
@@ -130,14 +134,18 @@ class AttnOutCapture:
     def __init__(self, unet, prefixes=SHARED_ATTN_LAYERS):
         self.out, self.handles = {}, []
         self.probes = torch.nn.ModuleDict()
-        for name, m in unet.named_modules():
-            if name.endswith("attn1") and name.startswith(prefixes):
-                self.probes[name.replace(".", "_")] = torch.nn.Linear(m.to_out[0].out_features, 1)
-                self.handles.append(m.register_forward_hook(lambda _m, _i, out, n=name: self.out.__setitem__(n, out)))
+        for name, m in self_attention_under(unet, prefixes):
+            self.probes[name.replace(".", "_")] = torch.nn.Linear(m.to_out[0].out_features, 1)
+            self.handles.append(m.register_forward_hook(lambda _m, _i, out, n=name: self.out.__setitem__(n, out)))
 
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+def shared_logits(cells: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, N, N): styles.shared_logits batched, -|c_p - c_j|^2 / 2 sigma^2 over each sample's cell colours (B, N, 3)."""
+    return -torch.cdist(cells, cells).square() / (2 * sigma ** 2)
 
 
 def shared_mean(target_logits: torch.Tensor, eps0: torch.Tensor) -> torch.Tensor:

@@ -92,7 +92,7 @@ from tqdm import tqdm
 from ..backbones import prediction_of, x0_from_output
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
 from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
-                                  AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
+                                  AttnOutCapture, HeadQKCapture, shared_logits, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from . import styles as _styles
@@ -454,13 +454,11 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
 
     def extra(b):
         loss = corr_weight * correspondence_loss(cap, b["shifts"], b["g"])
+        if shared is not None or outs is not None:
+            target = shared_logits(b["cells"], _styles.SHARED_SIGMA)          # (B, N, N), the style's own kernel
         if shared is not None:
-            c = b["cells"]                                                    # (B, N, 3)
-            target = -torch.cdist(c, c).square() / (2 * _styles.SHARED_SIGMA ** 2)   # styles.shared_logits, batched
             loss = loss + shared_weight * shared_attention_loss(shared, target)
         if outs is not None:
-            c = b["cells"]
-            target = -torch.cdist(c, c).square() / (2 * _styles.SHARED_SIGMA ** 2)
             choice = torch.tanh(SHARED_GAIN * shared_mean(target, b["eps"][:, 0].flatten(1)))
             probe = shared_output_loss(outs, choice)
             loss = loss + shared_out_weight * probe
