@@ -91,19 +91,15 @@ from tqdm import tqdm
 
 from ..backbones import prediction_of, x0_from_output
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
+from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
+                      _encode, _SdeditBatches, _styled_crop_batch, _to_tensor)
 from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
                                   AttnOutCapture, HeadQKCapture, shared_logits, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from . import styles as _styles
-from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES, cell_colours
+from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES
 
-CROP = 128          # training crop in pixels (16x16 latents)
-T_MIN, T_MAX = 120, 620   # covers strength 0.3..0.6 with 1..4 LCM steps (t = 399/199 at 0.4, 499/259 at 0.5)
-IN_STYLE_P = 0.25
-# Every BIG_EVERY-th UNet step trains on BIG_CROP px crops (batch BIG_BATCH, about the same cost), so the
-# self-attention layers also see the token counts of 256 px inference (16x16 and 8x8), not only 8x8 / 4x4.
-BIG_CROP, BIG_BATCH, BIG_EVERY = 256, 4, 4
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
 # The structural styles are the hard ones (flat regions, hard edges): they are drawn twice as often.
 STYLE_WEIGHTS = {"cartoon": 2.0, "pixel art": 2.0}
@@ -136,36 +132,6 @@ COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # and a structural term beside L1 + MSE, 1 - SSIM (the evaluation's 7x7 windows): L1 + MSE alone favour a soft average
 # where detail is uncertain.
 SHARPEN_STEPS, SHARPEN_LR, SHARPEN_SIGMA, SHARPEN_SSIM = 600, 3e-4, 0.05, 1.0
-
-
-def _crop_batch(pool, rng, n, crop=CROP, allowed=None):
-    """n random crops (aligned to 8 px, random flip) -> list of (pool index, y, x, flip), from the
-    images at least `crop` px on each side (and among `allowed` indices when given)."""
-    fits = [k for k, im in enumerate(pool) if min(im.shape[:2]) >= crop and (allowed is None or k in allowed)]
-    out = []
-    for _ in range(n):
-        i = fits[int(rng.integers(len(fits)))]
-        h, w = pool[i].shape[:2]
-        y = int(rng.integers(0, (h - crop) // 8 + 1)) * 8
-        x = int(rng.integers(0, (w - crop) // 8 + 1)) * 8
-        out.append((i, y, x, bool(rng.random() < 0.5)))
-    return out
-
-
-def _to_tensor(imgs) -> torch.Tensor:
-    a = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return a.contiguous(memory_format=torch.channels_last)
-
-
-def _styled_crop_batch(pool, rng, batch: int) -> torch.Tensor:
-    """A batch of random crops, each under a random style (the autoencoder must draw every style)."""
-    imgs = []
-    for i, y, x, flip in _crop_batch(pool, rng, batch):
-        c = pool[i][y:y + CROP, x:x + CROP]
-        c = c[:, ::-1] if flip else c
-        style = STYLES[int(rng.integers(len(STYLES)))]
-        imgs.append(style.apply(np.ascontiguousarray(c), rng=rng))
-    return _to_tensor(imgs)
 
 
 def _cosine(opt, steps: int):
@@ -244,133 +210,6 @@ def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float 
         rec = vae.decode(z + sigma * torch.randn(z.shape, generator=gen)).sample
         _reconstruction_step(opt, sched, bar, step, rec, xb, ssim_weight)
     vae.requires_grad_(False).eval()
-
-
-def _encode(vae, imgs) -> torch.Tensor:
-    return vae.encode(_to_tensor(imgs)).latents * vae.config.scaling_factor
-
-
-class _SdeditBatches:
-    """Batches of the SDEdit-shaped objective (stage 3 and the tuning stage): crops of the pool's latents
-    (every deterministic style encoded once; crops taken in latent space, aligned to the 8 px cells), a
-    style and prompt per sample, noise, a timestep, and the noised source."""
-
-    def __init__(self, pipe, pool, seed: int, style_weights: dict, styles: tuple = STYLES):
-        pipe.vae.eval().requires_grad_(False)
-        pipe.vae.to(memory_format=torch.channels_last)
-        self.rng = np.random.default_rng(seed)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.pool, self.vae = pool, pipe.vae
-        self.abar = pipe.scheduler.alphas_cumprod.float()
-        self.styles = styles
-        det = [s for s in styles if s.deterministic]
-        print(f"encoding {len(pool)} images x {len(det)} deterministic styles ...", flush=True)
-        with torch.no_grad():
-            self.Z = [{s.name: _encode(self.vae, [s.apply(img)])[0] for s in det} for img in tqdm(pool, desc="latents")]
-        self.prompts = [(si, p) for si, s in enumerate(styles) for p in s.prompts]
-        tok = pipe.tokenizer
-        self.ids = tok([p for _, p in self.prompts], padding="max_length", max_length=tok.model_max_length,
-                       truncation=True, return_tensors="pt").input_ids
-        self.by_style = {si: [k for k, (sj, _) in enumerate(self.prompts) if sj == si] for si in range(len(styles))}
-        w = np.array([style_weights.get(s.name, 1.0) for s in styles])
-        self.style_p = w / w.sum()
-
-    def draw_style(self) -> tuple[int, int]:
-        si = int(self.rng.choice(len(self.styles), p=self.style_p))
-        return si, self.by_style[si][int(self.rng.integers(len(self.by_style[si])))]
-
-    def latents(self, items, eps: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """items: (pool index, y, x, flip, style index) per sample -> (source latents, style target latents).
-        Random styles are rendered from the sample's own noise, then encoded."""
-        g = crop // 8
-        z_src, z_tgt, rand_jobs = [], [None] * len(items), []
-        for b, (i, y, x, flip, si) in enumerate(items):
-            style = self.styles[si]
-            ly, lx = y // 8, x // 8
-            zs = self.Z[i]["photo"][:, ly:ly + g, lx:lx + g]
-            if style.deterministic:
-                z_tgt[b] = self.Z[i][style.name][:, ly:ly + g, lx:lx + g]
-            else:
-                img = self.pool[i][y:y + crop, x:x + crop]
-                img = np.ascontiguousarray(img[:, ::-1] if flip else img)  # rendered in the flipped frame, like eps
-                rand_jobs.append((b, style.apply(img, eps=eps[b].numpy())))
-            if flip:
-                zs = zs.flip(-1)
-                if z_tgt[b] is not None:
-                    z_tgt[b] = z_tgt[b].flip(-1)
-            z_src.append(zs)
-        if rand_jobs:
-            with torch.no_grad():
-                zr = _encode(self.vae, [img for _, img in rand_jobs])
-            for (b, _), z in zip(rand_jobs, zr):
-                z_tgt[b] = z
-        return torch.stack(z_src), torch.stack(z_tgt)
-
-    def cells(self, items, crop: int) -> torch.Tensor:
-        """(B, N, 3): each sample's source crop's latent-cell colours (styles.cell_colours), in the crop's own
-        (possibly flipped) frame, for the shared-attention loss."""
-        g = crop // 8
-        out = []
-        for i, y, x, flip, _ in items:
-            img = self.pool[i][y:y + crop, x:x + crop]
-            out.append(cell_colours(np.ascontiguousarray(img[:, ::-1] if flip else img), g, g))
-        return torch.from_numpy(np.stack(out))
-
-    def noised(self, z_src, z_tgt, eps, keep, t):
-        """The in-style quarter, then x_t = sqrt(abar) z_src + sqrt(1-abar) eps."""
-        z_src = torch.where(keep[:, None, None, None], z_tgt, z_src)
-        a = self.abar[t][:, None, None, None]
-        return a.sqrt() * z_src + (1 - a).sqrt() * eps, a
-
-    def sample(self, n: int, crop: int) -> dict:
-        g = crop // 8
-        eps = torch.randn(n, 4, g, g, generator=self.gen)
-        items, pidx = [], []
-        for i, y, x, flip in _crop_batch(self.pool, self.rng, n, crop):
-            si, pi = self.draw_style()
-            items.append((i, y, x, flip, si))
-            pidx.append(pi)
-        z_src, z_tgt = self.latents(items, eps, crop)
-        keep = torch.rand(n, generator=self.gen) < IN_STYLE_P
-        t = torch.randint(T_MIN, T_MAX + 1, (n,), generator=self.gen)
-        x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx, "z_cond": z_src}
-
-    def sample_pairs(self, n_pairs: int, crop: int, allowed: set[int] | list[int], max_shift: int) -> dict:
-        """n_pairs anchors and, after them, n_pairs partners: the same image, style, prompt, timestep and
-        in-style draw, cropped `(dy, dx)` latent cells away (|d| <= max_shift), like two frames of a
-        moving camera. Half of the partners reuse the anchor's noise (the streaming engine keeps one
-        noise for every frame), half draw their own. Returns the batch plus, per pair, the shift in
-        latent cells in the crops' own (possibly flipped) coordinates: partner[i, j] = anchor[i + dy, j + dx]."""
-        g = crop // 8
-        anchors = _crop_batch(self.pool, self.rng, n_pairs, crop, allowed)
-        items, pidx, shifts = [], [], []
-        partners = []
-        for i, y, x, flip in anchors:
-            si, pi = self.draw_style()
-            h, w = self.pool[i].shape[:2]
-            dy, dx = (int(v) for v in self.rng.integers(-max_shift, max_shift + 1, 2))
-            y2 = min(max(y + 8 * dy, 0), (h - crop) // 8 * 8)
-            x2 = min(max(x + 8 * dx, 0), (w - crop) // 8 * 8)
-            items.append((i, y, x, flip, si))
-            partners.append((i, y2, x2, flip, si))
-            pidx.append(pi)
-            shifts.append(((y2 - y) // 8, (x - x2) // 8 if flip else (x2 - x) // 8))
-        eps_a = torch.randn(n_pairs, 4, g, g, generator=self.gen)
-        own = torch.randn(n_pairs, 4, g, g, generator=self.gen)
-        same = torch.rand(n_pairs, generator=self.gen) < 0.5
-        eps = torch.cat([eps_a, torch.where(same[:, None, None, None], eps_a, own)])
-        z_src, z_tgt = self.latents(items + partners, eps, crop)
-        keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
-        t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
-        x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src, "eps": eps,
-                "cells": self.cells(items + partners, crop)}
-
-
-def _crop_plan(step: int, batch: int) -> tuple[int, int]:
-    """(crop px, batch size) of a UNet step: every BIG_EVERY-th step on BIG_CROP px crops."""
-    return (BIG_CROP, BIG_BATCH) if step % BIG_EVERY == BIG_EVERY - 1 else (CROP, batch)
 
 
 def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None,
