@@ -50,7 +50,16 @@ def main(argv=None):
     ap.add_argument("--runtime", choices=("openvino", "openvino-bf16"), default="openvino",
                     help="f32 (default) or bfloat16 (a CPU with bfloat16 units)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names (default: all above)")
+    ap.add_argument("--precision", action="append", default=[], metavar="PART=f32|bf16",
+                    help="one part's precision on this run's runtime (encode, decode, text, unet, or a UNet graph's name); "
+                         "repeatable; to find which part's rounding costs what")
     args = ap.parse_args(argv)
+    from v2v_core.openvino_runtime import PRECISIONS
+
+    for item in args.precision:
+        part, _, prec = item.partition("=")
+        PRECISIONS[args.runtime] = {**PRECISIONS[args.runtime], part: prec}
+    args.parts = ", ".join(f"{k} {v}" for k, v in PRECISIONS[args.runtime].items())
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.skip_speed and "StreamDiffusion" not in args.methods:
         args.methods.insert(0, "StreamDiffusion")          # the speed table's reference
@@ -70,7 +79,7 @@ def speed(bb, ov, settings, frames, args):
     t0 = time.perf_counter()
     for name in args.methods:        # conversion (or the disk cache) first: not timed below
         list(Stream(ov, args.prompt, settings, REGISTRY[name].build()).run(frames[:6]))
-    print(f"# OpenVINO ({args.runtime}) vs PyTorch, embedded model, {args.size} px, {THREADS or 'torch default'} thread(s), "
+    print(f"# OpenVINO ({args.runtime}: {args.parts}) vs PyTorch, embedded model, {args.size} px, {THREADS or 'torch default'} thread(s), "
           f"median of {args.frames} frames after 4 (conversion and first compile {ov.ov.convert_seconds:.1f} s, "
           f"setup in all {time.perf_counter() - t0:.1f} s)")
     times = {(n, r): [] for n in args.methods for r in ("torch", "openvino")}
@@ -98,7 +107,7 @@ def agreement(bb, ov, settings, args):
     from v2v_core.video import read_video
 
     clips = sorted(p for p in Path(args.clips).glob("*.mp4") if "style" not in p.stem)
-    print(f"\n# Agreement ({args.runtime}), {args.frames} frames of each clip at {args.size} px, \"{args.prompt}\"")
+    print(f"\n# Agreement ({args.runtime}: {args.parts}), {args.frames} frames of each clip at {args.size} px, \"{args.prompt}\"")
     print("| clip | method | lowest PSNR OpenVINO vs PyTorch | warp error PyTorch | warp error OpenVINO | difference |")
     print("|---|---|---|---|---|---|")
     for clip in clips:

@@ -181,7 +181,7 @@ def test_bfloat16_is_asked_for_by_name_and_refused_where_the_cpu_has_no_units(ti
     f32's (the reason it is not the default)."""
     from comparisons.registry import REGISTRY
     from comparisons.runner import pick_runtime
-    from v2v_core.openvino_runtime import bf16_missing
+    from v2v_core.openvino_runtime import PRECISIONS, bf16_missing
 
     two = [REGISTRY["StreamDiffusion"], REGISTRY["StreamV2V"]]
     assert pick_runtime(tiny_backbone, two, "auto")[1] == "openvino"
@@ -192,7 +192,8 @@ def test_bfloat16_is_asked_for_by_name_and_refused_where_the_cpu_has_no_units(ti
     f32, _, _ = pick_runtime(tiny_backbone, two, "openvino")
     bf16, used, note = pick_runtime(tiny_backbone, two, "openvino-bf16")
     assert used == "openvino-bf16" and note is None and bf16 is not f32 and bf16.runtime == "openvino-bf16"
-    assert bf16.ov.precision == "bf16" and f32.ov.precision == "f32"
+    assert bf16.ov.precision("unet") == PRECISIONS["openvino-bf16"].get("unet", "bf16") == "bf16"
+    assert {f32.ov.precision(p) for p in ("encode", "decode", "text", "unet")} == {"f32"}
     ref = list(Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0)).run(frames64[:2]))
     low = {name: min(psnr(a, b) for a, b in zip(ref, Stream(bb, "a cartoon", StreamSettings(seed=0)).run(frames64[:2])))
            for name, bb in (("f32", f32), ("bf16", bf16))}

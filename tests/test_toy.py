@@ -265,6 +265,31 @@ def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tiny_traini
 
 
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_attend_stage_with_the_built_head_writes_a_loadable_model_whose_head_is_built(tiny_training):
+    """`--stage attend --built-head W` (stage 10, experimental) as the training command runs it: the folder comes back
+    with self-attention at the latent's full resolution, the built block's head 0 reads the colour features (its query
+    weights the kernel's scale, sqrt(kappa sqrt(d) 2 / C), on the four feature channels, two steps of training
+    later), and training.json records the weight and the style's kernel. (Two steps on a tiny pool: the wiring.)"""
+    import json
+    import math
+
+    from v2v_core.backbones import load_backbone
+    from v2v_core.toy import shared_head, styles
+
+    train, out = tiny_training
+    train.main(["--stage", "attend", "--attend-steps", "2", "--built-head", "0.1", "--out", str(out), "--threads", "1"])
+    info = json.loads((out / "training.json").read_text())
+    assert info["attend_built_head"] == 0.1 and info["attend_kernel"] == ["cosine", styles.SHARED_KAPPA, styles.SHARED_BETA]
+    unet = load_backbone(str(out)).unet
+    attn = dict(unet.named_modules())[shared_head.BUILT_BLOCK].transformer_blocks[0].attn1
+    d, c = attn.inner_dim // attn.heads, attn.to_q.in_features
+    a = math.sqrt(styles.SHARED_KAPPA * math.sqrt(d) * 2 / c)
+    q = attn.to_q.weight[:d].detach()
+    assert np.allclose(q[[0, 1, 2, 3], [0, 2, 4, 6]].numpy(), a, rtol=0.05)
+    assert q[4:].abs().max() < 0.05 * a                                 # the head's unused dimensions stay near zero
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
 def test_offset_stage_reparametrises_the_unet_to_predict_offsets_from_the_source(tiny_training):
     """`--stage offset` (stage 9) on a folder as stage 8 leaves it (an epsilon-predicting image-conditioned UNet):
     the scheduler config says "sample, relative to the source" afterwards, the output convolution started from zero
@@ -478,6 +503,52 @@ def test_attention_everywhere_is_an_exact_warm_start_with_self_attention_at_full
     assert attention_everywhere(wide) is wide                      # already everywhere: nothing to add
 
 
+def test_the_built_head_computes_the_shared_choice_and_leaves_the_unet_as_it_was():
+    """shared_head.build_shared_head: with features read exactly (a readout that picks the block's input channels),
+    head 0 of the full-resolution self-attention returns what shared_head.perfect_head computes from the same colours
+    and noise (softmax(style kernel) @ noise / |f|; the noise's own small share of each token's norm is the only
+    difference); the UNet's output is unchanged until trained; head_losses is 0 for exact features and output."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from v2v_core.toy import shared_head
+    from v2v_core.toy.arch import attention_everywhere
+
+    torch.manual_seed(0)
+    unet = attention_everywhere(UNet2DConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(48, 96),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=8, norm_num_groups=16)).eval()
+    x, e = torch.randn(1, 8, 8, 8), torch.randn(1, 5, 8)
+    with torch.no_grad():
+        before = unet(x, 300, e).sample
+        readout = torch.zeros(5, 49)
+        readout[torch.arange(4), torch.arange(4)] = 1.0                  # colour = channels 0-2, noise = channel 3
+        shared_head.build_shared_head(unet, readout)
+        assert torch.equal(unet(x, 300, e).sample, before)
+        blk = dict(unet.named_modules())[shared_head.BUILT_BLOCK]
+        blk.norm = torch.nn.Identity()                                   # so the readout sees the channels as given
+        n = 64
+        cells = torch.rand(1, n, 3)
+        cells[0, :20] = torch.tensor([0.9, 0.2, 0.2]) + 0.02 * torch.randn(20, 3)   # a red region, 20 tokens
+        eps0 = torch.randn(1, n)
+        h = torch.zeros(1, 48, 8, 8)
+        h[0, :3] = cells[0].T.reshape(3, 8, 8)
+        h[0, 3] = eps0.reshape(8, 8)
+        cap = shared_head.HeadCapture(unet)
+        blk(h, encoder_hidden_states=e)
+        got = cap.store["out"][0, :, shared_head.OUT_CHANNEL]
+        want = shared_head.perfect_head(cells, eps0)[0]
+        assert (got - want).norm() < 0.1 * want.norm()
+        assert np.corrcoef(got.numpy(), want.numpy())[0, 1] > 0.99
+        red = want[:20]                                                  # the red region shares one mean noise
+        assert red.std() < 0.1 * want.std() and torch.allclose(got[:20], red, rtol=0.1)
+        assert float(shared_head.head_losses(cap, cells, eps0)) < 0.05
+        cap.store["out"] = torch.zeros_like(cap.store["out"])
+        assert float(shared_head.head_losses(cap, cells, eps0)) > 0.9       # a silent head scores about 1 on its term
+        cap.remove()
+
+
 def test_the_shared_choice_style_is_shared_by_similar_colours_and_moves_with_the_noise_under_them():
     """styles.psychedelic (stage 10's training-only style): two cells of one colour take the same turn wherever they
     are; changing the noise under cells of that colour changes the turn of every cell of that colour, and noise under
@@ -530,13 +601,17 @@ def test_shared_mean_is_the_styles_rule_batched_and_the_probe_reads_the_attentio
     from diffusers.models.attention_processor import Attention
 
     from v2v_core.toy.correspondence_loss import AttnOutCapture, shared_mean, shared_output_loss
-    from v2v_core.toy.styles import SHARED_SIGMA, cell_colours, shared_noise
+    from v2v_core.toy.styles import SHARED_KAPPA, cell_colours, shared_logits, shared_noise
 
+    # the cosine kernel by hand: grey's features are (0, 0, 0, 1); grey against (0.9, 0.5, 0.5): beta / |(0.4, 0, 0, beta)|
+    two = np.array([[0.5, 0.5, 0.5], [0.9, 0.5, 0.5]], np.float32)
+    cross = SHARED_KAPPA * 0.25 / np.hypot(0.4, 0.25)
+    assert np.allclose(shared_logits(two), [[SHARED_KAPPA, cross], [cross, SHARED_KAPPA]], atol=1e-4)
     rng = np.random.default_rng(0)
     img = np.repeat(np.repeat(rng.integers(0, 256, (4, 4, 3)), 16, 0), 16, 1).astype(np.uint8)   # 64 px, 4x4 patches
     eps = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
     c = torch.from_numpy(np.stack([cell_colours(img, 8, 8)] * 2))
-    logits = -torch.cdist(c, c).square() / (2 * SHARED_SIGMA ** 2)
+    logits = shared_logits(c)                                      # batched, on torch tensors
     m = shared_mean(logits, torch.from_numpy(eps[:, 0]).flatten(1))
     for b in range(2):
         assert np.allclose(m[b].view(8, 8).numpy(), shared_noise(img, eps[b]), atol=1e-5)

@@ -93,15 +93,17 @@ GRAPH_FORMAT = "static1"   # in a cached graph's file name: graphs converted ano
 # method's output 50 dB from PyTorch's and its warp error 2.6-4.5% higher (noise that differs frame to frame), which
 # would credit or blame a method for the runtime's rounding; f32 agrees to 1e-6 on the autoencoder. bfloat16 is the
 # runtime "openvino-bf16", asked for by name (3-3.75x PyTorch there, against 1.2x in f32).
-PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16"}
+# Per part ("encode", "decode", "text"; "unet" for every UNet graph, or one graph's name), "*" for the rest.
+STATELESS_PARTS = ("encode", "decode", "text")
+PRECISIONS = {"openvino": {"*": "f32"}, "openvino-bf16": {"*": "bf16"}}
 
 
 class _Compiler:
     """Converts a PyTorch module once per (part, input shapes) and the backbone's weights, keeps it on disk and
     compiled in memory."""
 
-    def __init__(self, digest: str, threads: int, precision: str = "f32"):
-        self.digest, self.threads, self.precision = digest, threads, precision
+    def __init__(self, digest: str, threads: int, precisions: dict | None = None):
+        self.digest, self.threads, self.precisions = digest, threads, precisions or {"*": "f32"}
         self.compiled: dict[tuple, object] = {}
         self.convert_seconds = 0.0
 
@@ -128,8 +130,13 @@ class _Compiler:
                 ov.save_model(model, str(path), compress_to_fp16=False)
                 self.convert_seconds += time.perf_counter() - t0
             self.compiled[key] = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": self.threads,
-                                                                       "INFERENCE_PRECISION_HINT": self.precision})
+                                                                       "INFERENCE_PRECISION_HINT": self.precision(part)})
         return self.compiled[key]
+
+    def precision(self, part: str) -> str:
+        """The part's own entry, else "unet" for every UNet graph (each method family's), else "*"."""
+        unet = None if part in STATELESS_PARTS else self.precisions.get("unet")
+        return self.precisions.get(part) or unet or self.precisions["*"]
 
     def run(self, part, module, *inputs: torch.Tensor, before_trace=None) -> list[torch.Tensor]:
         model = self.get(part, module, inputs, before_trace)

@@ -143,11 +143,6 @@ class AttnOutCapture:
             h.remove()
 
 
-def shared_logits(cells: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, N, N): styles.shared_logits batched, -|c_p - c_j|^2 / 2 sigma^2 over each sample's cell colours (B, N, 3)."""
-    return -torch.cdist(cells, cells).square() / (2 * sigma ** 2)
-
-
 def shared_mean(target_logits: torch.Tensor, eps0: torch.Tensor) -> torch.Tensor:
     """(B, N): softmax(target_logits) @ eps0, the batched styles.shared_noise (eps0: (B, N), noise channel 0)."""
     return (torch.softmax(target_logits, dim=-1) @ eps0[..., None])[..., 0]

@@ -119,11 +119,17 @@ def snowy_scene(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
 
 # Psychedelic: each region's hue turns by an angle chosen from the noise SHARED by the frame's tokens of similar colour,
 # the way SD's self-attention lets similar tokens agree on an invented detail. A token (one latent cell) weighs every
-# token of the frame by exp(-|c_p - c_j|^2 / 2 SHARED_SIGMA^2) (c: the cell's mean RGB in 0..1) and takes the weighted
-# mean of noise channel 0; its hue turns by SHARED_TURN * tanh(SHARED_GAIN * mean) degrees. A moved frame puts the
-# same content over other noise, so the choice flickers (the per-frame baseline's flicker); a method that lets the
-# frame attend to past frames' similar tokens averages their noise in, and the choice holds.
-SHARED_SIGMA, SHARED_GAIN, SHARED_TURN = 0.05, 10.0, 45.0
+# token of the frame by a colour kernel and takes the weighted mean of noise channel 0; its hue turns by
+# SHARED_TURN * tanh(SHARED_GAIN * mean) degrees. A moved frame puts the same content over other noise, so the choice
+# flickers (the per-frame baseline's flicker); a method that lets the frame attend to past frames' similar tokens
+# averages their noise in, and the choice holds.
+# The kernel (SHARED_KERNEL): "cosine" (since session 17): exp(SHARED_KAPPA * cos(f_p, f_j)), f = (c - grey, SHARED_BETA),
+# the similarity a dot-product attention over layer-normalised tokens can express at a fixed scale; "gauss" (sessions
+# 15-16): exp(-|c_p - c_j|^2 / 2 SHARED_SIGMA^2) in RGB, whose key term |c_j|^2 no dot product of linear features gives.
+# c: the cell's mean RGB in 0..1.
+SHARED_GAIN, SHARED_TURN = 10.0, 45.0
+SHARED_KERNEL, SHARED_KAPPA, SHARED_BETA = "cosine", 32.0, 0.25
+SHARED_SIGMA = 0.05                     # the "gauss" kernel's width
 
 
 def cell_colours(img: np.ndarray, gh: int, gw: int) -> np.ndarray:
@@ -131,10 +137,27 @@ def cell_colours(img: np.ndarray, gh: int, gw: int) -> np.ndarray:
     return cv2.resize(img[:gh * 8, :gw * 8], (gw, gh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32) / 255.0
 
 
-def shared_logits(c: np.ndarray) -> np.ndarray:
-    """(N, N) logits of the colour-similarity attention over cells of colours c (N, 3): -|c_p - c_j|^2 / 2 sigma^2."""
-    d2 = (c * c).sum(1)[:, None] + (c * c).sum(1)[None] - 2 * c @ c.T            # (N, N) squared colour distances
-    return -np.maximum(d2, 0) / (2 * SHARED_SIGMA ** 2)
+def colour_features(c):
+    """(..., 4) unit vectors (c - grey, SHARED_BETA) of colours c (..., 3) in 0..1: the cosine kernel's features.
+    Numpy arrays or torch tensors (the calls below exist in both)."""
+    f = _concat(c)
+    return f / (f * f).sum(-1, keepdims=True) ** 0.5
+
+
+def _concat(c):
+    lib = np if isinstance(c, np.ndarray) else __import__("torch")
+    return lib.concatenate([c - 0.5, c[..., :1] * 0 + SHARED_BETA], -1)
+
+
+def shared_logits(c):
+    """(..., N, N) logits of the colour-similarity attention over cells of colours c (..., N, 3), numpy or torch
+    (batched): SHARED_KAPPA cos(f_p, f_j) ("cosine") or -|c_p - c_j|^2 / 2 SHARED_SIGMA^2 ("gauss")."""
+    if SHARED_KERNEL == "gauss":
+        sq = (c * c).sum(-1)
+        d2 = sq[..., :, None] + sq[..., None, :] - 2 * c @ c.swapaxes(-1, -2)
+        return -d2.clip(0) / (2 * SHARED_SIGMA ** 2)
+    f = colour_features(c)
+    return SHARED_KAPPA * (f @ f.swapaxes(-1, -2))
 
 
 def shared_noise(img: np.ndarray, eps: np.ndarray) -> np.ndarray:

@@ -94,10 +94,11 @@ from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, so
 from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
                       _encode, _SdeditBatches, _styled_crop_batch, _to_tensor)
 from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
-                                  AttnOutCapture, HeadQKCapture, shared_logits, shared_mean, shared_output_loss,
+                                  AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from . import styles as _styles
+from .shared_head import BUILT_BLOCK, HeadCapture, build_shared_head, fit_readout, head_losses
 from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES
 
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
@@ -271,16 +272,21 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
 
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
-              shared_weight: float = 0.0, shared_out_weight: float = 0.0, probe_lr: float | None = None):
+              shared_weight: float = 0.0, shared_out_weight: float = 0.0, probe_lr: float | None = None,
+              head_weight: float = 0.0):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
     full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
     left out of the correspondence loss (stage 10). With shared_out_weight, probes of those layers' outputs learn the
-    psychedelic style's shared choice (shared_output_loss)."""
+    psychedelic style's shared choice (shared_output_loss). With head_weight, the head built by
+    shared_head.build_shared_head and the layers under it are supervised (shared_head.head_losses) and its block is left
+    out of the correspondence loss."""
     data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles)
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
-    cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else ())
+    cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else (BUILT_BLOCK,) if head_weight else ())
+    head = HeadCapture(pipe.unet) if head_weight else None
+    head_log: list = []
     shared = HeadQKCapture(pipe.unet) if shared_weight else None
     outs = AttnOutCapture(pipe.unet) if shared_out_weight else None
     probe_log: list = []
@@ -293,8 +299,16 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
 
     def extra(b):
         loss = corr_weight * correspondence_loss(cap, b["shifts"], b["g"])
+        if head is not None:
+            aux = head_losses(head, b["cells"], b["eps"][:, 0].flatten(1))
+            loss = loss + head_weight * aux
+            head_log.append(head.parts)
+            if len(head_log) == 50:            # about 1 - R^2 each: 0 is exact, 1 knows nothing
+                print("\nbuilt head, relative errors: colour {:.3f}, noise {:.3f}, output {:.3f}".format(
+                    *np.mean(head_log, 0)), flush=True)
+                head_log.clear()
         if shared is not None or outs is not None:
-            target = shared_logits(b["cells"], _styles.SHARED_SIGMA)          # (B, N, N), the style's own kernel
+            target = _styles.shared_logits(b["cells"])          # (B, N, N), the style's own kernel
         if shared is not None:
             loss = loss + shared_weight * shared_attention_loss(shared, target)
         if outs is not None:
@@ -313,6 +327,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
              probe_lr)
     finally:
         cap.remove()
+        if head is not None:
+            head.remove()
         if outs is not None:
             outs.remove()
         if shared is not None:
@@ -378,9 +394,12 @@ def main(argv=None):
     ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)
     ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
     ap.add_argument("--shared-sigma", type=float, default=None,
-                    help="stage attend: the psychedelic style's colour kernel width (default: styles.SHARED_SIGMA)")
+                    help="stage attend: the psychedelic style's Gaussian colour kernel of this width (sessions 15-16) instead of "
+                         "the cosine kernel (styles.SHARED_KERNEL)")
     ap.add_argument("--probe-lr", type=float, default=None,
                     help="stage attend: the output probes' own learning rate (default: the stage's)")
+    ap.add_argument("--built-head", type=float, default=0.0, metavar="WEIGHT",
+                    help="stage attend: build the shared-choice head (shared_head) and supervise it with this weight")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
@@ -389,7 +408,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.shared_sigma is not None:
-        _styles.SHARED_SIGMA = args.shared_sigma          # the style's rule and the losses' targets alike
+        _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pool = image_pool(args.seed)
@@ -499,10 +518,18 @@ def main(argv=None):
         pipe = _load(args.out)
         pipe.unet = attention_everywhere(pipe.unet)
         t0 = time.time()
+        if args.built_head:
+            with torch.no_grad():
+                text = pipe.text_encoder(pipe.tokenizer(PSYCHEDELIC.prompts[0], padding="max_length", return_tensors="pt",
+                                                        max_length=pipe.tokenizer.model_max_length).input_ids)[0]
+            build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, text, pipe.scheduler.alphas_cumprod.float(),
+                                                     kodak_once(), (T_MIN, T_MAX), seed=args.seed))
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
-                  shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr)
-        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_shared_out_weight": args.shared_out_weight,
+                  shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
+                  head_weight=args.built_head)
+        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_built_head": args.built_head,
+                              "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                               "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                               "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
                               "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
