@@ -126,13 +126,23 @@ def build_shared_head(unet, readout: torch.Tensor) -> None:
 
 class HeadCapture:
     """Forward hooks on the built block's ``proj_in`` (the features, (B, C, H, W)) and on its ``attn1`` (the output,
-    (B, N, C)), with grad: what head_losses supervises. ``remove()`` takes them off."""
+    (B, N, C)), with grad: what head_losses supervises. ``remove()`` takes them off. A diagnostic: with ``force`` set
+    to a (B, N) tensor, the head's output channel is replaced by it (teacher forcing: what the rest of the network
+    makes of an exact shared choice)."""
 
     def __init__(self, unet):
         blk = _block(unet)
-        self.store, self.parts = {}, (0.0, 0.0, 0.0)
+        self.store, self.parts, self.force = {}, (0.0, 0.0, 0.0), None
         self.handles = [blk.proj_in.register_forward_hook(lambda _m, _i, o: self.store.__setitem__("feat", o)),
-                        blk.transformer_blocks[0].attn1.register_forward_hook(lambda _m, _i, o: self.store.__setitem__("out", o))]
+                        blk.transformer_blocks[0].attn1.register_forward_hook(self._out)]
+
+    def _out(self, _m, _i, out):
+        self.store["out"] = out
+        if self.force is not None and self.force.shape == out.shape[:2]:
+            out = out.clone()
+            out[..., OUT_CHANNEL] = self.force.to(out)
+            return out
+        return None
 
     def remove(self):
         for h in self.handles:

@@ -174,8 +174,14 @@ def shared_noise(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
 def psychedelic(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """Vivid colours whose hue turns by up to SHARED_TURN degrees per region, the turn chosen from the noise shared
     by similar colours (shared_noise), interpolated smoothly between latent cells."""
+    return turned(img, shared_noise(img, eps))
+
+
+def turned(img: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The psychedelic rendering of a shared noise m (H/8, W/8): vivid colours, each cell's hue turned by
+    SHARED_TURN * tanh(SHARED_GAIN * m) degrees."""
     h, w = img.shape[:2]
-    turn = SHARED_TURN * np.tanh(SHARED_GAIN * shared_noise(img, eps))
+    turn = SHARED_TURN * np.tanh(SHARED_GAIN * m)
     turn = cv2.resize(turn.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
     hsv[..., 0] = (hsv[..., 0] + turn * 256.0 / 360.0) % 256.0

@@ -70,8 +70,9 @@ objective with a tenth, training-only style whose invented detail is SHARED by t
 optionally a cross-entropy that teaches the full-resolution self-attention that colour-similarity attention
 (correspondence_loss.shared_attention_loss). Its purpose: a model whose self-attention carries appearance, so that
 StreamV2V's extended attention and feature fusion, window attention and TokenFlow change what it draws (issue #30).
-Measured so far (model card): 300 and 600 steps did not get there; the network answers the shared choice with its
-mean.
+With --built-head the colour-similarity head is built into the first full-resolution block (shared_head) and its
+inputs and output are supervised. Measured so far (model card): none of the tries got there; the network answers
+the shared choice with its mean, and with the head built its noise estimate is not precise enough (session 17).
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
@@ -98,7 +99,7 @@ from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from . import styles as _styles
-from .shared_head import BUILT_BLOCK, HeadCapture, build_shared_head, fit_readout, head_losses
+from .shared_head import BUILT_BLOCK, HeadCapture, build_shared_head, fit_readout, head_losses, perfect_head
 from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES
 
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
@@ -273,14 +274,14 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
               shared_weight: float = 0.0, shared_out_weight: float = 0.0, probe_lr: float | None = None,
-              head_weight: float = 0.0):
+              head_weight: float = 0.0, head_forced: bool = False):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
     full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
     left out of the correspondence loss (stage 10). With shared_out_weight, probes of those layers' outputs learn the
     psychedelic style's shared choice (shared_output_loss). With head_weight, the head built by
     shared_head.build_shared_head and the layers under it are supervised (shared_head.head_losses) and its block is left
-    out of the correspondence loss."""
+    out of the correspondence loss; head_forced (a diagnostic) replaces its output by the exact shared choice."""
     data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles)
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
@@ -295,6 +296,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         crop, n = _crop_plan(step, batch)
         out = data.sample_pairs(n // 2, crop, allowed, CORR_MAX_SHIFT)
         out["g"] = crop // 8
+        if head is not None and head_forced:
+            head.force = perfect_head(out["cells"], out["eps"][:, 0].flatten(1))
         return out
 
     def extra(b):
@@ -400,6 +403,8 @@ def main(argv=None):
                     help="stage attend: the output probes' own learning rate (default: the stage's)")
     ap.add_argument("--built-head", type=float, default=0.0, metavar="WEIGHT",
                     help="stage attend: build the shared-choice head (shared_head) and supervise it with this weight")
+    ap.add_argument("--built-head-forced", action="store_true",
+                    help="stage attend, a diagnostic: the built head's output replaced by the exact shared choice in training")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
@@ -527,8 +532,9 @@ def main(argv=None):
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
                   shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
-                  head_weight=args.built_head)
+                  head_weight=args.built_head, head_forced=args.built_head_forced)
         save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_built_head": args.built_head,
+                              "attend_built_head_forced": args.built_head_forced,
                               "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                               "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                               "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,

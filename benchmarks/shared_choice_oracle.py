@@ -1,0 +1,83 @@
+"""What a model that had learned the psychedelic style's rule (v2v_core.toy.styles: a hue turn chosen from the noise
+shared by tokens of similar colour) would show under the temporal methods, before any training (issue #30).
+
+    python benchmarks/shared_choice_oracle.py [--clips woman-running,wolf,kite-walk] [--frames 24] [--size 256]
+                                              [--kernel cosine:32:0.25] [--kernel gauss:0.05] ...
+
+The target is rendered frame by frame with one fixed noise, as the stream keeps it: "frame" is its DIS warp error
+over "a photo"'s (the source's own; how much the rule flickers). "EA" recomputes each frame's choice over the frame's
+cells plus a bank of one past frame's (the last whose index is a multiple of 4, as StreamV2V refreshes its bank),
+"window" over the previous 3 frames' cells too: the warp error of each, over the per-frame target's. Only numpy and
+the clip; no model.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from v2v_core.flow import source_flow  # noqa: E402
+from v2v_core.metrics import warp_error  # noqa: E402
+from v2v_core.toy import styles  # noqa: E402
+from v2v_core.video import read_video  # noqa: E402
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+
+
+def set_kernel(spec: str) -> None:
+    """'cosine:KAPPA:BETA' or 'gauss:SIGMA' -> the style module's kernel."""
+    kind, *p = spec.split(":")
+    if kind == "gauss":
+        styles.SHARED_KERNEL, styles.SHARED_SIGMA = "gauss", float(p[0])
+    else:
+        styles.SHARED_KERNEL, styles.SHARED_KAPPA, styles.SHARED_BETA = "cosine", float(p[0]), float(p[1])
+
+
+def oracle(frames) -> dict:
+    """Warp errors: the source, the per-frame target, and the target recomputed with EA's and window's banks."""
+    flow = source_flow(frames)
+    gh, gw = frames[0].shape[0] // 8, frames[0].shape[1] // 8
+    eps0 = np.random.default_rng(0).standard_normal((gh * gw,)).astype(np.float32)
+    cols = [styles.cell_colours(f, gh, gw) for f in frames]
+
+    def shared(i, bank):
+        keys = np.concatenate([cols[i]] + [cols[b] for b in bank])
+        both = styles.shared_logits(np.concatenate([cols[i], keys]))[:len(cols[i]), len(cols[i]):]
+        w = np.exp(both - both.max(1, keepdims=True))
+        w /= w.sum(1, keepdims=True)
+        return (w @ np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
+
+    banks = {"frame": lambda i: [], "EA": lambda i: [4 * ((i - 1) // 4)] if i else [],
+             "window": lambda i: list(range(max(0, i - 3), i))}
+    out = {"photo": warp_error(frames, flow)[0]}
+    for name, bank in banks.items():
+        out[name] = warp_error([styles.turned(f, shared(i, bank(i))) for i, f in enumerate(frames)], flow)[0]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", default="woman-running,wolf,kite-walk")
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--kernel", action="append", default=[], help="cosine:KAPPA:BETA or gauss:SIGMA (repeatable; "
+                    "default: the style's own)")
+    args = ap.parse_args(argv)
+    kernels = args.kernel or [f"cosine:{styles.SHARED_KAPPA:g}:{styles.SHARED_BETA:g}" if styles.SHARED_KERNEL == "cosine"
+                              else f"gauss:{styles.SHARED_SIGMA:g}"]
+    print("| clip | kernel | photo | frame by frame (x photo) | EA (x frame) | window (x frame) |\n|---|---|---|---|---|---|")
+    for clip in args.clips.split(","):
+        frames, _ = read_video(str(VIDEOS / f"{clip}.mp4"), args.frames, args.size)
+        for spec in kernels:
+            set_kernel(spec)
+            o = oracle(frames)
+            print(f"| {clip} | {spec} | {o['photo']:.2f} | {o['frame']:.2f} ({o['frame'] / o['photo']:.1f}x) | "
+                  f"{o['EA'] / o['frame']:.2f}x | {o['window'] / o['frame']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
