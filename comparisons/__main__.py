@@ -6,6 +6,7 @@
     python -m comparisons study create --results BUNDLE ... --out study.db | report study.db | export study.db --csv F
     python -m comparisons import --source SRC.mp4 --prompt P --result NAME=EDIT.mp4 ... --out-dir DIR
     python -m comparisons evaluate-results LIST.json --root DIR --out-dir OUT
+    python -m comparisons method-effect CLIP [CLIP ...] --out-dir DIR [--styles invented|all|NAMES] [--methods all]
     python -m comparisons run INPUT --prompt P --methods "StreamDiffusion,StreamV2V" --out-dir DIR
         [--backbone toy] [--frames N] [--size 256] [--seed 0] [--strength 0.4] [--steps 2]
     (--methods all-online / all select every registered online method / every method)
@@ -116,6 +117,24 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_method_effect(args) -> int:
+    from .method_effect import method_effect, pick_styles
+
+    styles = pick_styles(args.styles)
+    bars = ProgressBars()
+    try:
+        result = method_effect(args.inputs, styles, args.out_dir, methods=args.methods, frames=args.frames,
+                               size=args.size, backbone=args.backbone, progress=bars, seed=args.seed,
+                               strength=args.strength, steps=args.steps)
+    finally:
+        bars.close()
+    from .method_effect import markdown
+
+    print(markdown(result))
+    print(f"wrote {args.out_dir}/method_effect.json, method_effect.md and a results bundle per clip and style")
+    return 0
+
+
 def cmd_ablate(args) -> int:
     from .ablation import run_ablation
 
@@ -223,6 +242,15 @@ def main(argv=None) -> int:
     _common(p)
     p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("method-effect", help="every method beside the per-frame baseline, per clip and style")
+    p.add_argument("inputs", nargs="+", help="the input clips")
+    p.add_argument("--styles", default="invented",
+                   help="invented (the styles that invent content from noise), all, or style names (default: invented)")
+    p.add_argument("--methods", default="all", help='comma-separated names (see `list`), "all-online" or "all" '
+                                                    "(default: all; the per-frame baseline must be among them)")
+    p.add_argument("--out-dir", required=True, help="where the table and one results bundle per clip and style go")
+    _common(p)
+    p.set_defaults(fn=cmd_method_effect)
     p = sub.add_parser("ablate", help="ablation grid on one clip (table + bar chart)")
     p.add_argument("input", help="the input clip")
     p.add_argument("--prompt", required=True, type=argument(check_prompt), help="what the output should be")

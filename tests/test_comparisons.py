@@ -251,3 +251,33 @@ def test_a_preset_holds_its_config_class_and_asks_the_core_nothing_on_a_switch(m
     assert {f["name"] for f in ff_only.fields()} >= {"extended_attention", "feature_fusion"}
     assert ff_only.with_overrides(ff_strength=0.5) == StreamV2VConfig(extended_attention=False, ff_strength=0.5)
     assert REGISTRY["StreamDiffusion"].fields() == [] and REGISTRY["StreamDiffusion"].with_overrides() is None
+
+
+def test_method_effect_tables_every_method_against_the_baseline_per_clip_and_style(tiny_backbone, tmp_path):
+    """comparisons.method_effect (issue #30's method_effect): per clip and style, each method's figures are those of
+    a side-by-side run of that prompt, with their ratios to the per-frame baseline (the baseline's all 1.0); the
+    table lists every row; styles resolve from "invented", names or prompts; a run without the baseline is refused."""
+    from comparisons.method_effect import markdown, method_effect, pick_styles
+
+    assert [s.name for s in pick_styles("invented")] == ["pointillism", "snowy scene"]
+    assert [s.name for s in pick_styles("sepia, a pencil sketch")] == ["sepia", "pencil sketch"]
+    with pytest.raises(V2VError, match="Unknown style"):
+        pick_styles("watercolour")
+    clip = ROOT / "examples" / "astronaut-pan.mp4"
+    styles = pick_styles("pointillism,sepia")
+    res = method_effect([clip], styles, tmp_path, methods="StreamDiffusion,StreamV2V", frames=4, size=64,
+                        backbone=tiny_backbone, seed=3)
+    rows = {(r["style"], r["method"]): r for r in res["rows"]}
+    assert set(rows) == {(s, m) for s in ("pointillism", "sepia") for m in ("StreamDiffusion", "StreamV2V")}
+    alone = run_comparison(clip, "a sepia photo", "StreamDiffusion,StreamV2V", tmp_path / "alone", backbone=tiny_backbone,
+                           frames=4, size=64, seed=3)
+    for m in ("StreamDiffusion", "StreamV2V"):
+        r, a = rows[("sepia", m)], alone["methods"][m]
+        assert r["warp_error"] == a["warp_error"] and r["style_mae"] == a["style_mae"] and r["frames"] == 4
+        assert r["relative"]["warp_error"] == round(a["warp_error"] / alone["methods"]["StreamDiffusion"]["warp_error"], 3)
+    assert set(rows[("sepia", "StreamDiffusion")]["relative"].values()) == {1.0}
+    md = markdown(res)
+    assert md.count("| astronaut-pan (4 frames) |") == 4 and (tmp_path / "method_effect.md").read_text() == md
+    with pytest.raises(V2VError, match="per-frame baseline"):
+        method_effect([clip], styles[:1], tmp_path / "no-base", methods="StreamV2V", frames=4, size=64,
+                      backbone=tiny_backbone)
