@@ -266,7 +266,7 @@ def test_refine_stage_resumes_from_a_model_folder_and_records_itself(tiny_traini
 
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
 def test_attend_stage_with_the_built_head_writes_a_loadable_model_whose_head_is_built(tiny_training):
-    """`--stage attend --built-head W` (stage 10, experimental) as the training command runs it: the folder comes back
+    """`--stage attend --built-head W --self-target` (stage 10, experimental) as the training command runs it: the folder comes back
     with self-attention at the latent's full resolution, the built block's head 0 reads the colour features (its query
     weights the kernel's scale, sqrt(kappa sqrt(d) 2 / C), on the four feature channels, two steps of training
     later), and training.json records the weight and the style's kernel. (Two steps on a tiny pool: the wiring.)"""
@@ -277,9 +277,17 @@ def test_attend_stage_with_the_built_head_writes_a_loadable_model_whose_head_is_
     from v2v_core.toy import shared_head, styles
 
     train, out = tiny_training
-    train.main(["--stage", "attend", "--attend-steps", "2", "--built-head", "0.1", "--out", str(out), "--threads", "1"])
+    calls = []
+    own = train._own_head_targets
+    train._own_head_targets = lambda pipe, data, b, head: calls.append(own(pipe, data, b, head))
+    try:
+        train.main(["--stage", "attend", "--attend-steps", "2", "--built-head", "0.1", "--self-target", "--out", str(out),
+                    "--threads", "1"])
+    finally:
+        train._own_head_targets = own
+    assert len(calls) == 2                                              # the self-target try re-renders every step
     info = json.loads((out / "training.json").read_text())
-    assert info["attend_built_head"] == 0.1 and info["attend_kernel"] == ["cosine", styles.SHARED_KAPPA, styles.SHARED_BETA]
+    assert info["attend_self_target"] is True and info["attend_built_head"] == 0.1 and info["attend_kernel"] == ["cosine", styles.SHARED_KAPPA, styles.SHARED_BETA]
     unet = load_backbone(str(out)).unet
     attn = dict(unet.named_modules())[shared_head.BUILT_BLOCK].transformer_blocks[0].attn1
     d, c = attn.inner_dim // attn.heads, attn.to_q.in_features

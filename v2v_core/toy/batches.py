@@ -167,7 +167,13 @@ class _SdeditBatches:
         t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
         return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src, "eps": eps,
-                "cells": self.cells(items + partners, crop)}
+                "cells": self.cells(items + partners, crop), "items": items + partners, "keep": keep, "crop": crop}
+
+    def crop_image(self, item, crop: int) -> np.ndarray:
+        """The source crop of an item (pool index, y, x, flip, style index), in its own (possibly flipped) frame."""
+        i, y, x, flip, _ = item
+        img = self.pool[i][y:y + crop, x:x + crop]
+        return np.ascontiguousarray(img[:, ::-1] if flip else img)
 
 
 def _crop_plan(step: int, batch: int) -> tuple[int, int]:

@@ -99,7 +99,8 @@ from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from . import styles as _styles
-from .shared_head import BUILT_BLOCK, HeadCapture, build_shared_head, fit_readout, head_losses, perfect_head
+from .shared_head import (BUILT_BLOCK, OUT_CHANNEL, HeadCapture, build_shared_head, fit_readout, head_losses,
+                          perfect_head)
 from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES
 
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
@@ -274,7 +275,7 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
               shared_weight: float = 0.0, shared_out_weight: float = 0.0, probe_lr: float | None = None,
-              head_weight: float = 0.0, head_forced: bool = False):
+              head_weight: float = 0.0, head_forced: bool = False, self_target: bool = False):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
     full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
@@ -298,6 +299,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         out["g"] = crop // 8
         if head is not None and head_forced:
             head.force = perfect_head(out["cells"], out["eps"][:, 0].flatten(1))
+        if head is not None and self_target:
+            _own_head_targets(pipe, data, out, head)
         return out
 
     def extra(b):
@@ -336,6 +339,28 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             outs.remove()
         if shared is not None:
             shared.remove()
+
+
+def _own_head_targets(pipe, data: _SdeditBatches, b: dict, head: HeadCapture) -> None:
+    """Stage 10's self-target try (model card): the psychedelic samples' targets re-rendered from the model's OWN
+    built head (styles.turned on its value times |f|, from a no-gradient pass on the noised source), re-encoded, and
+    the in-style samples' inputs re-noised from them. The head stays supervised toward the exact value."""
+    psy = data.styles.index(PSYCHEDELIC)
+    sel = [k for k, p in enumerate(b["pidx"]) if data.prompts[p][0] == psy]
+    if not sel:
+        return
+    a, eps = b["a"][sel], b["eps"][sel]
+    with torch.no_grad():
+        x_src = a.sqrt() * b["z_cond"][sel] + (1 - a).sqrt() * eps
+        text = torch.zeros(len(sel), pipe.tokenizer.model_max_length, pipe.text_encoder.config.hidden_size)
+        pipe.unet(torch.cat([x_src, b["z_cond"][sel]], 1), b["t"][sel], encoder_hidden_states=text)
+        m = head.store["out"][..., OUT_CHANNEL] * _styles._concat(b["cells"][sel]).norm(dim=-1)
+        g = b["crop"] // 8
+        imgs = [_styles.turned(data.crop_image(b["items"][k], b["crop"]), m[j].view(g, g).numpy()) for j, k in enumerate(sel)]
+        z = _encode(data.vae, imgs)
+        b["z_tgt"][sel] = z
+        keep = b["keep"][sel][:, None, None, None]
+        b["x_t"][sel] = torch.where(keep, a.sqrt() * z + (1 - a).sqrt() * eps, b["x_t"][sel])
 
 
 def train_cond(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = COND_LR, ema_decay: float = 0.998):
@@ -403,6 +428,8 @@ def main(argv=None):
                     help="stage attend: the output probes' own learning rate (default: the stage's)")
     ap.add_argument("--built-head", type=float, default=0.0, metavar="WEIGHT",
                     help="stage attend: build the shared-choice head (shared_head) and supervise it with this weight")
+    ap.add_argument("--self-target", action="store_true",
+                    help="stage attend, with --built-head: the psychedelic targets rendered from the model's own head (model card)")
     ap.add_argument("--built-head-forced", action="store_true",
                     help="stage attend, a diagnostic: the built head's output replaced by the exact shared choice in training")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
@@ -532,9 +559,9 @@ def main(argv=None):
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
                   shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
-                  head_weight=args.built_head, head_forced=args.built_head_forced)
+                  head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
         save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_built_head": args.built_head,
-                              "attend_built_head_forced": args.built_head_forced,
+                              "attend_built_head_forced": args.built_head_forced, "attend_self_target": args.self_target,
                               "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                               "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                               "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
