@@ -46,10 +46,7 @@ def oracle(frames) -> dict:
 
     def shared(i, bank):
         keys = np.concatenate([cols[i]] + [cols[b] for b in bank])
-        both = styles.shared_logits(np.concatenate([cols[i], keys]))[:len(cols[i]), len(cols[i]):]
-        w = np.exp(both - both.max(1, keepdims=True))
-        w /= w.sum(1, keepdims=True)
-        return (w @ np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
+        return styles.softmax_mean(styles.shared_logits(cols[i], keys), np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
 
     banks = {"frame": lambda i: [], "EA": lambda i: [4 * ((i - 1) // 4)] if i else [],
              "window": lambda i: list(range(max(0, i - 3), i))}

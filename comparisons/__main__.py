@@ -118,7 +118,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_method_effect(args) -> int:
-    from .method_effect import method_effect, pick_styles
+    from .method_effect import markdown, method_effect, pick_styles
 
     styles = pick_styles(args.styles)
     bars = ProgressBars()
@@ -128,8 +128,6 @@ def cmd_method_effect(args) -> int:
                                strength=args.strength, steps=args.steps)
     finally:
         bars.close()
-    from .method_effect import markdown
-
     print(markdown(result))
     print(f"wrote {args.out_dir}/method_effect.json, method_effect.md and a results bundle per clip and style")
     return 0

@@ -16,9 +16,10 @@ import json
 from pathlib import Path
 
 from v2v_core.errors import V2VError
-from v2v_core.toy.styles import STYLES, style_for_prompt
+from v2v_core.toy.styles import STYLE_BY_NAME, STYLES, style_for_prompt
 
-from .runner import BASELINE, RELATIVE_KEYS, run_comparison
+from .runner import BASELINE, RELATIVE_KEYS, get_backbone, run_comparison
+
 
 def pick_styles(spec: str) -> list:
     """'invented' (the styles that invent content from the noise), 'all', or comma-separated style names or prompts."""
@@ -26,12 +27,11 @@ def pick_styles(spec: str) -> list:
         return [s for s in STYLES if not s.deterministic]
     if spec == "all":
         return list(STYLES)
-    by_name = {s.name: s for s in STYLES}
     out = []
     for item in (x.strip() for x in spec.split(",") if x.strip()):
-        style = by_name.get(item) or style_for_prompt(item)
+        style = STYLE_BY_NAME.get(item) or style_for_prompt(item)
         if style is None:
-            raise V2VError(f"Unknown style '{item}': use invented, all, or names from {', '.join(by_name)}.")
+            raise V2VError(f"Unknown style '{item}': use invented, all, or names from {', '.join(STYLE_BY_NAME)}.")
         out.append(style)
     return out
 
@@ -40,9 +40,7 @@ def method_effect(clips, styles, out_dir, methods="all", frames: int | None = 48
                   backbone="toy", progress=None, **settings) -> dict:
     """Rows (clip, style, method, its figures and their ratios to the baseline) over every clip x style. settings:
     run_comparison's seed, strength, steps."""
-    from v2v_core.backbones import load_backbone
-
-    bb = load_backbone(backbone) if isinstance(backbone, str) else backbone
+    bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     out_dir = Path(out_dir)
     rows = []
     for clip in clips:

@@ -103,7 +103,7 @@ class _Compiler:
     compiled in memory."""
 
     def __init__(self, digest: str, threads: int, precisions: dict | None = None):
-        self.digest, self.threads, self.precisions = digest, threads, precisions or {"*": "f32"}
+        self.digest, self.threads, self.precisions = digest, threads, precisions or PRECISIONS["openvino"]
         self.compiled: dict[tuple, object] = {}
         self.convert_seconds = 0.0
 

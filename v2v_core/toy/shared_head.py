@@ -28,9 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from . import styles
+from .batches import _encode
+from .correspondence_loss import shared_mean
 
 BUILT_BLOCK = "down_blocks.0.attentions.0"
 NOISE_SCALE = 0.02         # the noise feature's size beside the colour features (|f| >= SHARED_BETA): its share of each token's norm
+# proj_in's output channels: +x in each feature's even channel, -x in the odd one after it
+COLOUR_CHANNELS, BETA_CHANNEL, NOISE_CHANNEL = (0, 2, 4), 6, 8
 OUT_CHANNEL = 10           # the residual channel the head writes (channels 0-9 hold the features)
 
 
@@ -38,9 +42,15 @@ def _block(unet):
     return dict(unet.named_modules())[BUILT_BLOCK]
 
 
+def blank_text(unet, n: int) -> torch.Tensor:
+    """(n, 1, cross-attention width) zeros: a text for UNet calls that read only the built head, which sits before
+    any cross-attention (the first down block's input never sees the prompt)."""
+    return torch.zeros(n, 1, unet.config.cross_attention_dim)
+
+
 @torch.no_grad()
-def fit_readout(unet, vae, text: torch.Tensor, abar: torch.Tensor, images, t_range: tuple[int, int], crops: int = 64,
-                crop: int = 128, seed: int = 0) -> torch.Tensor:
+def fit_readout(unet, vae, abar: torch.Tensor, images, t_range: tuple[int, int], crops: int = 64, crop: int = 128,
+                seed: int = 0) -> torch.Tensor:
     """(5, C + 1): least-squares maps from the built block's GroupNorm'd input (C channels, and 1) to each token's
     cell colour (RGB in 0..1) and noise channel 0, over `crops` random crops of `images` noised at t in `t_range`
     (the image-conditioned UNet's input: noisy latent and clean source latent). Prints the held-out R^2 of each."""
@@ -55,11 +65,12 @@ def fit_readout(unet, vae, text: torch.Tensor, abar: torch.Tensor, images, t_ran
             im = images[k % len(images)]
             y, x = (int(rng.integers(0, (s - crop) // 8 + 1)) * 8 for s in im.shape[:2])
             c = np.ascontiguousarray(im[y:y + crop, x:x + crop])
-            z = vae.encode(torch.from_numpy(c).permute(2, 0, 1)[None].float() / 127.5 - 1).latents * vae.config.scaling_factor
+            z = _encode(vae, [c])
             eps = torch.from_numpy(rng.standard_normal((1, 4, g, g)).astype(np.float32))
             t = int(rng.integers(t_range[0], t_range[1] + 1))
             a = abar[t]
-            unet(torch.cat([a.sqrt() * z + (1 - a).sqrt() * eps, z], 1), torch.tensor([t]), encoder_hidden_states=text)
+            unet(torch.cat([a.sqrt() * z + (1 - a).sqrt() * eps, z], 1), torch.tensor([t]),
+                 encoder_hidden_states=blank_text(unet, 1))
             X.append(cap["g"][0].flatten(1).T.numpy())
             Y.append(np.concatenate([styles.cell_colours(c, g, g), eps[0, 0].reshape(-1, 1).numpy()], 1))
     finally:
@@ -92,6 +103,7 @@ def build_shared_head(unet, readout: torch.Tensor) -> None:
     pw = torch.zeros(c, w.shape[1])
     pb = torch.zeros(c)
     for k in range(5):                                     # +x in channel 2k, -x in 2k + 1: every token's mean is 0
+        # (2k: COLOUR_CHANNELS, BETA_CHANNEL, NOISE_CHANNEL in that order)
         pw[2 * k], pw[2 * k + 1] = rows_w[k], -rows_w[k]
         pb[2 * k], pb[2 * k + 1] = rows_b[k], -rows_b[k]
     blk.proj_in.weight.copy_(pw.view(c, -1, 1, 1).to(blk.proj_in.weight))
@@ -106,12 +118,12 @@ def build_shared_head(unet, readout: torch.Tensor) -> None:
     a = math.sqrt(styles.SHARED_KAPPA * math.sqrt(d) * 2 / c)
     for lin in (attn.to_q, attn.to_k):
         lin.weight[:d].zero_()
-        for j, ch in enumerate((0, 2, 4, 6)):              # +R, +G, +B, +beta
+        for j, ch in enumerate((*COLOUR_CHANNELS, BETA_CHANNEL)):
             lin.weight[j, ch] = a
     attn.to_v.weight[:d].zero_()
-    # the noise channel (8) reads sqrt(c / 2) NOISE_SCALE n / |f|: the value is n / |f| (the colour norm differs
+    # the noise channel reads sqrt(c / 2) NOISE_SCALE n / |f|: the value is n / |f| (the colour norm differs
     # little between the similar tokens a query weighs)
-    attn.to_v.weight[0, 8] = 1.0 / (math.sqrt(c / 2) * NOISE_SCALE)
+    attn.to_v.weight[0, NOISE_CHANNEL] = 1.0 / (math.sqrt(c / 2) * NOISE_SCALE)
     out = attn.to_out[0]
     out.weight.zero_()
     out.bias.zero_()
@@ -152,31 +164,21 @@ class HeadCapture:
 def perfect_head(cells: torch.Tensor, eps0: torch.Tensor) -> torch.Tensor:
     """(B, N): what the built head computes with exact features: softmax(styles.shared_logits(cells)) @ (eps0 / |f|),
     f = the colour features before normalisation (cells (B, N, 3), eps0 (B, N))."""
-    norm = styles._concat(cells).norm(dim=-1)
-    return (torch.softmax(styles.shared_logits(cells), -1) @ (eps0 / norm)[..., None])[..., 0]
+    return shared_mean(styles.shared_logits(cells), eps0 / styles.colour_vectors(cells).norm(dim=-1))
 
 
 def head_losses(cap: HeadCapture, cells: torch.Tensor, eps0: torch.Tensor) -> torch.Tensor:
     """The built head's supervision, for the layers under it to learn exact inputs for it: MSE of the colour features
-    (channels 0, 2, 4) against each token's colour - grey, of the noise feature (channel 8, over NOISE_SCALE) against
+    (COLOUR_CHANNELS) against each token's colour - grey, of the noise feature (NOISE_CHANNEL, over NOISE_SCALE) against
     noise channel 0, and of the head's output against perfect_head. Samples whose token count is not the cells' are
     skipped (returns 0 then). The three terms, each about 1 - R^2, are kept in ``cap.parts`` for the log."""
     feat, out = cap.store["feat"], cap.store["out"]
-    b, n = cells.shape[:2]
-    if feat.shape[2] * feat.shape[3] != n:
+    if feat.shape[2] * feat.shape[3] != cells.shape[1]:
         return feat.sum() * 0
     feat = feat.flatten(2).transpose(1, 2)                                     # (B, N, C)
-    colour = F.mse_loss(feat[..., [0, 2, 4]], cells - 0.5) / 0.04         # / the colours' variance, about 0.2^2
-    noise = F.mse_loss(feat[..., 8] / NOISE_SCALE, eps0)
+    colour = F.mse_loss(feat[..., list(COLOUR_CHANNELS)], cells - 0.5) / 0.04         # / the colours' variance, about 0.2^2
+    noise = F.mse_loss(feat[..., NOISE_CHANNEL] / NOISE_SCALE, eps0)
     target = perfect_head(cells, eps0)
     head = F.mse_loss(out[..., OUT_CHANNEL], target) / target.var().clamp(min=1e-4)
     cap.parts = (float(colour), float(noise), float(head))
     return colour + noise + head
-
-
-def head_output(unet):
-    """A forward hook's store of the built head's output channel (B, N) and its remover: what probes read."""
-    store = {}
-    attn = _block(unet).transformer_blocks[0].attn1
-    h = attn.register_forward_hook(lambda _m, _i, o: store.__setitem__("m", o[..., OUT_CHANNEL]))
-    return store, h.remove

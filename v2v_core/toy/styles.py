@@ -137,27 +137,37 @@ def cell_colours(img: np.ndarray, gh: int, gw: int) -> np.ndarray:
     return cv2.resize(img[:gh * 8, :gw * 8], (gw, gh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32) / 255.0
 
 
+def colour_vectors(c):
+    """(..., 4): (c - grey, SHARED_BETA) for colours c (..., 3) in 0..1, the cosine kernel's features before they are
+    made unit vectors. Numpy arrays or torch tensors."""
+    if isinstance(c, np.ndarray):
+        return np.concatenate([c - 0.5, np.full_like(c[..., :1], SHARED_BETA)], -1)
+    import torch
+
+    return torch.cat([c - 0.5, torch.full_like(c[..., :1], SHARED_BETA)], -1)
+
+
 def colour_features(c):
-    """(..., 4) unit vectors (c - grey, SHARED_BETA) of colours c (..., 3) in 0..1: the cosine kernel's features.
-    Numpy arrays or torch tensors (the calls below exist in both)."""
-    f = _concat(c)
+    """(..., 4) unit vectors of colour_vectors(c)."""
+    f = colour_vectors(c)
     return f / (f * f).sum(-1, keepdims=True) ** 0.5
 
 
-def _concat(c):
-    lib = np if isinstance(c, np.ndarray) else __import__("torch")
-    return lib.concatenate([c - 0.5, c[..., :1] * 0 + SHARED_BETA], -1)
-
-
-def shared_logits(c):
-    """(..., N, N) logits of the colour-similarity attention over cells of colours c (..., N, 3), numpy or torch
-    (batched): SHARED_KAPPA cos(f_p, f_j) ("cosine") or -|c_p - c_j|^2 / 2 SHARED_SIGMA^2 ("gauss")."""
+def shared_logits(c, keys=None):
+    """(..., N, K) logits of the colour-similarity attention of cells of colours c (..., N, 3) over cells of colours
+    `keys` (..., K, 3; default c), numpy or torch (batched): SHARED_KAPPA cos(f_p, f_j) ("cosine") or
+    -|c_p - c_j|^2 / 2 SHARED_SIGMA^2 ("gauss")."""
+    keys = c if keys is None else keys
     if SHARED_KERNEL == "gauss":
-        sq = (c * c).sum(-1)
-        d2 = sq[..., :, None] + sq[..., None, :] - 2 * c @ c.swapaxes(-1, -2)
+        d2 = (c * c).sum(-1)[..., :, None] + (keys * keys).sum(-1)[..., None, :] - 2 * c @ keys.swapaxes(-1, -2)
         return -d2.clip(0) / (2 * SHARED_SIGMA ** 2)
-    f = colour_features(c)
-    return SHARED_KAPPA * (f @ f.swapaxes(-1, -2))
+    return SHARED_KAPPA * (colour_features(c) @ colour_features(keys).swapaxes(-1, -2))
+
+
+def softmax_mean(logits: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(N,): softmax(logits (N, K)) @ values (K,), the attention's weighted mean (numpy)."""
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    return (w / w.sum(1, keepdims=True)) @ values
 
 
 def shared_noise(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
@@ -165,10 +175,8 @@ def shared_noise(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
     image (a softmax attention over the frame, written out)."""
     h, w = img.shape[:2]
     gh, gw = min(eps.shape[1], h // 8), min(eps.shape[2], w // 8)
-    logits = shared_logits(cell_colours(img, gh, gw))
-    wts = np.exp(logits - logits.max(1, keepdims=True))
-    wts /= wts.sum(1, keepdims=True)
-    return (wts @ eps[0, :gh, :gw].reshape(-1).astype(np.float32)).reshape(gh, gw)
+    c = cell_colours(img, gh, gw)
+    return softmax_mean(shared_logits(c), eps[0, :gh, :gw].reshape(-1).astype(np.float32)).reshape(gh, gw)
 
 
 def psychedelic(img: np.ndarray, eps: np.ndarray) -> np.ndarray:

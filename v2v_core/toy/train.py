@@ -99,8 +99,8 @@ from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
 from . import styles as _styles
-from .shared_head import (BUILT_BLOCK, OUT_CHANNEL, HeadCapture, build_shared_head, fit_readout, head_losses,
-                          perfect_head)
+from .shared_head import (BUILT_BLOCK, OUT_CHANNEL, HeadCapture, blank_text, build_shared_head, fit_readout,
+                          head_losses, perfect_head)
 from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES
 
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
@@ -308,11 +308,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         if head is not None:
             aux = head_losses(head, b["cells"], b["eps"][:, 0].flatten(1))
             loss = loss + head_weight * aux
-            head_log.append(head.parts)
-            if len(head_log) == 50:            # about 1 - R^2 each: 0 is exact, 1 knows nothing
-                print("\nbuilt head, relative errors: colour {:.3f}, noise {:.3f}, output {:.3f}".format(
-                    *np.mean(head_log, 0)), flush=True)
-                head_log.clear()
+            _log_every(head_log, head.parts,            # about 1 - R^2 each: 0 is exact, 1 knows nothing
+                       "built head, relative errors: colour {:.3f}, noise {:.3f}, output {:.3f}")
         if shared is not None or outs is not None:
             target = _styles.shared_logits(b["cells"])          # (B, N, N), the style's own kernel
         if shared is not None:
@@ -321,11 +318,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             choice = torch.tanh(SHARED_GAIN * shared_mean(target, b["eps"][:, 0].flatten(1)))
             probe = shared_output_loss(outs, choice)
             loss = loss + shared_out_weight * probe
-            probe_log.append((float(probe), float(choice.var())))
-            if len(probe_log) == 50:          # the probe's own loss beside the choice's variance (what 0 would score)
-                print(f"\nprobe MSE {np.mean([p for p, _ in probe_log]):.4f}, choice variance "
-                      f"{np.mean([v for _, v in probe_log]):.4f}", flush=True)
-                probe_log.clear()
+            _log_every(probe_log, (float(probe), float(choice.var())),   # what a silent probe would score beside it
+                       "probe MSE {:.4f}, choice variance {:.4f}")
         return loss
 
     try:
@@ -341,6 +335,14 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             shared.remove()
 
 
+def _log_every(log: list, item, fmt: str, n: int = 50) -> None:
+    """Collect `item` (a tuple of figures); every `n` items, print their means through `fmt` and start again."""
+    log.append(item)
+    if len(log) == n:
+        print("\n" + fmt.format(*np.mean(log, 0)), flush=True)
+        log.clear()
+
+
 def _own_head_targets(pipe, data: _SdeditBatches, b: dict, head: HeadCapture) -> None:
     """Stage 10's self-target try (model card): the psychedelic samples' targets re-rendered from the model's OWN
     built head (styles.turned on its value times |f|, from a no-gradient pass on the noised source), re-encoded, and
@@ -352,9 +354,8 @@ def _own_head_targets(pipe, data: _SdeditBatches, b: dict, head: HeadCapture) ->
     a, eps = b["a"][sel], b["eps"][sel]
     with torch.no_grad():
         x_src = a.sqrt() * b["z_cond"][sel] + (1 - a).sqrt() * eps
-        text = torch.zeros(len(sel), pipe.tokenizer.model_max_length, pipe.text_encoder.config.hidden_size)
-        pipe.unet(torch.cat([x_src, b["z_cond"][sel]], 1), b["t"][sel], encoder_hidden_states=text)
-        m = head.store["out"][..., OUT_CHANNEL] * _styles._concat(b["cells"][sel]).norm(dim=-1)
+        pipe.unet(torch.cat([x_src, b["z_cond"][sel]], 1), b["t"][sel], encoder_hidden_states=blank_text(pipe.unet, len(sel)))
+        m = head.store["out"][..., OUT_CHANNEL] * _styles.colour_vectors(b["cells"][sel]).norm(dim=-1)
         g = b["crop"] // 8
         imgs = [_styles.turned(data.crop_image(b["items"][k], b["crop"]), m[j].view(g, g).numpy()) for j, k in enumerate(sel)]
         z = _encode(data.vae, imgs)
@@ -551,10 +552,7 @@ def main(argv=None):
         pipe.unet = attention_everywhere(pipe.unet)
         t0 = time.time()
         if args.built_head:
-            with torch.no_grad():
-                text = pipe.text_encoder(pipe.tokenizer(PSYCHEDELIC.prompts[0], padding="max_length", return_tensors="pt",
-                                                        max_length=pipe.tokenizer.model_max_length).input_ids)[0]
-            build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, text, pipe.scheduler.alphas_cumprod.float(),
+            build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                      kodak_once(), (T_MIN, T_MAX), seed=args.seed))
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
