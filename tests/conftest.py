@@ -134,3 +134,20 @@ def pan_clip():
 @pytest.fixture
 def frames64(pan_clip):
     return [np.ascontiguousarray(f) for f in pan_clip.frames]
+
+
+@pytest.fixture
+def tiny_training(tmp_path, monkeypatch):
+    """A copy of the shipped model folder and the training module with a tiny pool (three procedural scenes,
+    one "Kodak" scene; the held-out photos: the first one), for running a stage as the training command does."""
+    from v2v_core.backbones import TOY_DIR
+    from v2v_core.toy import train
+    from v2v_core.toy.data import procedural_scene
+
+    out = tmp_path / "model"
+    shutil.copytree(TOY_DIR, out)
+    rng = np.random.default_rng(1)
+    monkeypatch.setattr(train, "image_pool", lambda seed: [procedural_scene(rng, 192) for _ in range(3)])
+    monkeypatch.setattr(train, "kodak_images", lambda: [procedural_scene(rng, 256)])
+    monkeypatch.setattr(train, "photo_indices", lambda names: [0])
+    return train, out

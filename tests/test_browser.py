@@ -255,7 +255,9 @@ def test_a_closed_tab_stops_its_run(page, server):
     page.wait_for_selector("#progress-board :text('Stopped after')", timeout=60_000)
 
 
-@pytest.mark.parametrize("runtime", ["torch", pytest.param("openvino", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("runtime", ["torch", pytest.param("openvino", marks=[
+    pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                         reason="openvino is not installed (requirements-dev.txt)")])])
 def test_live_webcam_with_fake_camera(page, server, runtime):
     """20 s of Live with Chromium's fake camera: the page's figures (shown frames/s, latency) agree within 20%
     with the update rate this test measures itself on the output image, which keeps up with the model's time per

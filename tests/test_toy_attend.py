@@ -1,0 +1,195 @@
+"""Stage 10 of the embedded toy's training (issue #30, experimental, not in the shipped weights): self-attention at
+the latent's full resolution, the training-only psychedelic style whose detail is shared by similar tokens, its
+losses, and the head built into the first full-resolution block (v2v_core.toy.shared_head)."""
+import numpy as np
+import pytest
+
+from v2v_core.backbones import TOY_DIR
+
+
+@pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
+def test_attend_stage_with_the_built_head_writes_a_loadable_model_whose_head_is_built(tiny_training):
+    """`--stage attend --built-head W --self-target` (stage 10, experimental) as the training command runs it: the folder comes back
+    with self-attention at the latent's full resolution, the built block's head 0 reads the colour features (its query
+    weights the kernel's scale, sqrt(kappa sqrt(d) 2 / C), on the four feature channels, two steps of training
+    later), and training.json records the weight and the style's kernel. (Two steps on a tiny pool: the wiring.)"""
+    import json
+    import math
+
+    from v2v_core.backbones import load_backbone
+    from v2v_core.toy import shared_head, styles
+
+    train, out = tiny_training
+    calls = []
+    own = train._own_head_targets
+    train._own_head_targets = lambda pipe, data, b, head: calls.append(own(pipe, data, b, head))
+    try:
+        train.main(["--stage", "attend", "--attend-steps", "2", "--built-head", "0.1", "--self-target", "--out", str(out),
+                    "--threads", "1"])
+    finally:
+        train._own_head_targets = own
+    assert len(calls) == 2                                              # the self-target try re-renders every step
+    info = json.loads((out / "training.json").read_text())
+    assert info["attend_self_target"] is True and info["attend_built_head"] == 0.1 and info["attend_kernel"] == ["cosine", styles.SHARED_KAPPA, styles.SHARED_BETA]
+    unet = load_backbone(str(out)).unet
+    attn = dict(unet.named_modules())[shared_head.BUILT_BLOCK].transformer_blocks[0].attn1
+    d, c = attn.inner_dim // attn.heads, attn.to_q.in_features
+    a = math.sqrt(styles.SHARED_KAPPA * math.sqrt(d) * 2 / c)
+    q = attn.to_q.weight[:d].detach()
+    assert np.allclose(q[[0, 1, 2, 3], [0, 2, 4, 6]].numpy(), a, rtol=0.05)
+    assert q[4:].abs().max() < 0.05 * a                                 # the head's unused dimensions stay near zero
+
+
+def test_attention_everywhere_is_an_exact_warm_start_with_self_attention_at_full_resolution():
+    """arch.attention_everywhere (stage 10): every down and up block gets a transformer block, the latent's full
+    resolution included, and until it is trained the UNet computes exactly what it did."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from v2v_core.toy.arch import attention_everywhere
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
+                                attention_head_dim=4, norm_num_groups=8).eval()
+    wide = attention_everywhere(unet).eval()
+    full = [n for n, _ in wide.named_modules() if n.endswith("attn1") and n.startswith(("down_blocks.0.", "up_blocks.1."))]
+    assert len(full) == 3 and not any(n.startswith(("down_blocks.0.", "up_blocks.1.")) for n, _ in unet.named_modules()
+                                      if n.endswith("attn1"))
+    x, e = torch.randn(2, 4, 16, 16), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        assert torch.equal(unet(x, 300, e).sample, wide(x, 300, e).sample)
+    assert attention_everywhere(wide) is wide                      # already everywhere: nothing to add
+
+
+def test_the_built_head_computes_the_shared_choice_and_leaves_the_unet_as_it_was():
+    """shared_head.build_shared_head: with features read exactly (a readout that picks the block's input channels),
+    head 0 of the full-resolution self-attention returns what shared_head.perfect_head computes from the same colours
+    and noise (softmax(style kernel) @ noise / |f|; the noise's own small share of each token's norm is the only
+    difference); the UNet's output is unchanged until trained; head_losses is 0 for exact features and output."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from v2v_core.toy import shared_head
+    from v2v_core.toy.arch import attention_everywhere
+
+    torch.manual_seed(0)
+    unet = attention_everywhere(UNet2DConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(48, 96),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=8, norm_num_groups=16)).eval()
+    x, e = torch.randn(1, 8, 8, 8), torch.randn(1, 5, 8)
+    with torch.no_grad():
+        before = unet(x, 300, e).sample
+        readout = torch.zeros(5, 49)
+        readout[torch.arange(4), torch.arange(4)] = 1.0                  # colour = channels 0-2, noise = channel 3
+        shared_head.build_shared_head(unet, readout)
+        assert torch.equal(unet(x, 300, e).sample, before)
+        blk = dict(unet.named_modules())[shared_head.BUILT_BLOCK]
+        blk.norm = torch.nn.Identity()                                   # so the readout sees the channels as given
+        n = 64
+        cells = torch.rand(1, n, 3)
+        cells[0, :20] = torch.tensor([0.9, 0.2, 0.2]) + 0.02 * torch.randn(20, 3)   # a red region, 20 tokens
+        eps0 = torch.randn(1, n)
+        h = torch.zeros(1, 48, 8, 8)
+        h[0, :3] = cells[0].T.reshape(3, 8, 8)
+        h[0, 3] = eps0.reshape(8, 8)
+        cap = shared_head.HeadCapture(unet)
+        blk(h, encoder_hidden_states=e)
+        got = cap.store["out"][0, :, shared_head.OUT_CHANNEL]
+        want = shared_head.perfect_head(cells, eps0)[0]
+        assert (got - want).norm() < 0.1 * want.norm()
+        assert np.corrcoef(got.numpy(), want.numpy())[0, 1] > 0.99
+        red = want[:20]                                                  # the red region shares one mean noise
+        assert red.std() < 0.1 * want.std() and torch.allclose(got[:20], red, rtol=0.1)
+        assert float(shared_head.head_losses(cap, cells, eps0)) < 0.05
+        cap.store["out"] = torch.zeros_like(cap.store["out"])
+        assert float(shared_head.head_losses(cap, cells, eps0)) > 0.9       # a silent head scores about 1 on its term
+        cap.remove()
+
+
+def test_the_shared_choice_style_is_shared_by_similar_colours_and_moves_with_the_noise_under_them():
+    """styles.psychedelic (stage 10's training-only style): two cells of one colour take the same turn wherever they
+    are; changing the noise under cells of that colour changes the turn of every cell of that colour, and noise under
+    a very different colour changes nothing (the choice is an attention over similar tokens, written out)."""
+    from v2v_core.toy.styles import shared_noise
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, :32] = (200, 40, 40)                                    # left half red, right half blue (8x8 cells)
+    img[:, 32:] = (40, 40, 200)
+    eps = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
+    m = shared_noise(img, eps)
+    assert np.allclose(m[:, :4], m[0, 0]) and np.allclose(m[:, 4:], m[0, 4])
+    assert np.isclose(m[0, 0], eps[0, :, :4].mean(), atol=1e-5)     # a uniform region: the mean noise under it
+    moved = eps.copy()
+    moved[0, 3, 1] += 8.0                                          # more noise under one red cell
+    m2 = shared_noise(img, moved)
+    assert np.allclose(m2[:, :4] - m[:, :4], 8.0 / 32, atol=1e-5) and np.allclose(m2[:, 4:], m[:, 4:], atol=1e-6)
+
+
+def test_shared_attention_loss_is_the_cross_entropy_by_hand():
+    """correspondence_loss.shared_attention_loss: per head, -sum_j softmax(target)_ij log softmax(q_h k_h^T / sqrt(d))_ij,
+    averaged; minimal (the target's entropy) when every head's logits equal the target's."""
+    import math
+
+    import torch
+
+    from v2v_core.toy.correspondence_loss import shared_attention_loss
+
+    class Cap:  # one layer, 2 heads of 1 channel, 3 tokens
+        heads = {"l": 2}
+        q = {"l": torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])}
+        k = {"l": torch.tensor([[[2.0, 0.0], [0.0, 0.0], [0.0, -1.0]]])}
+
+    target = torch.tensor([[[0.0, 1.0, 2.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])
+    p = torch.softmax(target, -1)
+    expected = []
+    for h in range(2):
+        qh, kh = Cap.q["l"][0][:, h:h + 1], Cap.k["l"][0][:, h:h + 1]
+        expected.append(-(p[0] * torch.log_softmax(qh @ kh.T / math.sqrt(1), -1)).sum(-1).mean())
+    assert torch.isclose(shared_attention_loss(Cap, target), torch.stack(expected).mean())
+    entropy = -(p * p.log()).sum(-1).mean()
+    assert shared_attention_loss(Cap, target) > entropy
+
+
+def test_shared_mean_is_the_styles_rule_batched_and_the_probe_reads_the_attention_output():
+    """correspondence_loss.shared_mean on a batch equals styles.shared_noise frame by frame; shared_output_loss is the
+    MSE of each full-resolution layer's probe of its self-attention output against the choice (by hand, a probe that
+    sums the channels), and layers of another token count are left out."""
+    import torch
+    from diffusers.models.attention_processor import Attention
+
+    from v2v_core.toy.correspondence_loss import AttnOutCapture, shared_mean, shared_output_loss
+    from v2v_core.toy.styles import SHARED_KAPPA, cell_colours, shared_logits, shared_noise
+
+    # the cosine kernel by hand: grey's features are (0, 0, 0, 1); grey against (0.9, 0.5, 0.5): beta / |(0.4, 0, 0, beta)|
+    two = np.array([[0.5, 0.5, 0.5], [0.9, 0.5, 0.5]], np.float32)
+    cross = SHARED_KAPPA * 0.25 / np.hypot(0.4, 0.25)
+    assert np.allclose(shared_logits(two), [[SHARED_KAPPA, cross], [cross, SHARED_KAPPA]], atol=1e-4)
+    rng = np.random.default_rng(0)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (4, 4, 3)), 16, 0), 16, 1).astype(np.uint8)   # 64 px, 4x4 patches
+    eps = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    c = torch.from_numpy(np.stack([cell_colours(img, 8, 8)] * 2))
+    logits = shared_logits(c)                                      # batched, on torch tensors
+    m = shared_mean(logits, torch.from_numpy(eps[:, 0]).flatten(1))
+    for b in range(2):
+        assert np.allclose(m[b].view(8, 8).numpy(), shared_noise(img, eps[b]), atol=1e-5)
+
+    unet = torch.nn.Module()
+    unet.down_blocks = torch.nn.ModuleList([torch.nn.Module(), torch.nn.Module()])
+    for blk in unet.down_blocks:
+        blk.attn1 = Attention(query_dim=4, heads=1, dim_head=4)
+    cap = AttnOutCapture(unet, prefixes=("down_blocks.",))
+    assert set(cap.probes) == {"down_blocks_0_attn1", "down_blocks_1_attn1"}
+    for probe in cap.probes.values():
+        torch.nn.init.ones_(probe.weight)
+        torch.nn.init.zeros_(probe.bias)
+    full, coarse = torch.randn(2, 64, 4), torch.randn(2, 16, 4)
+    out = unet.down_blocks[0].attn1(full)
+    unet.down_blocks[1].attn1(coarse)                        # 16 tokens: not the choice's 64, left out
+    choice = torch.tanh(10 * m)
+    assert torch.isclose(shared_output_loss(cap, choice), ((out.sum(-1) - choice) ** 2).mean())
+    cap.remove()
+    unet.down_blocks[0].attn1(torch.randn(2, 64, 4))
+    assert torch.equal(cap.out["down_blocks.0.attn1"], out)             # removed: no longer captured
