@@ -12,6 +12,7 @@ import os
 import functools
 from collections import deque
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -128,8 +129,27 @@ def prompt_warning(prompt: str, backbone: str | None = None) -> str | None:
     return shipped_model_prompt_warning(prompt)
 
 
+WORK_TTL_S = 24 * 3600     # a run's folder (its videos, zip and plots) is removed this long after it was made
+
+
+def work_root() -> Path:
+    """Where every run of the UI writes its folder: V2V_WORK_DIR, default <temp>/v2v-studio."""
+    return Path(os.environ.get("V2V_WORK_DIR") or Path(tempfile.gettempdir()) / "v2v-studio")
+
+
 def _work_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    """A new folder for one run under work_root(); folders older than WORK_TTL_S are removed first, so a Space or a
+    local UI that runs for weeks does not fill its disk (gradio's own cache is cleaned by the app's delete_cache)."""
+    root = work_root()
+    root.mkdir(parents=True, exist_ok=True)
+    old = time.time() - WORK_TTL_S
+    for d in root.iterdir():
+        try:
+            if d.is_dir() and d.stat().st_mtime < old:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:           # another worker removed it first
+            pass
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
 def check_request(video, prompt, methods, size, frames):
@@ -331,6 +351,9 @@ def example_results(clip, backbone: str | None = None) -> dict | None:
     if not bundle.is_file() or not example.is_file() or Path(str(clip)).read_bytes() != example.read_bytes():
         return None
     key = (str(bundle), bundle.stat().st_mtime_ns, made_in_advance()["weights"])
+    cached = _EXAMPLE_REPLAYS.get(key)
+    if cached is not None and not Path(cached.get("bundle_dir", "")).is_dir():   # its folder aged out (WORK_TTL_S)
+        del _EXAMPLE_REPLAYS[key]
     if key not in _EXAMPLE_REPLAYS:       # extracted once per bundle and weights, not on every click
         rep = replay(bundle)
         _EXAMPLE_REPLAYS[key] = rep if rep["settings"].get("made_in_advance", {}).get("weights") == key[2] else None

@@ -17,6 +17,13 @@ SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")   # Debian's; None: the browser tests skip
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _runs_in_a_test_folder(tmp_path_factory):
+    """The UI's run folders (comparisons.service.work_root) of this session go under pytest's own temp folder, which
+    pytest rotates, not into the machine's temp directory; apps started by start_app inherit it."""
+    os.environ["V2V_WORK_DIR"] = str(tmp_path_factory.mktemp("runs"))
+
+
 def shared_video(name: str) -> Path:
     p = SHARED_VIDEOS / name
     if not p.exists():

@@ -263,3 +263,38 @@ def test_no_server_path_in_a_compare_zip_a_cli_bundle_or_the_shown_report(tiny_b
                  or str(tmp_path) in s]
         assert paths == [], (name, paths)
         assert report["settings"]["input"] == "astronaut-pan.mp4" and report["methods"]["StreamDiffusion"]["video"] == "streamdiffusion.mp4"
+
+
+def test_run_folders_age_out_and_an_aged_out_example_replay_is_extracted_again(tmp_path, monkeypatch):
+    """A UI that runs for weeks must not fill its disk: a run's folder older than WORK_TTL_S goes when the next run
+    makes its own; a younger one stays. The example replay cached in memory is extracted again once its folder went."""
+    import os
+    import time
+
+    from comparisons import service
+
+    monkeypatch.setenv("V2V_WORK_DIR", str(tmp_path / "runs"))
+    first = service._work_dir("v2v-compare-")
+    (first / "out.mp4").write_bytes(b"x")
+    young = service._work_dir("v2v-compare-")
+    past = time.time() - service.WORK_TTL_S - 60
+    os.utime(first, (past, past))
+    new = service._work_dir("v2v-replay-")
+    assert new.parent == young.parent == tmp_path / "runs" and new.name.startswith("v2v-replay-")
+    assert not first.exists() and young.is_dir() and new.is_dir()
+
+    clip = service.EXAMPLE_RESULTS.parent / "astronaut-pan.mp4"
+    if not (service.EXAMPLE_RESULTS / "astronaut-pan.zip").is_file():
+        pytest.skip("no results made in advance for the astronaut example")
+    monkeypatch.setattr(service, "_EXAMPLE_REPLAYS", {})
+    rep = service.example_results(str(clip))
+    if rep is None:
+        pytest.skip("the example's results were made with other weights than the shipped ones")
+    folder = Path(rep["bundle_dir"])
+    assert folder.parent == tmp_path / "runs"
+    assert service.example_results(str(clip)) is rep          # cached: not extracted on every click
+    import shutil
+
+    shutil.rmtree(folder)
+    again = service.example_results(str(clip))
+    assert Path(again["bundle_dir"]).is_dir() and Path(again["zip"]).is_file() and again["bundle_dir"] != str(folder)
