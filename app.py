@@ -26,7 +26,7 @@ import gradio as gr  # noqa: E402
 
 from comparisons import service  # noqa: E402
 from comparisons.registry import PRESETS, REGISTRY  # noqa: E402
-from v2v_core.config import RUNTIMES  # noqa: E402
+from v2v_core.config import RUNTIME_HELP, RUNTIMES  # noqa: E402
 from ui_common import GPU, METHOD_NAMES, call_service, prompt_box, prompt_update  # noqa: E402
 from v2v_core.errors import V2VError  # noqa: E402
 from ui_live import LIVE_HEAD, build_live_tab, camera_help  # noqa: E402
@@ -301,10 +301,7 @@ def build_compare_tab(backbone):
                 steps = gr.Slider(1, 4, value=2, step=1, label="LCM steps")
                 seed = gr.Number(value=0, precision=0, label="Seed")
                 runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="compare-runtime",
-                                   info="one for every method of the run: torch; openvino (CPU; StreamDiffusion, "
-                                        "StreamV2V's family, temporal shift, SVDiff); openvino-bf16 (the same in "
-                                        "bfloat16 on a CPU with bfloat16 units: faster, warp errors moved by a few "
-                                        "percent); auto: OpenVINO where every ticked method has a path")
+                                   info=RUNTIME_HELP)
             specs, controls = [], []
             with gr.Accordion("Method settings (each method's switches, paper defaults)", open=False):
                 for p in PRESETS:

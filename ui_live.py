@@ -6,7 +6,7 @@ import gradio as gr
 
 from comparisons import service
 from comparisons.registry import PRESETS, REGISTRY
-from v2v_core.config import RUNTIMES
+from v2v_core.config import RUNTIME_HELP, RUNTIMES
 from ui_common import GPU, call_service, prompt_box
 
 STAMP = -424242     # the hidden stamp input's value; the page's script replaces it with the send time
@@ -143,10 +143,8 @@ def build_live_tab(backbone):
                 ff = gr.Checkbox(True, label="FF (StreamV2V)", info="feature fusion", min_width=150)
                 bank = gr.Radio(["dyme", "queue", "none"], value="dyme", label="Bank (StreamV2V)", min_width=150)
             runtime = gr.Radio(list(RUNTIMES), value="torch", label="Runtime", elem_id="live-runtime",
-                               info="openvino: converted graphs on a CPU (StreamDiffusion, StreamV2V's family, temporal "
-                                    "shift, SVDiff; the first frame waits for the conversion, cached on disk after); "
-                                    "openvino-bf16: the same in bfloat16 (a CPU with bfloat16 units; faster, slightly "
-                                    "different frames); auto: OpenVINO where the method has a path")
+                               info=RUNTIME_HELP + "; the first frame on OpenVINO waits for the conversion, "
+                                    "cached on disk after")
         with gr.Column(min_width=300):
             out = gr.Image(label="Translated", elem_id="live-out", format="jpeg")
             gr.Markdown("Press Record on the camera to start.", elem_id="live-figures")

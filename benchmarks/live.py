@@ -5,7 +5,7 @@
    second the page shows and the camera-to-screen latency p50/p95 (the page's own figures, #live-figures),
    for one session and for two sessions at once.
 
-    python benchmarks/live.py [--seconds 20] [--runtime torch|openvino|openvino-bf16]
+    python benchmarks/live.py [--seconds 20] [--runtime torch|openvino|openvino-bf16-unet|openvino-bf16]
 
 Needs Chromium (`make browser-deps`) and playwright. Targets (#21): busy >= 0.7x alone; one session >= 0.7x
 the engine alone; two sessions >= 0.3x each; p95 latency <= 2 x the engine's time per frame + 0.3 s.
@@ -62,7 +62,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20, help="seconds of streaming per measurement (default: 20)")
     ap.add_argument("--frames", type=int, default=30, help="timed frames of the engine measurement (default: 30)")
-    ap.add_argument("--runtime", default="torch", choices=("torch", "openvino", "openvino-bf16"),
+    ap.add_argument("--runtime", default="torch", choices=("torch", "openvino", "openvino-bf16-unet", "openvino-bf16"),
                     help="the Live tab's runtime; the engine figure above it stays PyTorch's, so each line also gives "
                          "the ratio to the model's own time per frame in one session on that runtime (default: torch)")
     args = ap.parse_args(argv)

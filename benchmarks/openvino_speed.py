@@ -2,7 +2,7 @@
 frame by frame (the machine's mood hits both runtimes alike), then the outputs' agreement on real clips.
 
     python benchmarks/openvino_speed.py [--frames 24] [--size 256] [--prompt "a pencil sketch"] [--clips DIR]
-                                        [--runtime openvino|openvino-bf16] [--methods "SVDiff,..."]
+                                        [--runtime openvino|openvino-bf16-unet|openvino-bf16] [--methods "SVDiff,..."]
 
 Speed: the embedded model at the studio's thread policy (v2v_core.threads: cores - 1), a known-motion clip, the
 first 4 frames of each stream not counted (conversion and warm-up are done before); median ms per frame of each
@@ -47,7 +47,7 @@ def main(argv=None):
     ap.add_argument("--clips", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"))
     ap.add_argument("--skip-quality", action="store_true", help="speed only")
     ap.add_argument("--skip-speed", action="store_true", help="agreement only (needs no idle machine)")
-    ap.add_argument("--runtime", choices=("openvino", "openvino-bf16"), default="openvino",
+    ap.add_argument("--runtime", choices=("openvino", "openvino-bf16-unet", "openvino-bf16"), default="openvino",
                     help="f32 (default) or bfloat16 (a CPU with bfloat16 units)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names (default: all above)")
     ap.add_argument("--precision", action="append", default=[], metavar="PART=f32|bf16",

@@ -20,7 +20,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from v2v_core.config import RUNTIMES
+from v2v_core.config import RUNTIME_HELP, RUNTIMES
 from v2v_core.errors import argument, check_frames, check_prompt, run_cli
 from v2v_core.video import check_size
 
@@ -233,10 +233,7 @@ def main(argv=None) -> int:
                    help='comma-separated names (see `list`), "all-online" or "all" (default: StreamDiffusion,StreamV2V)')
     p.add_argument("--out-dir", required=True, help="the results bundle folder to write")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                   help="one runtime for every method of the run: torch; openvino (a CPU; StreamDiffusion, StreamV2V's "
-                        "family, temporal shift, SVDiff); openvino-bf16 (the same in bfloat16, a CPU with bfloat16 units: "
-                        "faster, warp errors moved by a few percent); auto: f32 OpenVINO where every method has a path, "
-                        "else PyTorch (default: torch)")
+                   help=RUNTIME_HELP + " (default: torch)")
     _common(p)
     p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
     p.set_defaults(fn=cmd_run)

@@ -77,16 +77,16 @@ def run_comparison(input_path: str | Path, prompt: str, methods: str | list, out
 
 def pick_runtime(bb, presets, runtime: str = "torch"):
     """(backbone to run on, runtime used, why) for a run: ONE runtime for every method of the run, so that speeds
-    compare. "openvino" and "openvino-bf16" refuse a run they cannot serve; "auto" (f32 OpenVINO, never bfloat16) falls
+    compare. "openvino" and the bfloat16 runtimes refuse a run they cannot serve; "auto" (f32 OpenVINO, never bfloat16) falls
     back to PyTorch for the whole run, saying why."""
-    from v2v_core.openvino_runtime import RUNTIMES, bf16_missing, openvino_backbone, unsupported_reason
+    from v2v_core.openvino_runtime import RUNTIMES, bf16_missing, needs_bf16, openvino_backbone, unsupported_reason
 
     if runtime not in RUNTIMES:
         raise V2VError(f"Unknown runtime '{runtime}': choose one of {', '.join(RUNTIMES)}.")
     if runtime == "torch":
         return bb, "torch", None
     reason = unsupported_reason([p.core_method for p in presets], bb.device)
-    if reason is None and runtime == "openvino-bf16":
+    if reason is None and needs_bf16(runtime):
         reason = bf16_missing()
     if reason is None:
         used = "openvino" if runtime == "auto" else runtime

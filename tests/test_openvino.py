@@ -176,9 +176,9 @@ def test_the_shift_graph_is_the_pytorch_shift(tiny_backbone, frames64):
 
 
 def test_bfloat16_is_asked_for_by_name_and_refused_where_the_cpu_has_no_units(tiny_backbone, frames64, ov_cache):
-    """openvino-bf16: its own converted backbone, compiled in bfloat16, named in what the run reports; auto never picks
-    it; a CPU without bfloat16 units refuses it saying so. Its frames stay near PyTorch's (30 dB) but not as near as
-    f32's (the reason it is not the default)."""
+    """openvino-bf16 (every part) and openvino-bf16-unet (the UNet only): each its own converted backbone, compiled at
+    its precisions, named in what the run reports; auto never picks them; a CPU without bfloat16 units refuses both
+    saying so. Their frames stay near PyTorch's (30 dB) but not as near as f32's (the reason neither is the default)."""
     from comparisons.registry import REGISTRY
     from comparisons.runner import pick_runtime
     from v2v_core.openvino_runtime import PRECISIONS, bf16_missing
@@ -186,18 +186,26 @@ def test_bfloat16_is_asked_for_by_name_and_refused_where_the_cpu_has_no_units(ti
     two = [REGISTRY["StreamDiffusion"], REGISTRY["StreamV2V"]]
     assert pick_runtime(tiny_backbone, two, "auto")[1] == "openvino"
     if bf16_missing():
-        with pytest.raises(V2VError, match="no bfloat16 units"):
-            pick_runtime(tiny_backbone, two, "openvino-bf16")
+        for runtime in ("openvino-bf16", "openvino-bf16-unet"):
+            with pytest.raises(V2VError, match="no bfloat16 units"):
+                pick_runtime(tiny_backbone, two, runtime)
         return
     f32, _, _ = pick_runtime(tiny_backbone, two, "openvino")
-    bf16, used, note = pick_runtime(tiny_backbone, two, "openvino-bf16")
-    assert used == "openvino-bf16" and note is None and bf16 is not f32 and bf16.runtime == "openvino-bf16"
-    assert bf16.ov.precision("unet") == "bf16" and PRECISIONS["openvino-bf16"] == {"*": "bf16"}
+    runs = {"f32": f32}
+    for runtime in ("openvino-bf16", "openvino-bf16-unet"):
+        bb, used, note = pick_runtime(tiny_backbone, two, runtime)
+        assert used == runtime and note is None and bb is not f32 and bb.runtime == runtime
+        runs[runtime] = bb
+    assert PRECISIONS["openvino-bf16"] == {"*": "bf16"}
+    assert {runs["openvino-bf16"].ov.precision(p) for p in ("encode", "decode", "text", "unet")} == {"bf16"}
     assert {f32.ov.precision(p) for p in ("encode", "decode", "text", "unet")} == {"f32"}
+    mixed = runs["openvino-bf16-unet"].ov
+    assert [mixed.precision(p) for p in ("encode", "decode", "text", "unet", "v2v-0123456789")] == ["f32"] * 3 + ["bf16"] * 2
     ref = list(Stream(tiny_backbone, "a cartoon", StreamSettings(seed=0)).run(frames64[:2]))
     low = {name: min(psnr(a, b) for a, b in zip(ref, Stream(bb, "a cartoon", StreamSettings(seed=0)).run(frames64[:2])))
-           for name, bb in (("f32", f32), ("bf16", bf16))}
-    assert low["bf16"] >= 30 and low["f32"] > low["bf16"], low
+           for name, bb in runs.items()}
+    assert low["openvino-bf16"] >= 30 and low["openvino-bf16-unet"] >= 30, low
+    assert low["f32"] > max(low["openvino-bf16"], low["openvino-bf16-unet"]), low
 
 
 def trained_looking_memory(bb, seed: int = 0):

@@ -92,10 +92,18 @@ GRAPH_FORMAT = "static1"   # in a cached graph's file name: graphs converted ano
 # bfloat16 by default. Measured on such a machine (3 shared clips, 24 frames, "a pencil sketch"): bfloat16 put every
 # method's output 50 dB from PyTorch's and its warp error 2.6-4.5% higher (noise that differs frame to frame), which
 # would credit or blame a method for the runtime's rounding; f32 agrees to 1e-6 on the autoencoder. bfloat16 is the
-# runtime "openvino-bf16", asked for by name (3-3.75x PyTorch there, against 1.2x in f32).
+# runtime "openvino-bf16", asked for by name (3-3.75x PyTorch there, against 1.2x in f32). Most of that warp change is
+# the autoencoder's (the encoder's rounding moved wolf's warp error +0.7 points of the +1.1 left with an f32 decoder):
+# "openvino-bf16-unet" keeps it and the text encoder in f32 and runs every UNet graph in bfloat16 (1.45-1.52x PyTorch,
+# warp errors +0.11% to +0.39%, 55 dB; README).
 # Per part ("encode", "decode", "text"; "unet" for every UNet graph, or one graph's name), "*" for the rest.
 STATELESS_PARTS = ("encode", "decode", "text")
-PRECISIONS = {"openvino": {"*": "f32"}, "openvino-bf16": {"*": "bf16"}}
+PRECISIONS = {"openvino": {"*": "f32"}, "openvino-bf16-unet": {"*": "f32", "unet": "bf16"}, "openvino-bf16": {"*": "bf16"}}
+
+
+def needs_bf16(runtime: str) -> bool:
+    """Whether a runtime runs any part in bfloat16 (refused on a CPU without bfloat16 units)."""
+    return "bf16" in PRECISIONS.get(runtime, {}).values()
 
 
 class _Compiler:
@@ -449,10 +457,11 @@ _CONVERTED: dict[tuple[int, str], OpenVINOBackbone] = {}
 
 
 def openvino_backbone(bb: Backbone, runtime: str = "openvino") -> OpenVINOBackbone:
-    """The backbone with its parts on OpenVINO, in f32 (runtime "openvino") or bfloat16 ("openvino-bf16"): once per
-    loaded backbone, runtime and process; shared like the backbone."""
+    """The backbone with its parts on OpenVINO, at the runtime's PRECISIONS (f32: "openvino"; the UNet in bfloat16:
+    "openvino-bf16-unet"; all in bfloat16: "openvino-bf16"): once per loaded backbone, runtime and process; shared
+    like the backbone."""
     reason = openvino_missing() or (None if bb.device.type == "cpu" else "the OpenVINO path is for CPUs")
-    if not reason and runtime == "openvino-bf16":
+    if not reason and needs_bf16(runtime):
         reason = bf16_missing()
     if reason:
         raise V2VError(f"OpenVINO cannot run here: {reason}.")
