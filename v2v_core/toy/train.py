@@ -94,6 +94,7 @@ from ..backbones import prediction_of, x0_from_output
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
 from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
                       _encode, _SdeditBatches, _styled_crop_batch, _to_tensor)
+from . import correspondence_loss as _corr
 from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
                                   AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
@@ -127,6 +128,7 @@ OFFSET_STEPS, OFFSET_LR = 2000, REFINE_LR   # stage 8's learning rate (and style
 # attention_everywhere, an exact warm start), then stage 9's objective with an invented style whose detail is SHARED by
 # similar tokens of the frame (styles.psychedelic): the self-attention gets something to carry, as SD's does.
 ATTEND_STEPS, ATTEND_LR = 3000, 3e-4
+UNET_LR = 1e-3                 # stage 3's, for a UNet trained from its initialisation
 ATTEND_STYLE_WEIGHTS = {**REFINE_STYLE_WEIGHTS, "psychedelic": 3.0}
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): stage 2's decoder one block deeper at 1/4 and 1/2 resolution (arch.deeper_decoder, an exact warm
@@ -262,7 +264,7 @@ def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, de
     te.eval()
 
 
-def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = 1e-3, ema_decay: float = 0.998):
+def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = UNET_LR, ema_decay: float = 0.998):
     data = _SdeditBatches(pipe, pool, seed + 1, STYLE_WEIGHTS)
 
     def draw(step):
@@ -433,13 +435,22 @@ def main(argv=None):
                     help="stage attend, with --built-head: the psychedelic targets rendered from the model's own head (model card)")
     ap.add_argument("--built-head-forced", action="store_true",
                     help="stage attend, a diagnostic: the built head's output replaced by the exact shared choice in training")
+    ap.add_argument("--attend-from-scratch", action="store_true",
+                    help="stage attend: a freshly initialised UNet of the attention-everywhere layout (the autoencoder, text "
+                         "encoder and scheduler of --out kept) instead of the warm start; trained at stage 3's learning rate")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
+    ap.add_argument("--corr-sharpen", type=float, default=None,
+                    help="stage attend: the correspondence loss's logit factor (default correspondence_loss.CORR_SHARPEN, "
+                         "8: the loss ranks the matches while the model's own attention stays broad; 1: the model's own "
+                         "softmax is the one trained to pick the match, so its attention becomes selective)")
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    if args.corr_sharpen is not None:
+        _corr.CORR_SHARPEN = args.corr_sharpen
     if args.shared_sigma is not None:
         _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
     torch.set_num_threads(args.threads)
@@ -550,19 +561,27 @@ def main(argv=None):
         torch.manual_seed(args.seed)
         pipe = _load(args.out)
         pipe.unet = attention_everywhere(pipe.unet)
+        if args.attend_from_scratch:
+            from diffusers import UNet2DConditionModel
+
+            torch.manual_seed(args.seed + 11)
+            pipe.unet = UNet2DConditionModel.from_config(pipe.unet.config)
         t0 = time.time()
         if args.built_head:
             build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                      kodak_once(), (T_MIN, T_MAX), seed=args.seed))
-        tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=ATTEND_LR, corr_weight=args.corr_weight,
+        tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10,
+                  lr=UNET_LR if args.attend_from_scratch else ATTEND_LR, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
                   shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
                   head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
         save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_built_head": args.built_head,
-                              "attend_built_head_forced": args.built_head_forced, "attend_self_target": args.self_target,
+                              "attend_built_head_forced": args.built_head_forced,
+                              "attend_from_scratch": args.attend_from_scratch,
+                              "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_self_target": args.self_target,
                               "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                               "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
-                              "attend_lr": ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
+                              "attend_lr": UNET_LR if args.attend_from_scratch else ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
                               "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
         print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
