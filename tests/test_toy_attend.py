@@ -197,9 +197,9 @@ def test_shared_mean_is_the_styles_rule_batched_and_the_probe_reads_the_attentio
 
 @pytest.mark.skipif(not (TOY_DIR / "model_index.json").exists(), reason="toy model weights not present")
 def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(tiny_training, monkeypatch):
-    """`--attend-from-scratch --corr-sharpen 1` (stage 10's session-18 tries): the UNet of the attention-everywhere
-    layout starts from a fresh initialisation, not v3.4's weights, while the autoencoder stays byte-identical; the
-    correspondence loss's logit factor is the one given; training.json records both."""
+    """`--attend-from-scratch --corr-sharpen 1 --corr-layers ...` (stage 10's session-18 tries): the UNet of the
+    attention-everywhere layout starts from a fresh initialisation, not v3.4's weights, while the autoencoder stays
+    byte-identical; the correspondence loss's logit factor and layers are the ones given; training.json records them."""
     import json
 
     import torch
@@ -207,15 +207,17 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
 
     from v2v_core.toy import correspondence_loss
 
-    monkeypatch.setattr(correspondence_loss, "CORR_SHARPEN", correspondence_loss.CORR_SHARPEN)   # put back afterwards
+    for name in ("CORR_SHARPEN", "CORR_LAYERS"):                                           # put back afterwards
+        monkeypatch.setattr(correspondence_loss, name, getattr(correspondence_loss, name))
     train, out = tiny_training
     before_unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     before_vae = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
     train.main(["--stage", "attend", "--attend-steps", "1", "--attend-from-scratch", "--corr-sharpen", "1",
-                "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
+                "--corr-layers", "down_blocks,up_blocks", "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_from_scratch"] is True and info["attend_corr_sharpen"] == 1.0 and info["attend_lr"] == train.UNET_LR
-    assert correspondence_loss.CORR_SHARPEN == 1.0
+    assert info["attend_corr_layers"] == ["down_blocks", "up_blocks"]
+    assert correspondence_loss.CORR_SHARPEN == 1.0 and correspondence_loss.CORR_LAYERS == ("down_blocks", "up_blocks")
     after = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     w0, w1 = before_unet["conv_in.weight"].float(), after["conv_in.weight"].float()
     assert w0.shape == w1.shape and not torch.allclose(w0, w1, atol=0.05)       # one step from v3.4 would be within 1e-3

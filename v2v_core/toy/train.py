@@ -441,6 +441,9 @@ def main(argv=None):
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
+    ap.add_argument("--corr-layers", default=None,
+                    help="stage attend: comma-separated name prefixes of the self-attention layers the correspondence loss "
+                         "trains (default correspondence_loss.CORR_LAYERS: down_blocks,mid_block)")
     ap.add_argument("--corr-sharpen", type=float, default=None,
                     help="stage attend: the correspondence loss's logit factor (default correspondence_loss.CORR_SHARPEN, "
                          "8: the loss ranks the matches while the model's own attention stays broad; 1: the model's own "
@@ -451,6 +454,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.corr_sharpen is not None:
         _corr.CORR_SHARPEN = args.corr_sharpen
+    if args.corr_layers:
+        _corr.CORR_LAYERS = tuple(args.corr_layers.split(","))
     if args.shared_sigma is not None:
         _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
     torch.set_num_threads(args.threads)
@@ -578,7 +583,7 @@ def main(argv=None):
         save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_built_head": args.built_head,
                               "attend_built_head_forced": args.built_head_forced,
                               "attend_from_scratch": args.attend_from_scratch,
-                              "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_self_target": args.self_target,
+                              "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
                               "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                               "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                               "attend_lr": UNET_LR if args.attend_from_scratch else ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
