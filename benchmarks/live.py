@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from conftest import launch_chromium, start_app  # noqa: E402
 from contention import measure  # noqa: E402
+from v2v_core.config import RUNTIMES  # noqa: E402
 
 
 def live_figures(url: str, sessions: int, seconds: float, runtime: str = "torch") -> list[dict]:
@@ -62,7 +63,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20, help="seconds of streaming per measurement (default: 20)")
     ap.add_argument("--frames", type=int, default=30, help="timed frames of the engine measurement (default: 30)")
-    ap.add_argument("--runtime", default="torch", choices=("torch", "openvino", "openvino-bf16-unet", "openvino-bf16"),
+    ap.add_argument("--runtime", default="torch", choices=[r for r in RUNTIMES if r != "auto"],
                     help="the Live tab's runtime; the engine figure above it stays PyTorch's, so each line also gives "
                          "the ratio to the model's own time per frame in one session on that runtime (default: torch)")
     args = ap.parse_args(argv)

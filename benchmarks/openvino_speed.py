@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from v2v_core.backbones import load_backbone  # noqa: E402
 from v2v_core.engine import Stream, StreamSettings  # noqa: E402
-from v2v_core.openvino_runtime import openvino_backbone  # noqa: E402
+from v2v_core.openvino_runtime import PRECISIONS, openvino_backbone  # noqa: E402
 from v2v_core.synthetic import make_clip  # noqa: E402
 
 METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention", "Temporal shift", "SVDiff")
@@ -47,14 +47,13 @@ def main(argv=None):
     ap.add_argument("--clips", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"))
     ap.add_argument("--skip-quality", action="store_true", help="speed only")
     ap.add_argument("--skip-speed", action="store_true", help="agreement only (needs no idle machine)")
-    ap.add_argument("--runtime", choices=("openvino", "openvino-bf16-unet", "openvino-bf16"), default="openvino",
-                    help="f32 (default) or bfloat16 (a CPU with bfloat16 units)")
+    ap.add_argument("--runtime", choices=tuple(PRECISIONS), default="openvino",
+                    help="openvino (f32, default), openvino-bf16-unet or openvino-bf16 (a CPU with bfloat16 units)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names (default: all above)")
     ap.add_argument("--precision", action="append", default=[], metavar="PART=f32|bf16",
                     help="one part's precision on this run's runtime (encode, decode, text, unet, or a UNet graph's name); "
                          "repeatable; to find which part's rounding costs what")
     args = ap.parse_args(argv)
-    from v2v_core.openvino_runtime import PRECISIONS
 
     for item in args.precision:
         part, _, prec = item.partition("=")

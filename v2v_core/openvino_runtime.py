@@ -94,7 +94,7 @@ GRAPH_FORMAT = "static1"   # in a cached graph's file name: graphs converted ano
 # would credit or blame a method for the runtime's rounding; f32 agrees to 1e-6 on the autoencoder. bfloat16 is the
 # runtime "openvino-bf16", asked for by name (3-3.75x PyTorch there, against 1.2x in f32). Most of that warp change is
 # the autoencoder's (the encoder's rounding moved wolf's warp error +0.7 points of the +1.1 left with an f32 decoder):
-# "openvino-bf16-unet" keeps it and the text encoder in f32 and runs every UNet graph in bfloat16 (1.45-1.52x PyTorch,
+# "openvino-bf16-unet" keeps it and the text encoder in f32 and runs every UNet graph in bfloat16 (1.44-1.55x PyTorch,
 # warp errors +0.11% to +0.39%, 55 dB; README).
 # Per part ("encode", "decode", "text"; "unet" for every UNet graph, or one graph's name), "*" for the rest.
 STATELESS_PARTS = ("encode", "decode", "text")

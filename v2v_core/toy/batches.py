@@ -92,10 +92,8 @@ class _SdeditBatches:
             zs = self.Z[i]["photo"][:, ly:ly + g, lx:lx + g]
             if style.deterministic:
                 z_tgt[b] = self.Z[i][style.name][:, ly:ly + g, lx:lx + g]
-            else:
-                img = self.pool[i][y:y + crop, x:x + crop]
-                img = np.ascontiguousarray(img[:, ::-1] if flip else img)  # rendered in the flipped frame, like eps
-                rand_jobs.append((b, style.apply(img, eps=eps[b].numpy())))
+            else:                 # rendered in the crop's own (possibly flipped) frame, like eps
+                rand_jobs.append((b, style.apply(self.crop_image(items[b], crop), eps=eps[b].numpy())))
             if flip:
                 zs = zs.flip(-1)
                 if z_tgt[b] is not None:
@@ -112,11 +110,7 @@ class _SdeditBatches:
         """(B, N, 3): each sample's source crop's latent-cell colours (styles.cell_colours), in the crop's own
         (possibly flipped) frame, for the shared-attention loss."""
         g = crop // 8
-        out = []
-        for i, y, x, flip, _ in items:
-            img = self.pool[i][y:y + crop, x:x + crop]
-            out.append(cell_colours(np.ascontiguousarray(img[:, ::-1] if flip else img), g, g))
-        return torch.from_numpy(np.stack(out))
+        return torch.from_numpy(np.stack([cell_colours(self.crop_image(item, crop), g, g) for item in items]))
 
     def noised(self, z_src, z_tgt, eps, keep, t):
         """The in-style quarter, then x_t = sqrt(abar) z_src + sqrt(1-abar) eps."""

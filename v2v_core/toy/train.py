@@ -571,12 +571,13 @@ def main(argv=None):
 
             torch.manual_seed(args.seed + 11)
             pipe.unet = UNet2DConditionModel.from_config(pipe.unet.config)
+        lr = UNET_LR if args.attend_from_scratch else ATTEND_LR
         t0 = time.time()
         if args.built_head:
             build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                      kodak_once(), (T_MIN, T_MAX), seed=args.seed))
         tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10,
-                  lr=UNET_LR if args.attend_from_scratch else ATTEND_LR, corr_weight=args.corr_weight,
+                  lr=lr, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
                   shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
                   head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
@@ -586,7 +587,7 @@ def main(argv=None):
                               "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
                               "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                               "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
-                              "attend_lr": UNET_LR if args.attend_from_scratch else ATTEND_LR, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
+                              "attend_lr": lr, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
                               "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
         print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
