@@ -172,6 +172,15 @@ def source_relative(unet, scheduler):
     return unet, LCMScheduler.from_config(cfg)
 
 
+def everywhere_config(config) -> dict:
+    """A UNet config with a cross-attention transformer block in every down and up block (attention_everywhere's
+    layout), for a UNet built from it: warm-started by attention_everywhere, or freshly initialised."""
+    cfg = dict(config)
+    cfg["down_block_types"] = tuple("CrossAttnDownBlock2D" for _ in cfg["down_block_types"])
+    cfg["up_block_types"] = tuple("CrossAttnUpBlock2D" for _ in cfg["up_block_types"])
+    return cfg
+
+
 def attention_everywhere(unet):
     """The same UNet with a cross-attention transformer block in every down and up block, the latent's full
     resolution included, as SD-1.5 lays them out (SD has 5 of its 16 self-attention layers at full resolution; the
@@ -180,9 +189,7 @@ def attention_everywhere(unet):
     Transformer2DModel adds its residual) and the result computes exactly what `unet` does until it is trained."""
     from diffusers import UNet2DConditionModel
 
-    cfg = dict(unet.config)
-    cfg["down_block_types"] = tuple("CrossAttnDownBlock2D" for _ in cfg["down_block_types"])
-    cfg["up_block_types"] = tuple("CrossAttnUpBlock2D" for _ in cfg["up_block_types"])
+    cfg = everywhere_config(unet.config)
     if tuple(cfg["down_block_types"]) == tuple(unet.config.down_block_types) and \
             tuple(cfg["up_block_types"]) == tuple(unet.config.up_block_types):
         return unet

@@ -95,7 +95,7 @@ from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, so
 from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
                       _encode, _SdeditBatches, _styled_crop_batch, _to_tensor)
 from . import correspondence_loss as _corr
-from .correspondence_loss import (CORR_LAYERS, CORR_SHARPEN, SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
+from .correspondence_loss import (SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
                                   AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
@@ -442,10 +442,10 @@ def main(argv=None):
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--corr-layers", default=None,
-                    help="stage attend: comma-separated name prefixes of the self-attention layers the correspondence loss "
+                    help="stages with the correspondence loss (tune to attend): comma-separated name prefixes of the self-attention layers it "
                          "trains (default correspondence_loss.CORR_LAYERS: down_blocks,mid_block)")
     ap.add_argument("--corr-sharpen", type=float, default=None,
-                    help="stage attend: the correspondence loss's logit factor (default correspondence_loss.CORR_SHARPEN, "
+                    help="stages with the correspondence loss (tune to attend): its logit factor (default correspondence_loss.CORR_SHARPEN, "
                          "8: the loss ranks the matches while the model's own attention stays broad; 1: the model's own "
                          "softmax is the one trained to pick the match, so its attention becomes selective)")
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
@@ -502,7 +502,7 @@ def main(argv=None):
         t0 = time.time()
         tune_unet(pipe, pool, args.tune_steps, args.seed, lr=args.tune_lr, corr_weight=args.corr_weight)
         save(pipe, args.out, {"tune_steps": args.tune_steps, "tune_minutes": round((time.time() - t0) / 60, 1),
-                              "tune_lr": args.tune_lr, "corr_weight": args.corr_weight, "corr_sharpen": CORR_SHARPEN, "corr_layers": list(CORR_LAYERS), "corr_max_shift": CORR_MAX_SHIFT,
+                              "tune_lr": args.tune_lr, "corr_weight": args.corr_weight, "corr_sharpen": _corr.CORR_SHARPEN, "corr_layers": list(_corr.CORR_LAYERS), "corr_max_shift": CORR_MAX_SHIFT,
                               "corr_holdout": list(CORR_HOLDOUT), "tune_style_weights": STYLE_WEIGHTS})
         print(f"tuning done in {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.stage in ("all", "cond"):
@@ -561,23 +561,23 @@ def main(argv=None):
         print(f"offset re-parametrisation done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
-        from .arch import attention_everywhere
+        from .arch import attention_everywhere, everywhere_config
 
         torch.manual_seed(args.seed)
         pipe = _load(args.out)
-        pipe.unet = attention_everywhere(pipe.unet)
-        if args.attend_from_scratch:
+        if args.attend_from_scratch:       # the layout freshly initialised, not v3.4's weights copied in and dropped
             from diffusers import UNet2DConditionModel
 
             torch.manual_seed(args.seed + 11)
-            pipe.unet = UNet2DConditionModel.from_config(pipe.unet.config)
+            pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
+        else:
+            pipe.unet = attention_everywhere(pipe.unet)
         lr = UNET_LR if args.attend_from_scratch else ATTEND_LR
         t0 = time.time()
         if args.built_head:
             build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                      kodak_once(), (T_MIN, T_MAX), seed=args.seed))
-        tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10,
-                  lr=lr, corr_weight=args.corr_weight,
+        tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
                   shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
                   head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
