@@ -223,3 +223,14 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     assert w0.shape == w1.shape and not torch.allclose(w0, w1, atol=0.05)       # one step from v3.4 would be within 1e-3
     assert "down_blocks.0.attentions.0.proj_in.weight" in after                # the layout: attention at full resolution
     assert (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == before_vae
+
+    # Run again on that folder without --attend-from-scratch: it continues the same weights at the rate asked for
+    # (--attend-lr), and training.json counts the steps of both runs and still says where they started.
+    train.main(["--stage", "attend", "--attend-steps", "1", "--attend-lr", "2e-4", "--corr-sharpen", "1",
+                "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
+    info = json.loads((out / "training.json").read_text())
+    assert info["attend_steps"] == 2 and info["attend_run_steps"] == 1 and info["attend_lr"] == 2e-4
+    assert info["attend_from_scratch"] is True
+    again = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert again.keys() == after.keys()
+    assert torch.allclose(again["conv_in.weight"].float(), w1, atol=5e-3)     # continued, not re-initialised

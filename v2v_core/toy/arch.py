@@ -181,6 +181,13 @@ def everywhere_config(config) -> dict:
     return cfg
 
 
+def has_everywhere_layout(config) -> bool:
+    """Whether a UNet config already has attention_everywhere's layout."""
+    cfg = everywhere_config(config)
+    return tuple(cfg["down_block_types"]) == tuple(config["down_block_types"]) and \
+        tuple(cfg["up_block_types"]) == tuple(config["up_block_types"])
+
+
 def attention_everywhere(unet):
     """The same UNet with a cross-attention transformer block in every down and up block, the latent's full
     resolution included, as SD-1.5 lays them out (SD has 5 of its 16 self-attention layers at full resolution; the
@@ -189,10 +196,9 @@ def attention_everywhere(unet):
     Transformer2DModel adds its residual) and the result computes exactly what `unet` does until it is trained."""
     from diffusers import UNet2DConditionModel
 
-    cfg = everywhere_config(unet.config)
-    if tuple(cfg["down_block_types"]) == tuple(unet.config.down_block_types) and \
-            tuple(cfg["up_block_types"]) == tuple(unet.config.up_block_types):
+    if has_everywhere_layout(unet.config):
         return unet
+    cfg = everywhere_config(unet.config)
     wide = UNet2DConditionModel.from_config(cfg)
     missing, unexpected = wide.load_state_dict(unet.state_dict(), strict=False)
     assert not unexpected, unexpected

@@ -438,6 +438,9 @@ def main(argv=None):
     ap.add_argument("--attend-from-scratch", action="store_true",
                     help="stage attend: a freshly initialised UNet of the attention-everywhere layout (the autoencoder, text "
                          "encoder and scheduler of --out kept) instead of the warm start; trained at stage 3's learning rate")
+    ap.add_argument("--attend-lr", type=float, default=None,
+                    help="stage attend: its peak learning rate (default: stage 3's with --attend-from-scratch, else ATTEND_LR); "
+                         "on a folder that already has the layout the stage continues its training, and training.json adds the steps")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
@@ -561,10 +564,12 @@ def main(argv=None):
         print(f"offset re-parametrisation done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
-        from .arch import attention_everywhere, everywhere_config
+        from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
 
         torch.manual_seed(args.seed)
         pipe = _load(args.out)
+        continued = has_everywhere_layout(pipe.unet.config) and not args.attend_from_scratch
+        done = json.loads((args.out / "training.json").read_text()) if continued else {}   # the runs it continues
         if args.attend_from_scratch:       # the layout freshly initialised, not v3.4's weights copied in and dropped
             from diffusers import UNet2DConditionModel
 
@@ -572,7 +577,7 @@ def main(argv=None):
             pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
         else:
             pipe.unet = attention_everywhere(pipe.unet)
-        lr = UNET_LR if args.attend_from_scratch else ATTEND_LR
+        lr = args.attend_lr or (UNET_LR if args.attend_from_scratch else ATTEND_LR)
         t0 = time.time()
         if args.built_head:
             build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
@@ -581,9 +586,9 @@ def main(argv=None):
                   style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
                   shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
                   head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
-        save(pipe, args.out, {"attend_steps": args.attend_steps, "attend_built_head": args.built_head,
+        save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
                               "attend_built_head_forced": args.built_head_forced,
-                              "attend_from_scratch": args.attend_from_scratch,
+                              "attend_from_scratch": args.attend_from_scratch or done.get("attend_from_scratch", False),
                               "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
                               "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                               "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
