@@ -50,7 +50,7 @@ def main(argv=None):
     ap.add_argument("--runtime", choices=tuple(PRECISIONS), default="openvino",
                     help="openvino (f32, default), openvino-bf16-unet or openvino-bf16 (a CPU with bfloat16 units)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names (default: all above)")
-    ap.add_argument("--precision", action="append", default=[], metavar="PART=f32|bf16",
+    ap.add_argument("--precision", action="append", default=[], metavar="PART=f32|bf16|f16",
                     help="one part's precision on this run's runtime (encode, decode, text, unet, or a UNet graph's name); "
                          "repeatable; to find which part's rounding costs what")
     args = ap.parse_args(argv)
