@@ -281,12 +281,18 @@ def test_live_webcam_with_fake_camera(page, server, runtime):
     page.locator("#cam button:has-text('Record')").click()
     page.wait_for_selector("#live-out img", timeout=240_000)
     page.wait_for_timeout(20_000)
-    loads, now, model_ms = page.evaluate("[window.testLoads, performance.now(), window.v2vLive.modelMs]")
-    figures = page.locator("#live-figures")
-    text, fps = figures.inner_text(), float(figures.get_attribute("data-fps"))
+    # read together: the page's figure covers its last 5 s (refreshed every 0.5 s), so the agreement is checked on the
+    # same 5 s of this test's own count (a 10 s count differs from it by more than 20% when the machine's load changes)
+    loads, now, model_ms, fps = page.evaluate("[window.testLoads, performance.now(), window.v2vLive.modelMs, "
+                                              "Number(document.querySelector('#live-figures').dataset.fps)]")
+    text = page.locator("#live-figures").inner_text()
     page.screenshot(path=str(ART / "live.png"), full_page=True)
-    recent = [t for t, _, _ in loads if now - t <= 10_000]
-    measured = (len(recent) - 1) / ((recent[-1] - recent[0]) / 1000)
+
+    def rate(seconds):
+        recent = [t for t, _, _ in loads if now - t <= seconds * 1000]
+        return (len(recent) - 1) / ((recent[-1] - recent[0]) / 1000)
+
+    measured = rate(10)
     assert measured > 0.3, (measured, text)
     # paced by the server, not a clock: the shown rate keeps up with the model's own (0.97x measured on 2 cores with
     # Chromium beside it; the issue asks 0.7x, 0.6x here for a loaded machine), while frames the server could not
@@ -294,7 +300,7 @@ def test_live_webcam_with_fake_camera(page, server, runtime):
     assert measured >= 0.6 * 1000 / model_ms, (measured, model_ms, text)
     sent, processed, held = page.evaluate("[window.v2vLive.sent, window.v2vLive.processed, window.v2vLive.held]")
     assert held > 0 and sent <= 3 * processed + 5, (sent, processed, held)
-    assert abs(fps - measured) <= 0.2 * measured, (fps, measured, text)
+    assert abs(fps - rate(5)) <= 0.2 * rate(5), (fps, rate(5), measured, text)
     assert "p95" in text and "first frame after" in text and "model" in text and f"({runtime})" in text
     _, w, h = loads[-1]
     assert w > h, (w, h)                       # the fake camera is 4:3 (640x480): not cropped to a square
