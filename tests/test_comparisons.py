@@ -255,7 +255,8 @@ def test_a_preset_holds_its_config_class_and_asks_the_core_nothing_on_a_switch(m
 
 def test_method_effect_tables_every_method_against_the_baseline_per_clip_and_style(tiny_backbone, tmp_path):
     """comparisons.method_effect (issue #30's method_effect): per clip and style, each method's figures are those of
-    a side-by-side run of that prompt, with their ratios to the per-frame baseline; the table lists every row; styles resolve from "invented", names or prompts; a run without the baseline is refused."""
+    a side-by-side run of that prompt, with their ratios to the per-frame baseline; the table lists every row; styles
+    resolve from "invented", names or prompts; a run without the baseline is refused."""
     from comparisons.method_effect import markdown, method_effect, pick_styles
 
     assert [s.name for s in pick_styles("invented")] == ["pointillism", "snowy scene"]

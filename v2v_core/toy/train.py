@@ -384,6 +384,12 @@ def train_cond(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = C
     _fit(pipe, data, steps, lr, ema_decay, "cond", draw)
 
 
+def training_info(out: Path) -> dict:
+    """What the stages that wrote `out` recorded (training.json; empty for a fresh folder)."""
+    path = out / "training.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def save(pipe, out: Path, meta: dict):
     out.mkdir(parents=True, exist_ok=True)
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
@@ -396,7 +402,7 @@ def save(pipe, out: Path, meta: dict):
         if d.pop("_name_or_path", None) is not None or legacy:
             cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
     info_path = out / "training.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info = training_info(out)
     info.update(meta)
     info_path.write_text(json.dumps(info, indent=2) + "\n")
 
@@ -569,7 +575,7 @@ def main(argv=None):
         torch.manual_seed(args.seed)
         pipe = _load(args.out)
         continued = has_everywhere_layout(pipe.unet.config) and not args.attend_from_scratch
-        done = json.loads((args.out / "training.json").read_text()) if continued else {}   # the runs it continues
+        done = training_info(args.out) if continued else {}   # the runs it continues
         if args.attend_from_scratch:       # the layout freshly initialised, not v3.4's weights copied in and dropped
             from diffusers import UNet2DConditionModel
 
@@ -577,7 +583,7 @@ def main(argv=None):
             pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
         else:
             pipe.unet = attention_everywhere(pipe.unet)
-        lr = args.attend_lr or (UNET_LR if args.attend_from_scratch else ATTEND_LR)
+        lr = args.attend_lr if args.attend_lr is not None else UNET_LR if args.attend_from_scratch else ATTEND_LR
         t0 = time.time()
         if args.built_head:
             build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
