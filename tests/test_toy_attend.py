@@ -21,13 +21,13 @@ def test_attend_stage_with_the_built_head_writes_a_loadable_model_whose_head_is_
 
     train, out = tiny_training
     calls = []
-    own = train._own_head_targets
-    train._own_head_targets = lambda pipe, data, b, head: calls.append(own(pipe, data, b, head))
+    own = shared_head.own_head_targets
+    shared_head.own_head_targets = lambda pipe, data, b, head: calls.append(own(pipe, data, b, head))
     try:
         train.main(["--stage", "attend", "--attend-steps", "2", "--built-head", "0.1", "--self-target", "--out", str(out),
                     "--threads", "1"])
     finally:
-        train._own_head_targets = own
+        shared_head.own_head_targets = own
     assert len(calls) == 2                                              # the self-target try re-renders every step
     info = json.loads((out / "training.json").read_text())
     assert info["attend_self_target"] is True and info["attend_built_head"] == 0.1 and info["attend_kernel"] == ["cosine", styles.SHARED_KAPPA, styles.SHARED_BETA]

@@ -182,3 +182,24 @@ def head_losses(cap: HeadCapture, cells: torch.Tensor, eps0: torch.Tensor) -> to
     head = F.mse_loss(out[..., OUT_CHANNEL], target) / target.var().clamp(min=1e-4)
     cap.parts = (float(colour), float(noise), float(head))
     return colour + noise + head
+
+
+def own_head_targets(pipe, data, b: dict, head: HeadCapture) -> None:
+    """Stage 10's self-target try (model card): the psychedelic samples' targets re-rendered from the model's OWN
+    built head (styles.turned on its value times |f|, from a no-gradient pass on the noised source), re-encoded, and
+    the in-style samples' inputs re-noised from them. The head stays supervised toward the exact value."""
+    psy = data.styles.index(styles.PSYCHEDELIC)
+    sel = [k for k, p in enumerate(b["pidx"]) if data.prompts[p][0] == psy]
+    if not sel:
+        return
+    a, eps = b["a"][sel], b["eps"][sel]
+    with torch.no_grad():
+        x_src = a.sqrt() * b["z_cond"][sel] + (1 - a).sqrt() * eps
+        pipe.unet(torch.cat([x_src, b["z_cond"][sel]], 1), b["t"][sel], encoder_hidden_states=blank_text(pipe.unet, len(sel)))
+        m = head.store["out"][..., OUT_CHANNEL] * styles.colour_vectors(b["cells"][sel]).norm(dim=-1)
+        g = b["crop"] // 8
+        imgs = [styles.turned(data.crop_image(b["items"][k], b["crop"]), m[j].view(g, g).numpy()) for j, k in enumerate(sel)]
+        z = _encode(data.vae, imgs)
+        b["z_tgt"][sel] = z
+        keep = b["keep"][sel][:, None, None, None]
+        b["x_t"][sel] = torch.where(keep, a.sqrt() * z + (1 - a).sqrt() * eps, b["x_t"][sel])

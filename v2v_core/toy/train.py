@@ -71,7 +71,7 @@ optionally a cross-entropy that teaches the full-resolution self-attention that 
 (correspondence_loss.shared_attention_loss). Its purpose: a model whose self-attention carries appearance, so that
 StreamV2V's extended attention and feature fusion, window attention and TokenFlow change what it draws (issue #30).
 With --built-head the colour-similarity head is built into the first full-resolution block (shared_head) and its
-inputs and output are supervised. Measured so far (model card): none of the tries got there; the network answers
+inputs and output are supervised (v2v_core/toy/attend.py). Measured so far (model card): none of the tries got there; the network answers
 the shared choice with its mean, and with the head built its noise estimate is not precise enough (session 17).
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
@@ -95,14 +95,13 @@ from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, so
 from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
                       _encode, _SdeditBatches, _styled_crop_batch, _to_tensor)
 from . import correspondence_loss as _corr
-from .correspondence_loss import (SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT,
-                                  AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
+from .correspondence_loss import (SHARED_ATTN_LAYERS, AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
 from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_indices
+from . import shared_head as _shared_head
 from . import styles as _styles
-from .shared_head import (BUILT_BLOCK, OUT_CHANNEL, HeadCapture, blank_text, build_shared_head, fit_readout,
-                          head_losses, perfect_head)
-from .styles import PSYCHEDELIC, SHARED_GAIN, STYLES
+from .shared_head import BUILT_BLOCK, HeadCapture, head_losses, perfect_head
+from .styles import SHARED_GAIN, STYLES
 
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
 # The structural styles are the hard ones (flat regions, hard edges): they are drawn twice as often.
@@ -124,12 +123,7 @@ REFINE_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0, 
 # then stage 8's objective again. Epsilon prediction rebuilds even "a photo" from the noisy latent, and its error is
 # multiplied by sqrt(1 - abar) / sqrt(abar) in x0; an offset is zero where the style keeps the source.
 OFFSET_STEPS, OFFSET_LR = 2000, REFINE_LR   # stage 8's learning rate (and style weights, below)
-# Stage 10 (attend): a transformer block in every UNet block, the latent's full resolution included (arch.
-# attention_everywhere, an exact warm start), then stage 9's objective with an invented style whose detail is SHARED by
-# similar tokens of the frame (styles.psychedelic): the self-attention gets something to carry, as SD's does.
-ATTEND_STEPS, ATTEND_LR = 3000, 3e-4
 UNET_LR = 1e-3                 # stage 3's, for a UNet trained from its initialisation
-ATTEND_STYLE_WEIGHTS = {**REFINE_STYLE_WEIGHTS, "psychedelic": 3.0}
 COND_STYLE_WEIGHTS = {"pencil sketch": 1.5, "cartoon": 2.0, "pixel art": 2.0}
 # Stage 6 (sharpen): stage 2's decoder one block deeper at 1/4 and 1/2 resolution (arch.deeper_decoder, an exact warm
 # start), trained again (encoder frozen: latents, UNet and SVDiff memories are unaffected) on the pool plus Kodak with
@@ -302,7 +296,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         if head is not None and head_forced:
             head.force = perfect_head(out["cells"], out["eps"][:, 0].flatten(1))
         if head is not None and self_target:
-            _own_head_targets(pipe, data, out, head)
+            _shared_head.own_head_targets(pipe, data, out, head)
         return out
 
     def extra(b):
@@ -343,27 +337,6 @@ def _log_every(log: list, item, fmt: str, n: int = 50) -> None:
     if len(log) == n:
         print("\n" + fmt.format(*np.mean(log, 0)), flush=True)
         log.clear()
-
-
-def _own_head_targets(pipe, data: _SdeditBatches, b: dict, head: HeadCapture) -> None:
-    """Stage 10's self-target try (model card): the psychedelic samples' targets re-rendered from the model's OWN
-    built head (styles.turned on its value times |f|, from a no-gradient pass on the noised source), re-encoded, and
-    the in-style samples' inputs re-noised from them. The head stays supervised toward the exact value."""
-    psy = data.styles.index(PSYCHEDELIC)
-    sel = [k for k, p in enumerate(b["pidx"]) if data.prompts[p][0] == psy]
-    if not sel:
-        return
-    a, eps = b["a"][sel], b["eps"][sel]
-    with torch.no_grad():
-        x_src = a.sqrt() * b["z_cond"][sel] + (1 - a).sqrt() * eps
-        pipe.unet(torch.cat([x_src, b["z_cond"][sel]], 1), b["t"][sel], encoder_hidden_states=blank_text(pipe.unet, len(sel)))
-        m = head.store["out"][..., OUT_CHANNEL] * _styles.colour_vectors(b["cells"][sel]).norm(dim=-1)
-        g = b["crop"] // 8
-        imgs = [_styles.turned(data.crop_image(b["items"][k], b["crop"]), m[j].view(g, g).numpy()) for j, k in enumerate(sel)]
-        z = _encode(data.vae, imgs)
-        b["z_tgt"][sel] = z
-        keep = b["keep"][sel][:, None, None, None]
-        b["x_t"][sel] = torch.where(keep, a.sqrt() * z + (1 - a).sqrt() * eps, b["x_t"][sel])
 
 
 def train_cond(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = COND_LR, ema_decay: float = 0.998):
@@ -415,6 +388,8 @@ def _load(out: Path):
 
 
 def main(argv=None):
+    from . import attend as _attend     # stage 10 builds on this module's stages
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
     ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine", "offset", "attend"],
@@ -428,27 +403,7 @@ def main(argv=None):
     ap.add_argument("--recorr-steps", type=int, default=RECORR_STEPS)
     ap.add_argument("--refine-steps", type=int, default=REFINE_STEPS)
     ap.add_argument("--offset-steps", type=int, default=OFFSET_STEPS)
-    ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)
-    ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
-    ap.add_argument("--shared-sigma", type=float, default=None,
-                    help="stage attend: the psychedelic style's Gaussian colour kernel of this width (sessions 15-16) instead of "
-                         "the cosine kernel (styles.SHARED_KERNEL)")
-    ap.add_argument("--probe-lr", type=float, default=None,
-                    help="stage attend: the output probes' own learning rate (default: the stage's)")
-    ap.add_argument("--built-head", type=float, default=0.0, metavar="WEIGHT",
-                    help="stage attend: build the shared-choice head (shared_head) and supervise it with this weight")
-    ap.add_argument("--self-target", action="store_true",
-                    help="stage attend, with --built-head: the psychedelic targets rendered from the model's own head (model card)")
-    ap.add_argument("--built-head-forced", action="store_true",
-                    help="stage attend, a diagnostic: the built head's output replaced by the exact shared choice in training")
-    ap.add_argument("--attend-from-scratch", action="store_true",
-                    help="stage attend: a freshly initialised UNet of the attention-everywhere layout (the autoencoder, text "
-                         "encoder and scheduler of --out kept) instead of the warm start; trained at stage 3's learning rate")
-    ap.add_argument("--attend-lr", type=float, default=None,
-                    help="stage attend: its peak learning rate (default: stage 3's with --attend-from-scratch, else ATTEND_LR); "
-                         "on a folder that already has the layout the stage continues its training, and training.json adds the steps")
-    ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
-                    help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
+    _attend.add_arguments(ap)
     ap.add_argument("--corr-weight", type=float, default=CORR_WEIGHT)
     ap.add_argument("--corr-layers", default=None,
                     help="stages with the correspondence loss (tune to attend): comma-separated name prefixes of the self-attention layers it "
@@ -465,8 +420,6 @@ def main(argv=None):
         _corr.CORR_SHARPEN = args.corr_sharpen
     if args.corr_layers:
         _corr.CORR_LAYERS = tuple(args.corr_layers.split(","))
-    if args.shared_sigma is not None:
-        _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pool = image_pool(args.seed)
@@ -570,38 +523,7 @@ def main(argv=None):
         print(f"offset re-parametrisation done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
-        from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
-
-        torch.manual_seed(args.seed)
-        pipe = _load(args.out)
-        continued = has_everywhere_layout(pipe.unet.config) and not args.attend_from_scratch
-        done = training_info(args.out) if continued else {}   # the runs it continues
-        if args.attend_from_scratch:       # the layout freshly initialised, not v3.4's weights copied in and dropped
-            from diffusers import UNet2DConditionModel
-
-            torch.manual_seed(args.seed + 11)
-            pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
-        else:
-            pipe.unet = attention_everywhere(pipe.unet)
-        lr = args.attend_lr if args.attend_lr is not None else UNET_LR if args.attend_from_scratch else ATTEND_LR
-        t0 = time.time()
-        if args.built_head:
-            build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
-                                                     kodak_once(), (T_MIN, T_MAX), seed=args.seed))
-        tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
-                  style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
-                  shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
-                  head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
-        save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
-                              "attend_built_head_forced": args.built_head_forced,
-                              "attend_from_scratch": args.attend_from_scratch or done.get("attend_from_scratch", False),
-                              "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
-                              "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
-                              "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
-                              "attend_lr": lr, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
-                              "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
-        print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
-
+        _attend.run(args, pool, kodak_once)
 
 if __name__ == "__main__":
     main()

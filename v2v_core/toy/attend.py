@@ -1,0 +1,88 @@
+"""Stage 10 of the toy's training, attend (experimental, not part of "all"; the shipped weights do not have it): a
+transformer block in every UNet block, the latent's full resolution included (arch.attention_everywhere), trained on
+stage 9's objective plus a training-only style whose invented detail is shared by similar tokens (styles.psychedelic),
+with the auxiliary losses and the built head tried for issue #30 (model card, "Stage 10"). The training command
+(`python -m v2v_core.toy.train --stage attend ...`) takes its switches from add_arguments and runs it through run."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from . import correspondence_loss as _corr
+from . import styles as _styles
+from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
+from .batches import T_MAX, T_MIN
+from .correspondence_loss import SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT
+from .shared_head import build_shared_head, fit_readout
+from .styles import PSYCHEDELIC, STYLES
+from .train import REFINE_STYLE_WEIGHTS, UNET_LR, _load, save, training_info, tune_unet
+
+# A transformer block in every UNet block, the latent's full resolution included (arch.attention_everywhere, an exact
+# warm start), then stage 9's objective with an invented style whose detail is SHARED by similar tokens of the frame
+# (styles.psychedelic): the self-attention gets something to carry, as SD's does.
+ATTEND_STEPS, ATTEND_LR = 3000, 3e-4
+ATTEND_STYLE_WEIGHTS = {**REFINE_STYLE_WEIGHTS, "psychedelic": 3.0}
+
+
+def add_arguments(ap) -> None:
+    """The stage's own switches on the training command's parser."""
+    ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)
+    ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
+    ap.add_argument("--shared-sigma", type=float, default=None,
+                    help="stage attend: the psychedelic style's Gaussian colour kernel of this width (sessions 15-16) instead of "
+                         "the cosine kernel (styles.SHARED_KERNEL)")
+    ap.add_argument("--probe-lr", type=float, default=None,
+                    help="stage attend: the output probes' own learning rate (default: the stage's)")
+    ap.add_argument("--built-head", type=float, default=0.0, metavar="WEIGHT",
+                    help="stage attend: build the shared-choice head (shared_head) and supervise it with this weight")
+    ap.add_argument("--self-target", action="store_true",
+                    help="stage attend, with --built-head: the psychedelic targets rendered from the model's own head (model card)")
+    ap.add_argument("--built-head-forced", action="store_true",
+                    help="stage attend, a diagnostic: the built head's output replaced by the exact shared choice in training")
+    ap.add_argument("--attend-from-scratch", action="store_true",
+                    help="stage attend: a freshly initialised UNet of the attention-everywhere layout (the autoencoder, text "
+                         "encoder and scheduler of --out kept) instead of the warm start; trained at stage 3's learning rate")
+    ap.add_argument("--attend-lr", type=float, default=None,
+                    help="stage attend: its peak learning rate (default: stage 3's with --attend-from-scratch, else ATTEND_LR); "
+                         "on a folder that already has the layout the stage continues its training, and training.json adds the steps")
+    ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
+                    help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
+
+
+def run(args, pool, kodak_once) -> None:
+    """Stage 10 on the folder args.out (warm start from its UNet, or a fresh one with --attend-from-scratch; a folder
+    that already has the layout is continued), written back with its figures in training.json."""
+    if args.shared_sigma is not None:
+        _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
+
+    torch.manual_seed(args.seed)
+    pipe = _load(args.out)
+    continued = has_everywhere_layout(pipe.unet.config) and not args.attend_from_scratch
+    done = training_info(args.out) if continued else {}   # the runs it continues
+    if args.attend_from_scratch:       # the layout freshly initialised, not v3.4's weights copied in and dropped
+        from diffusers import UNet2DConditionModel
+
+        torch.manual_seed(args.seed + 11)
+        pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
+    else:
+        pipe.unet = attention_everywhere(pipe.unet)
+    lr = args.attend_lr if args.attend_lr is not None else UNET_LR if args.attend_from_scratch else ATTEND_LR
+    t0 = time.time()
+    if args.built_head:
+        build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
+                                                 kodak_once(), (T_MIN, T_MAX), seed=args.seed))
+    tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
+              style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
+              shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
+              head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
+    save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
+                          "attend_built_head_forced": args.built_head_forced,
+                          "attend_from_scratch": args.attend_from_scratch or done.get("attend_from_scratch", False),
+                          "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
+                          "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
+                          "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
+                          "attend_lr": lr, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
+                          "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
+    print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
+
