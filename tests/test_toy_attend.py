@@ -225,12 +225,63 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     assert (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == before_vae
 
     # Run again on that folder without --attend-from-scratch: it continues the same weights at the rate asked for
-    # (--attend-lr), and training.json counts the steps of both runs and still says where they started.
-    train.main(["--stage", "attend", "--attend-steps", "1", "--attend-lr", "2e-4", "--corr-sharpen", "1",
+    # (--attend-lr), and training.json counts the steps of both runs and still says where they started; this run with
+    # the winner-takes-all share (--commit) too.
+    train.main(["--stage", "attend", "--attend-steps", "1", "--attend-lr", "2e-4", "--corr-sharpen", "1", "--commit", "0.8",
                 "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 2 and info["attend_run_steps"] == 1 and info["attend_lr"] == 2e-4
+    assert info["attend_commit"] == 0.8
     assert info["attend_from_scratch"] is True
     again = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     assert again.keys() == after.keys()
     assert torch.allclose(again["conv_in.weight"].float(), w1, atol=5e-3)     # continued, not re-initialised
+
+
+def test_commit_loss_scores_either_choice_outright_and_not_their_mean():
+    """The winner-takes-all share of stage 10's --commit: per latent cell the nearer of target and alternative, so
+    drawing either choice scores 0 and drawing their mean scores the squared half-distance; with no alternative it is
+    the x0 MSE itself. Cells choose independently: half the cells on each choice still scores 0."""
+    import torch
+    import torch.nn.functional as F
+
+    from v2v_core.toy.train import commit_loss
+
+    a, b = torch.zeros(2, 4, 3, 3), torch.full((2, 4, 3, 3), 2.0)
+    assert commit_loss(a, a, b) == 0 and commit_loss(b, a, b) == 0
+    assert commit_loss((a + b) / 2, a, b) == pytest.approx(1.0)            # ((2 - 0) / 2)^2
+    mixed = torch.where(torch.arange(3)[None, None, :, None] % 2 == 0, a, b)
+    assert commit_loss(mixed, a, b) == 0
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.allclose(commit_loss(x, b, b), F.mse_loss(x, b))
+
+
+def test_the_psychedelic_alternative_is_the_opposite_turn():
+    """With alternatives=("psychedelic",) the batches carry, for a psychedelic sample, the encoding of the same crop
+    rendered with every hue turn reversed (the shared noise is linear in eps, so -eps reverses it), and for any other
+    style the target itself."""
+    import torch
+
+    from v2v_core.toy import styles
+    from v2v_core.toy.arch import build_random_pipeline
+    from v2v_core.toy.batches import _encode, _SdeditBatches
+    from v2v_core.toy.data import procedural_scene
+
+    rng = np.random.default_rng(4)
+    img = procedural_scene(rng, 128)
+    eps = rng.standard_normal((4, 16, 16)).astype(np.float32)
+    m = styles.shared_noise(img, eps)
+    assert np.abs(m).max() > 0.05
+    assert np.array_equal(styles.psychedelic(img, -eps), styles.turned(img, -m))
+    assert not np.array_equal(styles.psychedelic(img, eps), styles.psychedelic(img, -eps))
+
+    pipe = build_random_pipeline(0)
+    sty = styles.STYLES + (styles.PSYCHEDELIC,)
+    data = _SdeditBatches(pipe, [img], seed=1, style_weights={}, styles=sty, alternatives=("psychedelic",))
+    psy, sepia = sty.index(styles.PSYCHEDELIC), sty.index(styles.STYLE_BY_NAME["sepia"])
+    e = torch.from_numpy(np.stack([eps, eps]))
+    z_src, z_tgt, z_alt = data.latents([(0, 0, 0, False, psy), (0, 0, 0, False, sepia)], e, 128)
+    with torch.no_grad():
+        want = _encode(pipe.vae, [styles.psychedelic(img, -eps)])[0]
+    assert torch.allclose(z_alt[0], want, atol=1e-5) and not torch.allclose(z_alt[0], z_tgt[0], atol=1e-2)
+    assert torch.equal(z_alt[1], z_tgt[1])

@@ -46,6 +46,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--attend-lr", type=float, default=None,
                     help="stage attend: its peak learning rate (default: stage 3's with --attend-from-scratch, else ATTEND_LR); "
                          "on a folder that already has the layout the stage continues its training, and training.json adds the steps")
+    ap.add_argument("--commit", type=float, default=0.0, metavar="SHARE",
+                    help="stage attend: this share of the x0 loss winner-takes-all between the psychedelic turn and its "
+                         "opposite (train.commit_loss), so that the model draws a choice outright instead of their mean")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
 
@@ -75,9 +78,10 @@ def run(args, pool, kodak_once) -> None:
     tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
               style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
               shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
-              head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target)
+              head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target,
+              commit=args.commit)
     save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
-                          "attend_built_head_forced": args.built_head_forced,
+                          "attend_built_head_forced": args.built_head_forced, "attend_commit": args.commit,
                           "attend_from_scratch": args.attend_from_scratch or done.get("attend_from_scratch", False),
                           "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
                           "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,

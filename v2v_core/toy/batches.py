@@ -57,7 +57,7 @@ class _SdeditBatches:
     (every deterministic style encoded once; crops taken in latent space, aligned to the 8 px cells), a
     style and prompt per sample, noise, a timestep, and the noised source."""
 
-    def __init__(self, pipe, pool, seed: int, style_weights: dict, styles: tuple = STYLES):
+    def __init__(self, pipe, pool, seed: int, style_weights: dict, styles: tuple = STYLES, alternatives: tuple = ()):
         pipe.vae.eval().requires_grad_(False)
         pipe.vae.to(memory_format=torch.channels_last)
         self.rng = np.random.default_rng(seed)
@@ -65,6 +65,7 @@ class _SdeditBatches:
         self.pool, self.vae = pool, pipe.vae
         self.abar = pipe.scheduler.alphas_cumprod.float()
         self.styles = styles
+        self.alternatives = alternatives   # random styles whose choice rendered from -eps is as good a target (commit loss)
         det = [s for s in styles if s.deterministic]
         print(f"encoding {len(pool)} images x {len(det)} deterministic styles ...", flush=True)
         with torch.no_grad():
@@ -81,11 +82,12 @@ class _SdeditBatches:
         si = int(self.rng.choice(len(self.styles), p=self.style_p))
         return si, self.by_style[si][int(self.rng.integers(len(self.by_style[si])))]
 
-    def latents(self, items, eps: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """items: (pool index, y, x, flip, style index) per sample -> (source latents, style target latents).
-        Random styles are rendered from the sample's own noise, then encoded."""
+    def latents(self, items, eps: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """items: (pool index, y, x, flip, style index) per sample -> (source latents, style target latents, the
+        alternative targets: for a style of self.alternatives its rendering from -eps, the opposite choice; else the
+        target). Random styles are rendered from the sample's own noise, then encoded."""
         g = crop // 8
-        z_src, z_tgt, rand_jobs = [], [None] * len(items), []
+        z_src, z_tgt, rand_jobs, alt_jobs = [], [None] * len(items), [], []
         for b, (i, y, x, flip, si) in enumerate(items):
             style = self.styles[si]
             ly, lx = y // 8, x // 8
@@ -94,6 +96,8 @@ class _SdeditBatches:
                 z_tgt[b] = self.Z[i][style.name][:, ly:ly + g, lx:lx + g]
             else:                 # rendered in the crop's own (possibly flipped) frame, like eps
                 rand_jobs.append((b, style.apply(self.crop_image(items[b], crop), eps=eps[b].numpy())))
+                if style.name in self.alternatives:
+                    alt_jobs.append((b, style.apply(self.crop_image(items[b], crop), eps=-eps[b].numpy())))
             if flip:
                 zs = zs.flip(-1)
                 if z_tgt[b] is not None:
@@ -104,7 +108,13 @@ class _SdeditBatches:
                 zr = _encode(self.vae, [img for _, img in rand_jobs])
             for (b, _), z in zip(rand_jobs, zr):
                 z_tgt[b] = z
-        return torch.stack(z_src), torch.stack(z_tgt)
+        z_alt = list(z_tgt)
+        if alt_jobs:
+            with torch.no_grad():
+                za = _encode(self.vae, [img for _, img in alt_jobs])
+            for (b, _), z in zip(alt_jobs, za):
+                z_alt[b] = z
+        return torch.stack(z_src), torch.stack(z_tgt), torch.stack(z_alt)
 
     def cells(self, items, crop: int) -> torch.Tensor:
         """(B, N, 3): each sample's source crop's latent-cell colours (styles.cell_colours), in the crop's own
@@ -126,11 +136,11 @@ class _SdeditBatches:
             si, pi = self.draw_style()
             items.append((i, y, x, flip, si))
             pidx.append(pi)
-        z_src, z_tgt = self.latents(items, eps, crop)
+        z_src, z_tgt, z_alt = self.latents(items, eps, crop)
         keep = torch.rand(n, generator=self.gen) < IN_STYLE_P
         t = torch.randint(T_MIN, T_MAX + 1, (n,), generator=self.gen)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx, "z_cond": z_src}
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "z_alt": z_alt, "pidx": pidx, "z_cond": z_src}
 
     def sample_pairs(self, n_pairs: int, crop: int, allowed: set[int] | list[int], max_shift: int) -> dict:
         """n_pairs anchors and, after them, n_pairs partners: the same image, style, prompt, timestep and
@@ -156,11 +166,11 @@ class _SdeditBatches:
         own = torch.randn(n_pairs, 4, g, g, generator=self.gen)
         same = torch.rand(n_pairs, generator=self.gen) < 0.5
         eps = torch.cat([eps_a, torch.where(same[:, None, None, None], eps_a, own)])
-        z_src, z_tgt = self.latents(items + partners, eps, crop)
+        z_src, z_tgt, z_alt = self.latents(items + partners, eps, crop)
         keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
         t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
-        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src, "eps": eps,
+        return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "z_alt": z_alt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src, "eps": eps,
                 "cells": self.cells(items + partners, crop), "items": items + partners, "keep": keep, "crop": crop}
 
     def crop_image(self, item, crop: int) -> np.ndarray:

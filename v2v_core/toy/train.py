@@ -212,10 +212,11 @@ def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float 
 
 
 def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None,
-         extra_params=(), extra_lr: float | None = None):
+         extra_params=(), extra_lr: float | None = None, commit: float = 0.0):
     """The UNet + text encoder optimisation loop shared by stage 3 and the tuning stage: x0-MSE against
     the style target (+ extra_loss(batch) when given), AdamW with warm-up and cosine decay, gradient
-    clipping, EMA weights copied in at the end."""
+    clipping, EMA weights copied in at the end. With `commit`, that share of the loss is winner-takes-all
+    (commit_loss): where the batch has an alternative target, each latent cell is scored against the nearer one."""
     unet, te = pipe.unet.train(), pipe.text_encoder.train()
     params = list(unet.parameters()) + list(te.parameters())
     groups = [{"params": params}]
@@ -237,6 +238,8 @@ def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, de
         out = unet(x_in, batch["t"], encoder_hidden_states=emb).sample
         x0 = x0_from_output(*prediction, x_t, out, a.sqrt(), (1 - a).sqrt(), batch["z_cond"])
         loss = mse = F.mse_loss(x0, batch["z_tgt"])
+        if commit:
+            loss = (1 - commit) * mse + commit * commit_loss(x0, batch["z_tgt"], batch["z_alt"])
         aux = extra_loss(batch) if extra_loss is not None else None
         if aux is not None:
             loss = loss + aux
@@ -258,6 +261,13 @@ def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, de
     te.eval()
 
 
+def commit_loss(x0: torch.Tensor, z_tgt: torch.Tensor, z_alt: torch.Tensor) -> torch.Tensor:
+    """Mean over latent cells of the smaller of the squared errors (channel means) against the target and against the
+    alternative: a model that draws either choice outright scores 0, one that draws their mean does not (x0 MSE alone
+    rewards the mean of a choice it cannot compute). Equal to the MSE where z_alt is z_tgt."""
+    return torch.minimum((x0 - z_tgt).pow(2).mean(1), (x0 - z_alt).pow(2).mean(1)).mean()
+
+
 def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = UNET_LR, ema_decay: float = 0.998):
     data = _SdeditBatches(pipe, pool, seed + 1, STYLE_WEIGHTS)
 
@@ -271,15 +281,17 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = U
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
               shared_weight: float = 0.0, shared_out_weight: float = 0.0, probe_lr: float | None = None,
-              head_weight: float = 0.0, head_forced: bool = False, self_target: bool = False):
+              head_weight: float = 0.0, head_forced: bool = False, self_target: bool = False, commit: float = 0.0):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
     full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
     left out of the correspondence loss (stage 10). With shared_out_weight, probes of those layers' outputs learn the
     psychedelic style's shared choice (shared_output_loss). With head_weight, the head built by
     shared_head.build_shared_head and the layers under it are supervised (shared_head.head_losses) and its block is left
-    out of the correspondence loss; head_forced (a diagnostic) replaces its output by the exact shared choice."""
-    data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles)
+    out of the correspondence loss; head_forced (a diagnostic) replaces its output by the exact shared choice. With
+    commit, the psychedelic style's opposite turn is an alternative target and that share of the loss is _fit's
+    winner-takes-all."""
+    data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles, ("psychedelic",) if commit else ())
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
     cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else (BUILT_BLOCK,) if head_weight else ())
@@ -320,7 +332,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
 
     try:
         _fit(pipe, data, steps, lr, ema_decay, desc, draw, extra, list(outs.probes.parameters()) if outs is not None else (),
-             probe_lr)
+             probe_lr, commit)
     finally:
         cap.remove()
         if head is not None:
