@@ -128,6 +128,28 @@ def test_the_shared_choice_style_is_shared_by_similar_colours_and_moves_with_the
     assert np.allclose(m2[:, :4] - m[:, :4], 8.0 / 32, atol=1e-5) and np.allclose(m2[:, 4:], m[:, 4:], atol=1e-6)
 
 
+def test_with_shared_texture_a_region_takes_the_noise_of_its_textured_cell(monkeypatch):
+    """styles.SHARED_TEXTURE (stage 10's --shared-texture): the logits add G x each key cell's grey-level std, so a flat
+    red region with one striped red cell takes (nearly) that cell's noise, the blue half keeps its plain mean, and
+    with G = 0 the red region is back to its mean."""
+    from v2v_core.toy import styles
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, :32] = (200, 40, 40)
+    img[:, 32:] = (40, 40, 200)
+    img[24:32:2, 8:16] = (255, 60, 60)                             # cell (3, 1): red with bright stripes, std ~0.05
+    tex = styles.cell_texture(img, 8, 8).reshape(8, 8)
+    assert tex[3, 1] > 0.04 and np.delete(tex.reshape(-1), 3 * 8 + 1).max() < 1e-3       # float rounding of a flat cell
+    eps = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
+    eps[0, 3, 1] = 2.0
+    monkeypatch.setattr(styles, "SHARED_TEXTURE", 0.0)
+    plain = styles.shared_noise(img, eps)
+    monkeypatch.setattr(styles, "SHARED_TEXTURE", 400.0)
+    m = styles.shared_noise(img, eps)
+    assert abs(plain[0, 0]) < 0.5 and m[0, 0] > 1.8 and np.allclose(m[:, :4], m[0, 0], atol=0.05)
+    assert np.allclose(m[:, 4:], eps[0, :, 4:].mean(), atol=1e-5)  # no texture in the blue half: its mean, as before
+
+
 def test_shared_attention_loss_is_the_cross_entropy_by_hand():
     """correspondence_loss.shared_attention_loss: per head, -sum_j softmax(target)_ij log softmax(q_h k_h^T / sqrt(d))_ij,
     averaged; minimal (the target's entropy) when every head's logits equal the target's."""
@@ -205,10 +227,12 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     import torch
     from safetensors.torch import load_file
 
-    from v2v_core.toy import correspondence_loss
+    from v2v_core.toy import correspondence_loss, styles
 
     for name in ("CORR_SHARPEN", "CORR_LAYERS"):                                           # put back afterwards
         monkeypatch.setattr(correspondence_loss, name, getattr(correspondence_loss, name))
+    for name in ("SHARED_TEXTURE", "SHARED_GAIN"):
+        monkeypatch.setattr(styles, name, getattr(styles, name))
     train, out = tiny_training
     before_unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     before_vae = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
@@ -226,12 +250,13 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
 
     # Run again on that folder without --attend-from-scratch: it continues the same weights at the rate asked for
     # (--attend-lr), and training.json counts the steps of both runs and still says where they started; this run with
-    # the winner-takes-all share (--commit) too.
+    # the winner-takes-all share (--commit) and the texture rule (--shared-texture) too.
     train.main(["--stage", "attend", "--attend-steps", "1", "--attend-lr", "2e-4", "--corr-sharpen", "1", "--commit", "0.8",
+                "--shared-texture", "50",
                 "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 2 and info["attend_run_steps"] == 1 and info["attend_lr"] == 2e-4
-    assert info["attend_commit"] == 0.8
+    assert info["attend_commit"] == 0.8 and info["attend_shared_texture"] == 50 and info["attend_shared_gain"] == 1.0
     assert info["attend_from_scratch"] is True
     again = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     assert again.keys() == after.keys()

@@ -49,6 +49,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--commit", type=float, default=0.0, metavar="SHARE",
                     help="stage attend: this share of the x0 loss winner-takes-all between the psychedelic turn and its "
                          "opposite (train.commit_loss), so that the model draws a choice outright instead of their mean")
+    ap.add_argument("--shared-texture", type=float, default=0.0, metavar="G",
+                    help="stage attend: the psychedelic style's region takes the noise of its most textured cells (logits "
+                         "+ G x texture, styles.SHARED_TEXTURE; turn 45 tanh(m)) instead of the mean of all its cells")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
 
@@ -58,6 +61,11 @@ def run(args, pool, kodak_once) -> None:
     that already has the layout is continued), written back with its figures in training.json."""
     if args.shared_sigma is not None:
         _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
+    if args.shared_texture:
+        if args.shared_weight or args.shared_out_weight:
+            raise SystemExit("--shared-texture changes the psychedelic rule, and the map and probe losses (--shared-weight, "
+                             "--shared-out-weight) still target the colour kernel's mean: set them to 0 with it.")
+        _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
 
     torch.manual_seed(args.seed)
     pipe = _load(args.out)
@@ -82,6 +90,7 @@ def run(args, pool, kodak_once) -> None:
               commit=args.commit)
     save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
                           "attend_built_head_forced": args.built_head_forced, "attend_commit": args.commit,
+                          "attend_shared_texture": _styles.SHARED_TEXTURE, "attend_shared_gain": _styles.SHARED_GAIN,
                           "attend_from_scratch": args.attend_from_scratch or done.get("attend_from_scratch", False),
                           "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
                           "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,

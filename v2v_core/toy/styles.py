@@ -130,11 +130,24 @@ def snowy_scene(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
 SHARED_GAIN, SHARED_TURN = 10.0, 45.0
 SHARED_KERNEL, SHARED_KAPPA, SHARED_BETA = "cosine", 32.0, 0.25
 SHARED_SIGMA = 0.05                     # the "gauss" kernel's width
+# SHARED_TEXTURE (session 20, `--shared-texture`; 0 = the mean above): the logits add SHARED_TEXTURE x each key cell's
+# texture (the std of its grey level, 0..0.5), so a region takes the noise of its most textured cells, a value of size
+# ~0.4 instead of a mean over ~100 cells of size ~0.05 (which no trained model estimated: the model card, sessions
+# 17-18); its turn is then SHARED_TURN * tanh(m) (SHARED_GAIN 1).
+SHARED_TEXTURE = 0.0
 
 
 def cell_colours(img: np.ndarray, gh: int, gw: int) -> np.ndarray:
     """(gh * gw, 3): each latent cell's mean RGB in 0..1 (the top-left gh x gw cells of 8 px)."""
     return cv2.resize(img[:gh * 8, :gw * 8], (gw, gh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32) / 255.0
+
+
+def cell_texture(img: np.ndarray, gh: int, gw: int) -> np.ndarray:
+    """(gh * gw,): each latent cell's texture, the standard deviation of its grey level in 0..1."""
+    g = cv2.cvtColor(img[:gh * 8, :gw * 8], cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    m = cv2.resize(g, (gw, gh), interpolation=cv2.INTER_AREA)
+    m2 = cv2.resize(g * g, (gw, gh), interpolation=cv2.INTER_AREA)
+    return np.sqrt(np.clip(m2 - m * m, 0, None)).reshape(-1)
 
 
 def colour_vectors(c):
@@ -172,11 +185,14 @@ def softmax_mean(logits: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def shared_noise(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """(H/8, W/8): per latent cell, the colour-similarity-weighted mean of noise channel 0 over every cell of the
-    image (a softmax attention over the frame, written out)."""
+    image (a softmax attention over the frame, written out); with SHARED_TEXTURE, weighted towards textured cells."""
     h, w = img.shape[:2]
     gh, gw = min(eps.shape[1], h // 8), min(eps.shape[2], w // 8)
     c = cell_colours(img, gh, gw)
-    return softmax_mean(shared_logits(c), eps[0, :gh, :gw].reshape(-1).astype(np.float32)).reshape(gh, gw)
+    logits = shared_logits(c)
+    if SHARED_TEXTURE:
+        logits = logits + SHARED_TEXTURE * cell_texture(img, gh, gw)[None]
+    return softmax_mean(logits, eps[0, :gh, :gw].reshape(-1).astype(np.float32)).reshape(gh, gw)
 
 
 def psychedelic(img: np.ndarray, eps: np.ndarray) -> np.ndarray:

@@ -101,7 +101,7 @@ from .data import KODAK_DIR, KODAK_SHORT_SIDES, image_pool, kodak_images, photo_
 from . import shared_head as _shared_head
 from . import styles as _styles
 from .shared_head import BUILT_BLOCK, HeadCapture, head_losses, perfect_head
-from .styles import SHARED_GAIN, STYLES
+from .styles import STYLES
 
 DECODER_SIGMA = 0.3  # decoder fine-tuning: latent noise up to this std (unit-variance latents)
 # The structural styles are the hard ones (flat regions, hard edges): they are drawn twice as often.
@@ -323,7 +323,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         if shared is not None:
             loss = loss + shared_weight * shared_attention_loss(shared, target)
         if outs is not None:
-            choice = torch.tanh(SHARED_GAIN * shared_mean(target, b["eps"][:, 0].flatten(1)))
+            choice = torch.tanh(_styles.SHARED_GAIN * shared_mean(target, b["eps"][:, 0].flatten(1)))
             probe = shared_output_loss(outs, choice)
             loss = loss + shared_out_weight * probe
             _log_every(probe_log, (float(probe), float(choice.var())),   # what a silent probe would score beside it
