@@ -2,13 +2,14 @@
 shared by tokens of similar colour) would show under the temporal methods, before any training (issue #30).
 
     python benchmarks/shared_choice_oracle.py [--clips woman-running,wolf,kite-walk] [--frames 24] [--size 256]
-                                              [--kernel cosine:32:0.25] [--kernel gauss:0.05] ...
+                                              [--kernel cosine:32:0.25] [--kernel gauss:0.05] ... [--texture G]
 
 The target is rendered frame by frame with one fixed noise, as the stream keeps it: "frame" is its DIS warp error
 over "a photo"'s (the source's own; how much the rule flickers). "EA" recomputes each frame's choice over the frame's
 cells plus a bank of one past frame's (the last whose index is a multiple of 4, as StreamV2V refreshes its bank),
-"window" over the previous 3 frames' cells too: the warp error of each, over the per-frame target's. Only numpy and
-the clip; no model.
+"window" over the previous 3 frames' cells too: the warp error of each, over the per-frame target's. With --texture G
+the rule is stage 10's --shared-texture (styles.SHARED_TEXTURE: each key cell's logit raised by G x its texture, the
+turn 45 tanh(m)). Only numpy and the clip; no model.
 """
 from __future__ import annotations
 
@@ -43,10 +44,12 @@ def oracle(frames) -> dict:
     gh, gw = frames[0].shape[0] // 8, frames[0].shape[1] // 8
     eps0 = np.random.default_rng(0).standard_normal((gh * gw,)).astype(np.float32)
     cols = [styles.cell_colours(f, gh, gw) for f in frames]
+    tex = [styles.cell_texture(f, gh, gw) for f in frames]
 
     def shared(i, bank):
         keys = np.concatenate([cols[i]] + [cols[b] for b in bank])
-        return styles.softmax_mean(styles.shared_logits(cols[i], keys), np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
+        logits = styles.shared_logits(cols[i], keys) + styles.SHARED_TEXTURE * np.concatenate([tex[i]] + [tex[b] for b in bank])[None]
+        return styles.softmax_mean(logits, np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
 
     banks = {"frame": lambda i: [], "EA": lambda i: [4 * ((i - 1) // 4)] if i else [],
              "window": lambda i: list(range(max(0, i - 3), i))}
@@ -63,9 +66,14 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--kernel", action="append", default=[], help="cosine:KAPPA:BETA or gauss:SIGMA (repeatable; "
                     "default: the style's own)")
+    ap.add_argument("--texture", type=float, default=0.0, metavar="G", help="the texture-selected rule (stage 10's "
+                    "--shared-texture G) instead of the mean")
     args = ap.parse_args(argv)
+    if args.texture:
+        styles.SHARED_TEXTURE, styles.SHARED_GAIN = args.texture, 1.0
     kernels = args.kernel or [f"cosine:{styles.SHARED_KAPPA:g}:{styles.SHARED_BETA:g}" if styles.SHARED_KERNEL == "cosine"
                               else f"gauss:{styles.SHARED_SIGMA:g}"]
+    print(f"rule: {'texture-selected, G ' + format(args.texture, 'g') if args.texture else 'the mean'}")
     print("| clip | kernel | photo | frame by frame (x photo) | EA (x frame) | window (x frame) |\n|---|---|---|---|---|---|")
     for clip in args.clips.split(","):
         frames, _ = read_video(str(VIDEOS / f"{clip}.mp4"), args.frames, args.size)

@@ -252,11 +252,12 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     # (--attend-lr), and training.json counts the steps of both runs and still says where they started; this run with
     # the winner-takes-all share (--commit) and the texture rule (--shared-texture) too.
     train.main(["--stage", "attend", "--attend-steps", "1", "--attend-lr", "2e-4", "--corr-sharpen", "1", "--commit", "0.8",
-                "--shared-texture", "50",
+                "--shared-texture", "50", "--psychedelic-weight", "39",
                 "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 2 and info["attend_run_steps"] == 1 and info["attend_lr"] == 2e-4
     assert info["attend_commit"] == 0.8 and info["attend_shared_texture"] == 50 and info["attend_shared_gain"] == 1.0
+    assert info["attend_style_weights"]["psychedelic"] == 39 and info["attend_style_weights"]["cartoon"] == 2.0
     assert info["attend_from_scratch"] is True
     again = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     assert again.keys() == after.keys()

@@ -52,6 +52,10 @@ def add_arguments(ap) -> None:
     ap.add_argument("--shared-texture", type=float, default=0.0, metavar="G",
                     help="stage attend: the psychedelic style's region takes the noise of its most textured cells (logits "
                          "+ G x texture, styles.SHARED_TEXTURE; turn 45 tanh(m)) instead of the mean of all its cells")
+    ap.add_argument("--psychedelic-weight", type=float, default=ATTEND_STYLE_WEIGHTS["psychedelic"],
+                    help="stage attend: how often the psychedelic style is drawn beside the others (their weights: "
+                         "ATTEND_STYLE_WEIGHTS, 1 if unnamed); the one-layer benchmark (benchmarks/"
+                         "shared_choice_learnability.py) found the choice only after thousands of batches of it")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
 
@@ -78,13 +82,14 @@ def run(args, pool, kodak_once) -> None:
         pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
     else:
         pipe.unet = attention_everywhere(pipe.unet)
+    weights = {**ATTEND_STYLE_WEIGHTS, "psychedelic": args.psychedelic_weight}
     lr = args.attend_lr if args.attend_lr is not None else UNET_LR if args.attend_from_scratch else ATTEND_LR
     t0 = time.time()
     if args.built_head:
         build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                  kodak_once(), (T_MIN, T_MAX), seed=args.seed))
     tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
-              style_weights=ATTEND_STYLE_WEIGHTS, desc="attend", styles=STYLES + (PSYCHEDELIC,),
+              style_weights=weights, desc="attend", styles=STYLES + (PSYCHEDELIC,),
               shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
               head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target,
               commit=args.commit)
@@ -95,7 +100,7 @@ def run(args, pool, kodak_once) -> None:
                           "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
                           "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                           "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
-                          "attend_lr": lr, "attend_style_weights": ATTEND_STYLE_WEIGHTS,
+                          "attend_lr": lr, "attend_style_weights": weights,
                           "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 

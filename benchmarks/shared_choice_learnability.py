@@ -1,0 +1,152 @@
+"""Can one self-attention layer LEARN the psychedelic style's shared choice, and from what inputs? (issue #30)
+
+    python benchmarks/shared_choice_learnability.py --inputs exact [--rule texture] [--steps 4000]
+    python benchmarks/shared_choice_learnability.py --inputs latents [--extra colour,texture,noise] [--steps 3000]
+
+Sessions 15-20 trained the toy UNet on the style (v2v_core.toy.styles.psychedelic) and it never computed the choice.
+This isolates the question from the UNet: a small net (per-token inputs -> LayerNorm -> ONE softmax attention layer ->
+an MLP on [token, attention output]) is trained by MSE to output the rule's shared value m per latent cell, on 128 px
+Kodak crops (../shared/data/images/kodak; the first 18 for training, the last 6 held out) with their own noise, and
+the held-out R^2 is printed as it trains. Inputs:
+- exact: each token's exact features (colour - grey, texture x 4, noise channel 0) through a per-token MLP;
+- latents: what the UNet gets, the noisy latent at t (sqrt(abar) z + sqrt(1 - abar) eps) and the clean source latent
+  (the shipped toy's encoder), through a 3x3 convolution stem; --extra adds exact features as further channels.
+Fresh crops and noise every step (no memorising), or with --pool N a fixed pool of N drawn once (encoding fresh crops
+every step makes --inputs latents about 5x slower; a pool of 1536 was memorised in early tries, 8192 was not).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from v2v_core.toy import styles  # noqa: E402
+from v2v_core.toy.data import kodak_images  # noqa: E402
+
+CROP, CELLS = 128, 16
+FEATURES = {"colour": 3, "texture": 1, "noise": 1}
+
+
+class Batches:
+    """Crops of the Kodak photographs with fresh noise: the rule's target m (B, N) and the chosen inputs."""
+
+    def __init__(self, inputs: str, extra: list[str], t: int, seed: int):
+        self.inputs, self.extra, self.rng = inputs, extra, np.random.default_rng(seed)
+        self.kodak = kodak_images()
+        if not self.kodak:
+            raise SystemExit("No Kodak photographs found (../shared/data/images/kodak): this benchmark trains on them.")
+        if inputs == "latents":
+            from diffusers import AutoencoderTiny, DDPMScheduler
+
+            from v2v_core.backbones import TOY_DIR
+
+            self.vae = AutoencoderTiny.from_pretrained(TOY_DIR / "vae", torch_dtype=torch.float32).eval()
+            self.a = DDPMScheduler.from_pretrained(TOY_DIR / "scheduler").alphas_cumprod.float()[t]
+
+    def features(self, crop: np.ndarray, eps: np.ndarray, names) -> np.ndarray:
+        f = {"colour": styles.cell_colours(crop, CELLS, CELLS) - 0.5, "texture": styles.cell_texture(crop, CELLS, CELLS)[:, None] * 4,
+             "noise": eps[0].reshape(-1, 1)}
+        return np.concatenate([f[k] for k in names], 1) if names else np.zeros((CELLS * CELLS, 0), np.float32)
+
+    def __call__(self, n: int, held_out: bool = False):
+        imgs = self.kodak[18:] if held_out else self.kodak[:18]
+        crops, eps, ys = [], [], []
+        for _ in range(n):
+            im = imgs[int(self.rng.integers(len(imgs)))]
+            y, x = (int(self.rng.integers(0, (s - CROP) // 8 + 1)) * 8 for s in im.shape[:2])
+            crops.append(np.ascontiguousarray(im[y:y + CROP, x:x + CROP]))
+            eps.append(self.rng.standard_normal((4, CELLS, CELLS)).astype(np.float32))
+            ys.append(styles.shared_noise(crops[-1], eps[-1]).reshape(-1))
+        target = torch.from_numpy(np.stack(ys).astype(np.float32))
+        if self.inputs == "exact":
+            return torch.from_numpy(np.stack([self.features(c, e, list(FEATURES)) for c, e in zip(crops, eps)])), target
+        from v2v_core.toy.batches import _encode
+
+        with torch.no_grad():
+            z = _encode(self.vae, crops)
+        e = torch.from_numpy(np.stack(eps))
+        ex = torch.from_numpy(np.stack([self.features(c, k, self.extra).T.reshape(-1, CELLS, CELLS) for c, k in zip(crops, eps)]))
+        return torch.cat([self.a.sqrt() * z + (1 - self.a).sqrt() * e, z, ex.float()], 1), target
+
+
+class OneAttention(nn.Module):
+    """inputs -> h (per token) -> LayerNorm -> one softmax attention -> MLP([h, attention output]) -> m (B, N)."""
+
+    def __init__(self, inputs: str, channels: int, width: int = 64, head: int = 32):
+        super().__init__()
+        if inputs == "exact":
+            self.embed = nn.Sequential(nn.Linear(channels, width), nn.SiLU(), nn.Linear(width, width))
+        else:
+            self.embed = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.SiLU(),
+                                       nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, width, 1))
+        self.norm = nn.LayerNorm(width)
+        self.q, self.k, self.v = (nn.Linear(width, head) for _ in range(3))
+        self.out = nn.Sequential(nn.Linear(width + head, width), nn.SiLU(), nn.Linear(width, 1))
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        if h.dim() == 4:
+            h = h.flatten(2).transpose(1, 2)
+        n = self.norm(h)
+        w = torch.softmax(self.q(n) @ self.k(n).transpose(1, 2) / self.head ** 0.5, -1)
+        return self.out(torch.cat([h, w @ self.v(n)], -1)).squeeze(-1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--inputs", choices=["exact", "latents"], default="exact")
+    ap.add_argument("--extra", default="", help="with --inputs latents: exact features added as channels, comma-separated "
+                    "from colour,texture,noise")
+    ap.add_argument("--rule", choices=["mean", "texture"], default="texture",
+                    help="the style's rule: the mean of the noise under similar colours, or stage 10's --shared-texture 50")
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--t", type=int, default=399, help="the timestep of the noisy latent (--inputs latents)")
+    ap.add_argument("--pool", type=int, default=0, help="a fixed pool of this many crops drawn once (0: fresh every step)")
+    ap.add_argument("--every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.rule == "texture":
+        styles.SHARED_TEXTURE, styles.SHARED_GAIN = 50.0, 1.0
+    extra = [k for k in args.extra.split(",") if k]
+    batches = Batches(args.inputs, extra, args.t, seed=0)
+    channels = sum(FEATURES.values()) if args.inputs == "exact" else 8 + sum(FEATURES[k] for k in extra)
+    net = OneAttention(args.inputs, channels)
+    opt = torch.optim.AdamW(net.parameters(), args.lr)
+    x_test, y_test = batches(256, held_out=True)
+    if args.pool:
+        parts = [batches(min(256, args.pool - k)) for k in range(0, args.pool, 256)]
+        x_pool, y_pool = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    t0 = time.time()
+    print(f"rule {args.rule}, inputs {args.inputs}{' + ' + ','.join(extra) if extra else ''}; held-out target variance {y_test.var():.3f}")
+    for step in range(args.steps + 1):
+        if args.pool:
+            idx = torch.randint(0, args.pool, (args.batch,))
+            x, y = x_pool[idx], y_pool[idx]
+        else:
+            x, y = batches(args.batch)
+        loss = ((net(x) - y) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.every == 0:
+            with torch.no_grad():
+                p = net(x_test)
+            r2 = 1 - float(((p - y_test) ** 2).mean() / y_test.var())
+            corr = float(np.corrcoef(p.flatten(), y_test.flatten())[0, 1])
+            print(f"step {step}: held-out R^2 {r2:.3f}, correlation {corr:.3f} ({time.time() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
