@@ -37,8 +37,10 @@ FEATURES = {"colour": 3, "texture": 1, "noise": 1}
 class Batches:
     """Crops of the Kodak photographs with fresh noise: the rule's target m (B, N) and the chosen inputs."""
 
-    def __init__(self, inputs: str, extra: list[str], t: int, seed: int):
-        self.inputs, self.extra, self.rng = inputs, extra, np.random.default_rng(seed)
+    def __init__(self, inputs: str, extra: list[str], t: int, seed: int, rule: str = "texture"):
+        self.inputs, self.extra, self.rng, self.rule = inputs, extra, np.random.default_rng(seed), rule
+        if rule == "latent" and inputs != "latents":
+            raise SystemExit("--rule latent is defined on the source latents: use it with --inputs latents.")
         self.kodak = kodak_images()
         if not self.kodak:
             raise SystemExit("No Kodak photographs found (../shared/data/images/kodak): this benchmark trains on them.")
@@ -63,7 +65,10 @@ class Batches:
             y, x = (int(self.rng.integers(0, (s - CROP) // 8 + 1)) * 8 for s in im.shape[:2])
             crops.append(np.ascontiguousarray(im[y:y + CROP, x:x + CROP]))
             eps.append(self.rng.standard_normal((4, CELLS, CELLS)).astype(np.float32))
-            ys.append(styles.shared_noise(crops[-1], eps[-1]).reshape(-1))
+            if self.rule != "latent":
+                ys.append(styles.shared_noise(crops[-1], eps[-1]).reshape(-1))
+        if self.rule == "latent":       # needs the encoded crops: computed below
+            ys = [np.zeros(CELLS * CELLS, np.float32)] * n
         target = torch.from_numpy(np.stack(ys).astype(np.float32))
         if self.inputs == "exact":
             return torch.from_numpy(np.stack([self.features(c, e, list(FEATURES)) for c, e in zip(crops, eps)])), target
@@ -72,6 +77,10 @@ class Batches:
         with torch.no_grad():
             z = _encode(self.vae, crops)
         e = torch.from_numpy(np.stack(eps))
+        if self.rule == "latent":
+            u = torch.nn.functional.normalize(z.flatten(2).transpose(1, 2), dim=-1)     # (B, N, 4) unit source latents
+            w = torch.softmax(styles.SHARED_KAPPA * u @ u.transpose(1, 2), -1)
+            target = (w @ e[:, 0].flatten(1)[..., None]).squeeze(-1)
         ex = torch.from_numpy(np.stack([self.features(c, k, self.extra).T.reshape(-1, CELLS, CELLS) for c, k in zip(crops, eps)]))
         return torch.cat([self.a.sqrt() * z + (1 - self.a).sqrt() * e, z, ex.float()], 1), target
 
@@ -105,8 +114,10 @@ def main(argv=None):
     ap.add_argument("--inputs", choices=["exact", "latents"], default="exact")
     ap.add_argument("--extra", default="", help="with --inputs latents: exact features added as channels, comma-separated "
                     "from colour,texture,noise")
-    ap.add_argument("--rule", choices=["mean", "texture"], default="texture",
-                    help="the style's rule: the mean of the noise under similar colours, or stage 10's --shared-texture 50")
+    ap.add_argument("--rule", choices=["mean", "texture", "latent"], default="texture",
+                    help="the style's rule: the mean of the noise under similar colours, stage 10's --shared-texture 50, "
+                         "or (not a style yet) the mean of the noise under similar SOURCE LATENTS (kappa cos of the "
+                         "4-channel latents), a kernel the UNet's own input gives exactly")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -120,7 +131,7 @@ def main(argv=None):
     if args.rule == "texture":
         styles.SHARED_TEXTURE, styles.SHARED_GAIN = 50.0, 1.0
     extra = [k for k in args.extra.split(",") if k]
-    batches = Batches(args.inputs, extra, args.t, seed=0)
+    batches = Batches(args.inputs, extra, args.t, seed=0, rule=args.rule)
     channels = sum(FEATURES.values()) if args.inputs == "exact" else 8 + sum(FEATURES[k] for k in extra)
     net = OneAttention(args.inputs, channels)
     opt = torch.optim.AdamW(net.parameters(), args.lr)

@@ -2,14 +2,17 @@
 shared by tokens of similar colour) would show under the temporal methods, before any training (issue #30).
 
     python benchmarks/shared_choice_oracle.py [--clips woman-running,wolf,kite-walk] [--frames 24] [--size 256]
-                                              [--kernel cosine:32:0.25] [--kernel gauss:0.05] ... [--texture G]
+                                              [--kernel cosine:32:0.25] [--kernel gauss:0.05] [--kernel latent:32]
+                                              ... [--texture G]
 
 The target is rendered frame by frame with one fixed noise, as the stream keeps it: "frame" is its DIS warp error
 over "a photo"'s (the source's own; how much the rule flickers). "EA" recomputes each frame's choice over the frame's
 cells plus a bank of one past frame's (the last whose index is a multiple of 4, as StreamV2V refreshes its bank),
 "window" over the previous 3 frames' cells too: the warp error of each, over the per-frame target's. With --texture G
 the rule is stage 10's --shared-texture (styles.SHARED_TEXTURE: each key cell's logit raised by G x its texture, the
-turn 45 tanh(m)). Only numpy and the clip; no model.
+turn 45 tanh(m)). Only numpy and the clip; no model, except for the kernel "latent:KAPPA" (not a style yet): the
+similarity of the cells' SOURCE LATENTS (KAPPA cos of the shipped toy encoder's 4-channel latents), the kernel the
+UNet's own input gives exactly (benchmarks/shared_choice_learnability.py --rule latent).
 """
 from __future__ import annotations
 
@@ -29,13 +32,35 @@ from v2v_core.video import read_video  # noqa: E402
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
 
+LATENT_KAPPA = None      # set by set_kernel("latent:KAPPA"): the oracle keys on the source latents instead of colours
+
+
 def set_kernel(spec: str) -> None:
-    """'cosine:KAPPA:BETA' or 'gauss:SIGMA' -> the style module's kernel."""
+    """'cosine:KAPPA:BETA', 'gauss:SIGMA' or 'latent:KAPPA' -> the kernel the oracle uses."""
+    global LATENT_KAPPA
     kind, *p = spec.split(":")
+    LATENT_KAPPA = float(p[0]) if kind == "latent" else None
+    if kind == "latent":
+        return
     if kind == "gauss":
         styles.SHARED_KERNEL, styles.SHARED_SIGMA = "gauss", float(p[0])
     else:
         styles.SHARED_KERNEL, styles.SHARED_KAPPA, styles.SHARED_BETA = "cosine", float(p[0]), float(p[1])
+
+
+def unit_latents(frames) -> list:
+    """(N, 4) per frame: the shipped toy encoder's latent of each cell, as a unit vector."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from v2v_core.backbones import TOY_DIR
+    from v2v_core.toy.batches import _encode
+
+    vae = AutoencoderTiny.from_pretrained(TOY_DIR / "vae", torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        z = torch.cat([_encode(vae, frames[k:k + 8]) for k in range(0, len(frames), 8)])
+    u = z.flatten(2).transpose(1, 2).numpy()
+    return list(u / np.linalg.norm(u, axis=-1, keepdims=True))
 
 
 def oracle(frames) -> dict:
@@ -45,9 +70,13 @@ def oracle(frames) -> dict:
     eps0 = np.random.default_rng(0).standard_normal((gh * gw,)).astype(np.float32)
     cols = [styles.cell_colours(f, gh, gw) for f in frames]
     tex = [styles.cell_texture(f, gh, gw) for f in frames]
+    unit = unit_latents(frames) if LATENT_KAPPA is not None else None
 
     def shared(i, bank):
         keys = np.concatenate([cols[i]] + [cols[b] for b in bank])
+        if unit is not None:
+            logits = LATENT_KAPPA * unit[i] @ np.concatenate([unit[i]] + [unit[b] for b in bank]).T
+            return styles.softmax_mean(logits, np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
         logits = styles.shared_logits(cols[i], keys) + styles.SHARED_TEXTURE * np.concatenate([tex[i]] + [tex[b] for b in bank])[None]
         return styles.softmax_mean(logits, np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
 
