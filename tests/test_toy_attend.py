@@ -231,7 +231,7 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
 
     for name in ("CORR_SHARPEN", "CORR_LAYERS"):                                           # put back afterwards
         monkeypatch.setattr(correspondence_loss, name, getattr(correspondence_loss, name))
-    for name in ("SHARED_TEXTURE", "SHARED_GAIN"):
+    for name in ("SHARED_TEXTURE", "SHARED_GAIN", "SHARED_KERNEL", "SHARED_KAPPA"):
         monkeypatch.setattr(styles, name, getattr(styles, name))
     train, out = tiny_training
     before_unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
@@ -252,12 +252,12 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     # (--attend-lr), and training.json counts the steps of both runs and still says where they started; this run with
     # the winner-takes-all share (--commit) and the texture rule (--shared-texture) too.
     train.main(["--stage", "attend", "--attend-steps", "1", "--attend-lr", "2e-4", "--corr-sharpen", "1", "--commit", "0.8",
-                "--shared-texture", "50", "--psychedelic-weight", "39",
+                "--shared-texture", "50", "--psychedelic-weight", "39", "--latent-kernel", "64",
                 "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 2 and info["attend_run_steps"] == 1 and info["attend_lr"] == 2e-4
     assert info["attend_commit"] == 0.8 and info["attend_shared_texture"] == 50 and info["attend_shared_gain"] == 1.0
-    assert info["attend_style_weights"]["psychedelic"] == 39 and info["attend_style_weights"]["cartoon"] == 2.0
+    assert info["attend_kernel"][:2] == ["latent", 64] and info["attend_style_weights"]["psychedelic"] == 39 and info["attend_style_weights"]["cartoon"] == 2.0
     assert info["attend_from_scratch"] is True
     again = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     assert again.keys() == after.keys()
@@ -311,3 +311,28 @@ def test_the_psychedelic_alternative_is_the_opposite_turn():
         want = _encode(pipe.vae, [styles.psychedelic(img, -eps)])[0]
     assert torch.allclose(z_alt[0], want, atol=1e-5) and not torch.allclose(z_alt[0], z_tgt[0], atol=1e-2)
     assert torch.equal(z_alt[1], z_tgt[1])
+
+
+def test_the_latent_kernel_keys_the_choice_on_the_source_latent(monkeypatch):
+    """styles.latent_shared_noise (stage 10's --latent-kernel): cells whose source latents point the same way share one
+    value, the mean noise under them; a cell of another direction keeps its own. Under that kernel the batches render
+    the psychedelic target from the crop's source latent as the UNet gets it (flipped with the crop)."""
+    import torch
+
+    from v2v_core.toy import batches, styles
+
+    z = np.zeros((4, 2, 2), np.float32)
+    z[0] = 1.0                                                      # three cells along channel 0 ...
+    z[:, 1, 1] = (0, 0, 0, 1)                                       # ... one along channel 3 (cos 0 with them)
+    eps = np.arange(16, dtype=np.float32).reshape(4, 2, 2)
+    monkeypatch.setattr(styles, "SHARED_KAPPA", 200.0)
+    m = styles.latent_shared_noise(z, eps)
+    assert np.allclose(m[[0, 0, 1], [0, 1, 0]], np.mean([0, 1, 2]), atol=1e-4) and np.isclose(m[1, 1], 3.0, atol=1e-4)
+
+    monkeypatch.setattr(styles, "SHARED_KERNEL", "latent")
+    img = np.full((16, 16, 3), 120, np.uint8)
+    img[:, :, 0] = 200
+    out = batches._render(styles.PSYCHEDELIC, img, eps, torch.from_numpy(z))
+    assert np.array_equal(out, styles.turned(img, m))
+    assert np.array_equal(batches._render(styles.STYLE_BY_NAME["pointillism"], img, eps, torch.from_numpy(z)),
+                          styles.STYLE_BY_NAME["pointillism"].apply(img, eps=eps))

@@ -52,6 +52,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--shared-texture", type=float, default=0.0, metavar="G",
                     help="stage attend: the psychedelic style's region takes the noise of its most textured cells (logits "
                          "+ G x texture, styles.SHARED_TEXTURE; turn 45 tanh(m)) instead of the mean of all its cells")
+    ap.add_argument("--latent-kernel", type=float, default=0.0, metavar="KAPPA",
+                    help="stage attend: the psychedelic choice keyed on the similarity of the crops' SOURCE LATENTS, KAPPA "
+                         "cos (styles.latent_shared_noise), a kernel the UNet's input gives exactly, instead of colours")
     ap.add_argument("--psychedelic-weight", type=float, default=ATTEND_STYLE_WEIGHTS["psychedelic"],
                     help="stage attend: how often the psychedelic style is drawn beside the others (their weights: "
                          "ATTEND_STYLE_WEIGHTS, 1 if unnamed); the one-layer benchmark (benchmarks/"
@@ -65,10 +68,12 @@ def run(args, pool, kodak_once) -> None:
     that already has the layout is continued), written back with its figures in training.json."""
     if args.shared_sigma is not None:
         _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
+    if (args.shared_texture or args.latent_kernel) and (args.shared_weight or args.shared_out_weight):
+        raise SystemExit("--shared-texture and --latent-kernel change the psychedelic rule, and the map and probe losses "
+                         "(--shared-weight, --shared-out-weight) still target the colour kernel's mean: set them to 0 with it.")
+    if args.latent_kernel:
+        _styles.SHARED_KERNEL, _styles.SHARED_KAPPA = "latent", args.latent_kernel
     if args.shared_texture:
-        if args.shared_weight or args.shared_out_weight:
-            raise SystemExit("--shared-texture changes the psychedelic rule, and the map and probe losses (--shared-weight, "
-                             "--shared-out-weight) still target the colour kernel's mean: set them to 0 with it.")
         _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
 
     torch.manual_seed(args.seed)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import styles as _styles
 from .styles import STYLES, cell_colours
 
 CROP = 128          # training crop in pixels (16x16 latents)
@@ -92,16 +93,14 @@ class _SdeditBatches:
             style = self.styles[si]
             ly, lx = y // 8, x // 8
             zs = self.Z[i]["photo"][:, ly:ly + g, lx:lx + g]
+            zs = zs.flip(-1) if flip else zs
             if style.deterministic:
                 z_tgt[b] = self.Z[i][style.name][:, ly:ly + g, lx:lx + g]
-            else:                 # rendered in the crop's own (possibly flipped) frame, like eps
-                rand_jobs.append((b, style.apply(self.crop_image(items[b], crop), eps=eps[b].numpy())))
+                z_tgt[b] = z_tgt[b].flip(-1) if flip else z_tgt[b]
+            else:                 # rendered in the crop's own (possibly flipped) frame, like eps and zs
+                rand_jobs.append((b, _render(style, self.crop_image(items[b], crop), eps[b].numpy(), zs)))
                 if style.name in self.alternatives:
-                    alt_jobs.append((b, style.apply(self.crop_image(items[b], crop), eps=-eps[b].numpy())))
-            if flip:
-                zs = zs.flip(-1)
-                if z_tgt[b] is not None:
-                    z_tgt[b] = z_tgt[b].flip(-1)
+                    alt_jobs.append((b, _render(style, self.crop_image(items[b], crop), -eps[b].numpy(), zs)))
             z_src.append(zs)
         if rand_jobs:
             with torch.no_grad():
@@ -178,6 +177,14 @@ class _SdeditBatches:
         i, y, x, flip, _ = item
         img = self.pool[i][y:y + crop, x:x + crop]
         return np.ascontiguousarray(img[:, ::-1] if flip else img)
+
+
+def _render(style, img: np.ndarray, eps: np.ndarray, z_src: torch.Tensor) -> np.ndarray:
+    """A random style's target for a crop: the style itself, except the psychedelic style under the latent kernel
+    (styles.SHARED_KERNEL "latent"), whose choice is keyed on the crop's source latent as the UNet is given it."""
+    if style.name == "psychedelic" and _styles.SHARED_KERNEL == "latent":
+        return _styles.turned(img, _styles.latent_shared_noise(z_src.numpy(), eps))
+    return style.apply(img, eps=eps)
 
 
 def _crop_plan(step: int, batch: int) -> tuple[int, int]:
