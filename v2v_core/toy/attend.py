@@ -16,13 +16,12 @@ from .batches import T_MAX, T_MIN
 from .correspondence_loss import SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT
 from .shared_head import build_shared_head, fit_readout
 from .styles import PSYCHEDELIC, STYLES
-from .train import REFINE_STYLE_WEIGHTS, UNET_LR, _load, save, training_info, tune_unet
 
 # A transformer block in every UNet block, the latent's full resolution included (arch.attention_everywhere, an exact
 # warm start), then stage 9's objective with an invented style whose detail is SHARED by similar tokens of the frame
 # (styles.psychedelic): the self-attention gets something to carry, as SD's does.
 ATTEND_STEPS, ATTEND_LR = 3000, 3e-4
-ATTEND_STYLE_WEIGHTS = {**REFINE_STYLE_WEIGHTS, "psychedelic": 3.0}
+PSYCHEDELIC_WEIGHT = 3.0     # beside stage 8's style weights (train.REFINE_STYLE_WEIGHTS)
 
 
 def add_arguments(ap) -> None:
@@ -55,17 +54,19 @@ def add_arguments(ap) -> None:
     ap.add_argument("--latent-kernel", type=float, default=0.0, metavar="KAPPA",
                     help="stage attend: the psychedelic choice keyed on the similarity of the crops' SOURCE LATENTS, KAPPA "
                          "cos (styles.latent_shared_noise), a kernel the UNet's input gives exactly, instead of colours")
-    ap.add_argument("--psychedelic-weight", type=float, default=ATTEND_STYLE_WEIGHTS["psychedelic"],
+    ap.add_argument("--psychedelic-weight", type=float, default=PSYCHEDELIC_WEIGHT,
                     help="stage attend: how often the psychedelic style is drawn beside the others (their weights: "
-                         "ATTEND_STYLE_WEIGHTS, 1 if unnamed); the one-layer benchmark (benchmarks/"
+                         "train.REFINE_STYLE_WEIGHTS, 1 if unnamed); the one-layer benchmark (benchmarks/"
                          "shared_choice_learnability.py) found the choice only after thousands of batches of it")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
 
 
-def run(args, pool, kodak_once) -> None:
+def run(args, pool, kodak_once, stages) -> None:
     """Stage 10 on the folder args.out (warm start from its UNet, or a fresh one with --attend-from-scratch; a folder
-    that already has the layout is continued), written back with its figures in training.json."""
+    that already has the layout is continued), written back with its figures in training.json. `stages`: the training
+    module (v2v_core.toy.train), whose loop, loader and writer this stage uses; handed in by its main so that this
+    module does not import it back (no import circle)."""
     if args.shared_sigma is not None:
         _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
     if (args.shared_texture or args.latent_kernel) and (args.shared_weight or args.shared_out_weight):
@@ -77,9 +78,9 @@ def run(args, pool, kodak_once) -> None:
         _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
 
     torch.manual_seed(args.seed)
-    pipe = _load(args.out)
+    pipe = stages._load(args.out)
     continued = has_everywhere_layout(pipe.unet.config) and not args.attend_from_scratch
-    done = training_info(args.out) if continued else {}   # the runs it continues
+    done = stages.training_info(args.out) if continued else {}   # the runs it continues
     if args.attend_from_scratch:       # the layout freshly initialised, not v3.4's weights copied in and dropped
         from diffusers import UNet2DConditionModel
 
@@ -87,18 +88,18 @@ def run(args, pool, kodak_once) -> None:
         pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
     else:
         pipe.unet = attention_everywhere(pipe.unet)
-    weights = {**ATTEND_STYLE_WEIGHTS, "psychedelic": args.psychedelic_weight}
-    lr = args.attend_lr if args.attend_lr is not None else UNET_LR if args.attend_from_scratch else ATTEND_LR
+    weights = {**stages.REFINE_STYLE_WEIGHTS, "psychedelic": args.psychedelic_weight}
+    lr = args.attend_lr if args.attend_lr is not None else stages.UNET_LR if args.attend_from_scratch else ATTEND_LR
     t0 = time.time()
     if args.built_head:
         build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                  kodak_once(), (T_MIN, T_MAX), seed=args.seed))
-    tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
+    stages.tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
               style_weights=weights, desc="attend", styles=STYLES + (PSYCHEDELIC,),
               shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
               head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target,
               commit=args.commit)
-    save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
+    stages.save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
                           "attend_built_head_forced": args.built_head_forced, "attend_commit": args.commit,
                           "attend_shared_texture": _styles.SHARED_TEXTURE, "attend_shared_gain": _styles.SHARED_GAIN,
                           "attend_from_scratch": args.attend_from_scratch or done.get("attend_from_scratch", False),

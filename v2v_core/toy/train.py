@@ -82,6 +82,7 @@ import argparse
 import functools
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -535,7 +536,7 @@ def main(argv=None):
         print(f"offset re-parametrisation done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
-        _attend.run(args, pool, kodak_once)
+        _attend.run(args, pool, kodak_once, sys.modules[__name__])
 
 if __name__ == "__main__":
     main()
