@@ -65,12 +65,10 @@ class Batches:
             y, x = (int(self.rng.integers(0, (s - CROP) // 8 + 1)) * 8 for s in im.shape[:2])
             crops.append(np.ascontiguousarray(im[y:y + CROP, x:x + CROP]))
             eps.append(self.rng.standard_normal((4, CELLS, CELLS)).astype(np.float32))
-            if self.rule != "latent":
+            if self.rule != "latent":   # the latent rule needs the encoded crops: below
                 ys.append(styles.shared_noise(crops[-1], eps[-1]).reshape(-1))
-        if self.rule == "latent":       # needs the encoded crops: computed below
-            ys = [np.zeros(CELLS * CELLS, np.float32)] * n
-        target = torch.from_numpy(np.stack(ys).astype(np.float32))
         if self.inputs == "exact":
+            target = torch.from_numpy(np.stack(ys).astype(np.float32))
             return torch.from_numpy(np.stack([self.features(c, e, list(FEATURES)) for c, e in zip(crops, eps)])), target
         from v2v_core.toy.batches import _encode
 
@@ -78,9 +76,8 @@ class Batches:
             z = _encode(self.vae, crops)
         e = torch.from_numpy(np.stack(eps))
         if self.rule == "latent":
-            u = torch.nn.functional.normalize(z.flatten(2).transpose(1, 2), dim=-1)     # (B, N, 4) unit source latents
-            w = torch.softmax(styles.SHARED_KAPPA * u @ u.transpose(1, 2), -1)
-            target = (w @ e[:, 0].flatten(1)[..., None]).squeeze(-1)
+            ys = [styles.latent_shared_noise(zk.numpy(), ek).reshape(-1) for zk, ek in zip(z, eps)]
+        target = torch.from_numpy(np.stack(ys).astype(np.float32))
         ex = torch.from_numpy(np.stack([self.features(c, k, self.extra).T.reshape(-1, CELLS, CELLS) for c, k in zip(crops, eps)]))
         return torch.cat([self.a.sqrt() * z + (1 - self.a).sqrt() * e, z, ex.float()], 1), target
 

@@ -73,11 +73,11 @@ def oracle(frames) -> dict:
     unit = unit_latents(frames) if LATENT_KAPPA is not None else None
 
     def shared(i, bank):
-        keys = np.concatenate([cols[i]] + [cols[b] for b in bank])
         if unit is not None:
             logits = LATENT_KAPPA * unit[i] @ np.concatenate([unit[i]] + [unit[b] for b in bank]).T
-            return styles.softmax_mean(logits, np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
-        logits = styles.shared_logits(cols[i], keys) + styles.SHARED_TEXTURE * np.concatenate([tex[i]] + [tex[b] for b in bank])[None]
+        else:
+            keys = np.concatenate([cols[i]] + [cols[b] for b in bank])
+            logits = styles.shared_logits(cols[i], keys) + styles.SHARED_TEXTURE * np.concatenate([tex[i]] + [tex[b] for b in bank])[None]
         return styles.softmax_mean(logits, np.tile(eps0, 1 + len(bank))).reshape(gh, gw)
 
     banks = {"frame": lambda i: [], "EA": lambda i: [4 * ((i - 1) // 4)] if i else [],

@@ -182,7 +182,7 @@ class _SdeditBatches:
 def _render(style, img: np.ndarray, eps: np.ndarray, z_src: torch.Tensor) -> np.ndarray:
     """A random style's target for a crop: the style itself, except the psychedelic style under the latent kernel
     (styles.SHARED_KERNEL "latent"), whose choice is keyed on the crop's source latent as the UNet is given it."""
-    if style.name == "psychedelic" and _styles.SHARED_KERNEL == "latent":
+    if style.name == _styles.PSYCHEDELIC.name and _styles.SHARED_KERNEL == "latent":
         return _styles.turned(img, _styles.latent_shared_noise(z_src.numpy(), eps))
     return style.apply(img, eps=eps)
 

@@ -292,7 +292,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
     out of the correspondence loss; head_forced (a diagnostic) replaces its output by the exact shared choice. With
     commit, the psychedelic style's opposite turn is an alternative target and that share of the loss is _fit's
     winner-takes-all."""
-    data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles, ("psychedelic",) if commit else ())
+    data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles, (_styles.PSYCHEDELIC.name,) if commit else ())
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
     cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else (BUILT_BLOCK,) if head_weight else ())
