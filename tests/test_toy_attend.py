@@ -263,6 +263,12 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     assert again.keys() == after.keys()
     assert torch.allclose(again["conv_in.weight"].float(), w1, atol=5e-3)     # continued, not re-initialised
 
+    # The probe loss on the attention's output under the latent kernel (its target keyed on the source latents).
+    train.main(["--stage", "attend", "--attend-steps", "1", "--corr-sharpen", "1", "--latent-kernel", "64",
+                "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--out", str(out), "--threads", "1"])
+    info = json.loads((out / "training.json").read_text())
+    assert info["attend_steps"] == 3 and info["attend_shared_out_weight"] == 0.5 and info["attend_kernel"][:2] == ["latent", 64]
+
 
 def test_commit_loss_scores_either_choice_outright_and_not_their_mean():
     """The winner-takes-all share of stage 10's --commit: per latent cell the nearer of target and alternative, so
@@ -328,6 +334,15 @@ def test_the_latent_kernel_keys_the_choice_on_the_source_latent(monkeypatch):
     monkeypatch.setattr(styles, "SHARED_KAPPA", 200.0)
     m = styles.latent_shared_noise(z, eps)
     assert np.allclose(m[[0, 0, 1], [0, 1, 0]], np.mean([0, 1, 2]), atol=1e-4) and np.isclose(m[1, 1], 3.0, atol=1e-4)
+
+    # Batched on torch tensors (the probe loss's target, train.tune_unet): the same value sample by sample.
+    from v2v_core.toy.correspondence_loss import shared_mean
+
+    zz = np.stack([z, np.random.default_rng(1).standard_normal((4, 2, 2)).astype(np.float32)])
+    ee = np.stack([eps, eps[::-1].copy()])
+    mb = shared_mean(styles.latent_logits(torch.from_numpy(zz)), torch.from_numpy(ee[:, 0]).flatten(1))
+    for k in range(2):
+        assert np.allclose(mb[k].numpy().reshape(2, 2), styles.latent_shared_noise(zz[k], ee[k]), atol=1e-5)
 
     monkeypatch.setattr(styles, "SHARED_KERNEL", "latent")
     img = np.full((16, 16, 3), 120, np.uint8)

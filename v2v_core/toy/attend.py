@@ -69,9 +69,9 @@ def run(args, pool, kodak_once, stages) -> None:
     module does not import it back (no import circle)."""
     if args.shared_sigma is not None:
         _styles.SHARED_KERNEL, _styles.SHARED_SIGMA = "gauss", args.shared_sigma   # the rule and the losses' targets alike
-    if (args.shared_texture or args.latent_kernel) and (args.shared_weight or args.shared_out_weight):
-        raise SystemExit("--shared-texture and --latent-kernel change the psychedelic rule, and the map and probe losses "
-                         "(--shared-weight, --shared-out-weight) still target the colour kernel's mean: set them to 0 with it.")
+    if args.shared_texture and (args.shared_weight or args.shared_out_weight):
+        raise SystemExit("--shared-texture changes the psychedelic rule, and the map and probe losses (--shared-weight, "
+                         "--shared-out-weight) still target the colour kernel's mean: set them to 0 with it.")
     if args.latent_kernel:
         _styles.SHARED_KERNEL, _styles.SHARED_KAPPA = "latent", args.latent_kernel
     if args.shared_texture:

@@ -177,15 +177,25 @@ def shared_logits(c, keys=None):
     return SHARED_KAPPA * (colour_features(c) @ colour_features(keys).swapaxes(-1, -2))
 
 
+def latent_logits(z):
+    """(..., N, N) logits SHARED_KAPPA cos(z_p, z_j) between the latent cells of source latents z (..., C, h, w), N = h w;
+    numpy or torch (batched): the latent kernel's similarity."""
+    u = z.reshape(*z.shape[:-3], z.shape[-3], -1).swapaxes(-1, -2)                # (..., N, C)
+    if isinstance(u, np.ndarray):
+        u = u.astype(np.float32)
+        u = u / np.linalg.norm(u, axis=-1, keepdims=True).clip(1e-6)
+    else:
+        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return SHARED_KAPPA * u @ u.swapaxes(-1, -2)
+
+
 def latent_shared_noise(z: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """(g, g): the mean rule keyed on the source latents z (4, g, g) instead of the cells' colours (SHARED_KERNEL
     "latent", session 20): softmax(SHARED_KAPPA cos(z_p, z_j)) @ noise channel 0, a kernel the UNet's own input gives
     exactly (benchmarks/shared_choice_learnability.py --rule latent). Only the training batches render it (they hold
     each crop's latent); styles.psychedelic on an image alone keeps the colour kernel."""
-    u = z.reshape(z.shape[0], -1).T.astype(np.float32)
-    u = u / np.linalg.norm(u, axis=1, keepdims=True).clip(1e-6)
     g = z.shape[1:]
-    return softmax_mean(SHARED_KAPPA * u @ u.T, eps[0, :g[0], :g[1]].reshape(-1).astype(np.float32)).reshape(g)
+    return softmax_mean(latent_logits(z), eps[0, :g[0], :g[1]].reshape(-1).astype(np.float32)).reshape(g)
 
 
 def softmax_mean(logits: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -319,8 +319,9 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             loss = loss + head_weight * aux
             _log_every(head_log, head.parts,            # about 1 - R^2 each: 0 is exact, 1 knows nothing
                        "built head, relative errors: colour {:.3f}, noise {:.3f}, output {:.3f}")
-        if shared is not None or outs is not None:
-            target = _styles.shared_logits(b["cells"])          # (B, N, N), the style's own kernel
+        if shared is not None or outs is not None:             # (B, N, N), the style's own kernel
+            target = (_styles.latent_logits(b["z_cond"]) if _styles.SHARED_KERNEL == "latent"
+                      else _styles.shared_logits(b["cells"]))
         if shared is not None:
             loss = loss + shared_weight * shared_attention_loss(shared, target)
         if outs is not None:
