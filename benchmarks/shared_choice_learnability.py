@@ -2,6 +2,7 @@
 
     python benchmarks/shared_choice_learnability.py --inputs exact [--rule texture] [--steps 4000]
     python benchmarks/shared_choice_learnability.py --inputs latents [--extra colour,texture,noise] [--steps 3000]
+    python benchmarks/shared_choice_learnability.py --inputs latents --rule latent --t 120:620 --unet FOLDER [--train block]
 
 Sessions 15-20 trained the toy UNet on the style (v2v_core.toy.styles.psychedelic) and it never computed the choice.
 This isolates the question from the UNet: a small net (per-token inputs -> LayerNorm -> ONE softmax attention layer ->
@@ -13,6 +14,9 @@ the held-out R^2 is printed as it trains. Inputs:
   (the shipped toy's encoder), through a 3x3 convolution stem; --extra adds exact features as further channels.
 Fresh crops and noise every step (no memorising), or with --pool N a fixed pool of N drawn once (encoding fresh crops
 every step makes --inputs latents about 5x slower; a pool of 1536 was memorised in early tries, 8192 was not).
+--t LO:HI draws the timestep per sample as the UNet's training does (the net is not told it). --unet FOLDER asks the
+same of a toy UNet's own layers (InUNet): the UNet run up to its first full-resolution self-attention, a linear probe on
+that layer's output, everything below it trained (--train stem) or only that transformer block (--train block).
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ FEATURES = {"colour": 3, "texture": 1, "noise": 1}
 class Batches:
     """Crops of the Kodak photographs with fresh noise: the rule's target m (B, N) and the chosen inputs."""
 
-    def __init__(self, inputs: str, extra: list[str], t: int, seed: int, rule: str = "texture"):
+    def __init__(self, inputs: str, extra: list[str], t: tuple[int, int], seed: int, rule: str = "texture"):
         self.inputs, self.extra, self.rng, self.rule = inputs, extra, np.random.default_rng(seed), rule
         if rule == "latent" and inputs != "latents":
             raise SystemExit("--rule latent is defined on the source latents: use it with --inputs latents.")
@@ -50,7 +54,7 @@ class Batches:
             from v2v_core.backbones import TOY_DIR
 
             self.vae = AutoencoderTiny.from_pretrained(TOY_DIR / "vae", torch_dtype=torch.float32).eval()
-            self.a = DDPMScheduler.from_pretrained(TOY_DIR / "scheduler").alphas_cumprod.float()[t]
+            self.abar, self.t = DDPMScheduler.from_pretrained(TOY_DIR / "scheduler").alphas_cumprod.float(), t
 
     def features(self, crop: np.ndarray, eps: np.ndarray, names) -> np.ndarray:
         f = {"colour": styles.cell_colours(crop, CELLS, CELLS) - 0.5, "texture": styles.cell_texture(crop, CELLS, CELLS)[:, None] * 4,
@@ -79,7 +83,9 @@ class Batches:
             ys = [styles.latent_shared_noise(zk.numpy(), ek).reshape(-1) for zk, ek in zip(z, eps)]
         target = torch.from_numpy(np.stack(ys).astype(np.float32))
         ex = torch.from_numpy(np.stack([self.features(c, k, self.extra).T.reshape(-1, CELLS, CELLS) for c, k in zip(crops, eps)]))
-        return torch.cat([self.a.sqrt() * z + (1 - self.a).sqrt() * e, z, ex.float()], 1), target
+        self.last_t = torch.from_numpy(self.rng.integers(self.t[0], self.t[1] + 1, n))
+        a = self.abar[self.last_t][:, None, None, None]
+        return torch.cat([a.sqrt() * z + (1 - a).sqrt() * e, z, ex.float()], 1), target
 
 
 class OneAttention(nn.Module):
@@ -106,6 +112,48 @@ class OneAttention(nn.Module):
         return self.out(torch.cat([h, w @ self.v(n)], -1)).squeeze(-1)
 
 
+class _Stop(Exception):
+    pass
+
+
+class InUNet(nn.Module):
+    """The toy UNet of a model folder run up to one self-attention layer (the forward stops there), and a linear probe
+    on that layer's output: the same question asked of the UNet's own layers. `train`: "stem" trains everything below
+    and including the layer (conv_in, the time embedding, the first down block), "block" only the layer's transformer
+    block, on the features the UNet already computes. The prompt is fixed (a self-attention before any cross-attention
+    does not see it)."""
+
+    LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+
+    def __init__(self, folder: str, train: str):
+        super().__init__()
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+        self.unet, attn = pipe.unet, dict(pipe.unet.named_modules())[self.LAYER]
+        with torch.no_grad():
+            self.emb = pipe.text_encoder(pipe.tokenizer(["a photo"], padding="max_length", return_tensors="pt").input_ids)[0]
+        self.unet.requires_grad_(False)
+        parts = ([self.unet.down_blocks[0].attentions[0]] if train == "block"
+                 else [self.unet.conv_in, self.unet.time_embedding, self.unet.down_blocks[0]])
+        for m in parts:
+            m.requires_grad_(True)
+        self.probe = nn.Linear(attn.to_out[0].out_features, 1)
+        self.t, self.out = None, None
+        attn.register_forward_hook(self._stop)
+
+    def _stop(self, _m, _i, out):
+        self.out = out
+        raise _Stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            self.unet(x, self.t, encoder_hidden_states=self.emb.expand(len(x), -1, -1))
+        except _Stop:
+            pass
+        return self.probe(self.out).squeeze(-1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inputs", choices=["exact", "latents"], default="exact")
@@ -118,8 +166,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--t", type=int, default=399, help="the timestep of the noisy latent (--inputs latents)")
+    ap.add_argument("--t", default="399", help="the timestep of the noisy latent (--inputs latents), or a range LO:HI drawn "
+                    "per sample as the UNet's training draws it (120:620); the net is not told t")
     ap.add_argument("--pool", type=int, default=0, help="a fixed pool of this many crops drawn once (0: fresh every step)")
+    ap.add_argument("--unet", metavar="FOLDER", help="with --inputs latents: instead of the small net, the toy UNet of "
+                    "this model folder up to its first full-resolution self-attention, and a probe on its output (InUNet)")
+    ap.add_argument("--train", choices=["stem", "block"], default="stem", help="with --unet: what trains (InUNet)")
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -128,11 +180,17 @@ def main(argv=None):
     if args.rule == "texture":
         styles.SHARED_TEXTURE, styles.SHARED_GAIN = 50.0, 1.0
     extra = [k for k in args.extra.split(",") if k]
-    batches = Batches(args.inputs, extra, args.t, seed=0, rule=args.rule)
+    lo, _, hi = args.t.partition(":")
+    batches = Batches(args.inputs, extra, (int(lo), int(hi or lo)), seed=0, rule=args.rule)
     channels = sum(FEATURES.values()) if args.inputs == "exact" else 8 + sum(FEATURES[k] for k in extra)
-    net = OneAttention(args.inputs, channels)
-    opt = torch.optim.AdamW(net.parameters(), args.lr)
+    if args.unet and (args.inputs != "latents" or extra or args.pool):
+        raise SystemExit("--unet takes the UNet's own inputs: use it with --inputs latents, no --extra and no --pool.")
+    net = InUNet(args.unet, args.train) if args.unet else OneAttention(args.inputs, channels)
+    probe = list(net.probe.parameters()) if args.unet else []           # a fresh probe learns at a rate of its own
+    body = [p for p in net.parameters() if p.requires_grad and all(p is not q for q in probe)]
+    opt = torch.optim.AdamW([{"params": body}] + ([{"params": probe, "lr": 1e-2}] if probe else []), args.lr)
     x_test, y_test = batches(256, held_out=True)
+    t_test = getattr(batches, "last_t", None)
     if args.pool:
         parts = [batches(min(256, args.pool - k)) for k in range(0, args.pool, 256)]
         x_pool, y_pool = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -144,12 +202,16 @@ def main(argv=None):
             x, y = x_pool[idx], y_pool[idx]
         else:
             x, y = batches(args.batch)
+        if args.unet:
+            net.t = batches.last_t
         loss = ((net(x) - y) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % args.every == 0:
             with torch.no_grad():
+                if args.unet:
+                    net.t = t_test
                 p = net(x_test)
             r2 = 1 - float(((p - y_test) ** 2).mean() / y_test.var())
             corr = float(np.corrcoef(p.flatten(), y_test.flatten())[0, 1])
