@@ -264,10 +264,25 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     assert torch.allclose(again["conv_in.weight"].float(), w1, atol=5e-3)     # continued, not re-initialised
 
     # The probe loss on the attention's output under the latent kernel (its target keyed on the source latents).
-    train.main(["--stage", "attend", "--attend-steps", "1", "--corr-sharpen", "1", "--latent-kernel", "64",
+    # The probe loss on the attention's output under the latent kernel (its target keyed on the source latents), after
+    # the stem trained alone on that choice (--stem-first).
+    train.main(["--stage", "attend", "--attend-steps", "1", "--corr-sharpen", "1", "--latent-kernel", "64", "--stem-first", "2",
                 "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 3 and info["attend_shared_out_weight"] == 0.5 and info["attend_kernel"][:2] == ["latent", 64]
+    assert info["attend_stem_first"] == 2 and info["attend_stem_lr"] == 1e-3 and info["attend_stem_probe_relative_mse"] > 0
+
+    # stem_first alone: the stem moves, nothing after the probed layer does, and every weight trains again afterwards.
+    from v2v_core.toy import attend
+
+    pipe = train._load(out)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    attend.stem_first(pipe, train.image_pool(0), 2, 0, train)
+    now = pipe.unet.state_dict()
+    assert not torch.equal(now["conv_in.weight"], before["conv_in.weight"])
+    assert not torch.equal(now["down_blocks.0.attentions.0.proj_in.weight"], before["down_blocks.0.attentions.0.proj_in.weight"])
+    assert all(torch.equal(now[k], before[k]) for k in before if k.startswith(("mid_block", "up_blocks", "down_blocks.1")))
+    assert all(p.requires_grad for p in pipe.unet.parameters())
 
 
 def test_commit_loss_scores_either_choice_outright_and_not_their_mean():

@@ -12,7 +12,7 @@ import torch
 from . import correspondence_loss as _corr
 from . import styles as _styles
 from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
-from .batches import T_MAX, T_MIN
+from .batches import CROP, T_MAX, T_MIN, _SdeditBatches
 from .correspondence_loss import SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT
 from .shared_head import build_shared_head, fit_readout
 from .styles import PSYCHEDELIC, STYLES
@@ -22,6 +22,61 @@ from .styles import PSYCHEDELIC, STYLES
 # (styles.psychedelic): the self-attention gets something to carry, as SD's does.
 ATTEND_STEPS, ATTEND_LR = 3000, 3e-4
 PSYCHEDELIC_WEIGHT = 3.0     # beside stage 8's style weights (train.REFINE_STYLE_WEIGHTS)
+# --stem-first (session 21): the choice keyed on the source latents is learnable by the UNet's stem (conv_in, the time
+# embedding, the first down block) when it is the only loss, and not under the joint objective, which holds the stem in
+# place (benchmarks/shared_choice_learnability.py --unet). So the stem may first learn it alone, read by a linear probe
+# on the first full-resolution self-attention's output; the joint stage then keeps it with --shared-out-weight.
+STEM_LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+STEM_LR, STEM_PROBE_LR, STEM_BATCH = 1e-3, 1e-2, 16
+
+
+class _Stop(Exception):
+    """Raised by the hook on STEM_LAYER: nothing after it is needed to train the stem."""
+
+
+def stem_first(pipe, pool, steps: int, seed: int, stages, lr: float = STEM_LR, batch: int = STEM_BATCH) -> float:
+    """Train the UNet's stem (conv_in, time embedding, down_blocks[0]) for `steps` steps on one loss: a fresh linear
+    probe of STEM_LAYER's output against the psychedelic choice (stages.shared_choice), the forward stopped at that
+    layer; everything else stays frozen. Returns the probe's last MSE over the choice's variance (1: nothing learnt)."""
+    unet, te = pipe.unet, pipe.text_encoder
+    attn = dict(unet.named_modules())[STEM_LAYER]
+    stem = [unet.conv_in, unet.time_embedding, unet.down_blocks[0]]
+    probe = torch.nn.Linear(attn.to_out[0].out_features, 1)
+    opt = torch.optim.AdamW([{"params": [p for m in stem for p in m.parameters()]},
+                             {"params": list(probe.parameters()), "lr": STEM_PROBE_LR}], lr=lr)
+    data = _SdeditBatches(pipe, pool, seed, {PSYCHEDELIC.name: 1.0}, STYLES + (PSYCHEDELIC,))
+    allowed = sorted(set(range(len(pool))) - set(stages.photo_indices(stages.CORR_HOLDOUT)))   # as tune_unet's pairs
+    box, log, rel = {}, [], 1.0
+
+    def stop(_m, _i, out):
+        box["out"] = out
+        raise _Stop
+
+    handle = attn.register_forward_hook(stop)
+    unet.requires_grad_(False)
+    for m in stem:
+        m.requires_grad_(True)
+    try:
+        for _ in range(steps):
+            b = data.sample_pairs(batch // 2, CROP, allowed, 0)
+            with torch.no_grad():
+                emb = te(data.ids[b["pidx"]])[0]
+            x_t = b["a"].sqrt() * b["z_cond"] + (1 - b["a"]).sqrt() * b["eps"]   # no in-style share: m is the source's
+            try:
+                unet(torch.cat([x_t, b["z_cond"]], 1), b["t"], encoder_hidden_states=emb)
+            except _Stop:
+                pass
+            choice = stages.shared_choice(b)[1]
+            loss = torch.nn.functional.mse_loss(probe(box["out"])[..., 0], choice)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rel = float(loss) / max(float(choice.var()), 1e-8)
+            stages._log_every(log, (float(loss), float(choice.var())), "stem first: probe MSE {:.4f}, choice variance {:.4f}")
+    finally:
+        handle.remove()
+        unet.requires_grad_(True)
+    return rel
 
 
 def add_arguments(ap) -> None:
@@ -58,6 +113,10 @@ def add_arguments(ap) -> None:
                     help="stage attend: how often the psychedelic style is drawn beside the others (their weights: "
                          "train.REFINE_STYLE_WEIGHTS, 1 if unnamed); the one-layer benchmark (benchmarks/"
                          "shared_choice_learnability.py) found the choice only after thousands of batches of it")
+    ap.add_argument("--stem-first", type=int, default=0, metavar="STEPS",
+                    help="stage attend: first train the UNet's stem alone on the psychedelic choice, read by a probe on "
+                         "the first full-resolution self-attention (stem_first), then the joint stage")
+    ap.add_argument("--stem-lr", type=float, default=STEM_LR, help="stage attend: the stem's learning rate under --stem-first")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
 
@@ -94,6 +153,7 @@ def run(args, pool, kodak_once, stages) -> None:
     if args.built_head:
         build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                  kodak_once(), (T_MIN, T_MAX), seed=args.seed))
+    stem_rel = stem_first(pipe, pool + kodak_once(), args.stem_first, args.seed + 12, stages, args.stem_lr) if args.stem_first else None
     stages.tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
               style_weights=weights, desc="attend", styles=STYLES + (PSYCHEDELIC,),
               shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
@@ -106,7 +166,8 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_corr_sharpen": _corr.CORR_SHARPEN, "attend_corr_layers": list(_corr.CORR_LAYERS), "attend_self_target": args.self_target,
                           "attend_kernel": [_styles.SHARED_KERNEL, _styles.SHARED_KAPPA, _styles.SHARED_BETA], "attend_shared_out_weight": args.shared_out_weight,
                           "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
-                          "attend_lr": lr, "attend_style_weights": weights,
+                          "attend_lr": lr, "attend_style_weights": weights, "attend_stem_first": args.stem_first,
+                          "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
                           "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 

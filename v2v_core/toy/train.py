@@ -319,13 +319,11 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             loss = loss + head_weight * aux
             _log_every(head_log, head.parts,            # about 1 - R^2 each: 0 is exact, 1 knows nothing
                        "built head, relative errors: colour {:.3f}, noise {:.3f}, output {:.3f}")
-        if shared is not None or outs is not None:             # (B, N, N), the style's own kernel
-            target = (_styles.latent_logits(b["z_cond"]) if _styles.SHARED_KERNEL == "latent"
-                      else _styles.shared_logits(b["cells"]))
+        if shared is not None or outs is not None:
+            target, choice = shared_choice(b)
         if shared is not None:
             loss = loss + shared_weight * shared_attention_loss(shared, target)
         if outs is not None:
-            choice = torch.tanh(_styles.SHARED_GAIN * shared_mean(target, b["eps"][:, 0].flatten(1)))
             probe = shared_output_loss(outs, choice)
             loss = loss + shared_out_weight * probe
             _log_every(probe_log, (float(probe), float(choice.var())),   # what a silent probe would score beside it
@@ -343,6 +341,14 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             outs.remove()
         if shared is not None:
             shared.remove()
+
+
+def shared_choice(b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The psychedelic rule on a batch of _SdeditBatches.sample_pairs: its kernel's logits (B, N, N), keyed on the
+    source latents under the latent kernel (styles.SHARED_KERNEL "latent") and on the cells' colours otherwise, and
+    the choice tanh(SHARED_GAIN * m) (B, N) that the probe losses target."""
+    logits = _styles.latent_logits(b["z_cond"]) if _styles.SHARED_KERNEL == "latent" else _styles.shared_logits(b["cells"])
+    return logits, torch.tanh(_styles.SHARED_GAIN * shared_mean(logits, b["eps"][:, 0].flatten(1)))
 
 
 def _log_every(log: list, item, fmt: str, n: int = 50) -> None:
