@@ -112,46 +112,32 @@ class OneAttention(nn.Module):
         return self.out(torch.cat([h, w @ self.v(n)], -1)).squeeze(-1)
 
 
-class _Stop(Exception):
-    pass
-
-
 class InUNet(nn.Module):
-    """The toy UNet of a model folder run up to one self-attention layer (the forward stops there), and a linear probe
-    on that layer's output: the same question asked of the UNet's own layers. `train`: "stem" trains everything below
-    and including the layer (conv_in, the time embedding, the first down block), "block" only the layer's transformer
-    block, on the features the UNet already computes. The prompt is fixed (a self-attention before any cross-attention
-    does not see it)."""
-
-    LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    """The toy UNet of a model folder run up to its first full-resolution self-attention, read by a linear probe
+    (v2v_core.toy.attend.StemProbe, what stage 10's --stem-first trains): the same question asked of the UNet's own
+    layers. `train`: "stem" trains everything below and including the layer (attend.stem_modules), "block" only the
+    layer's transformer block, on the features the UNet already computes. The prompt is fixed (a self-attention before
+    any cross-attention does not see it)."""
 
     def __init__(self, folder: str, train: str):
         super().__init__()
         from diffusers import StableDiffusionPipeline
 
+        from v2v_core.toy.attend import StemProbe, stem_modules
+
         pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
-        self.unet, attn = pipe.unet, dict(pipe.unet.named_modules())[self.LAYER]
+        self.unet = pipe.unet
         with torch.no_grad():
             self.emb = pipe.text_encoder(pipe.tokenizer(["a photo"], padding="max_length", return_tensors="pt").input_ids)[0]
         self.unet.requires_grad_(False)
-        parts = ([self.unet.down_blocks[0].attentions[0]] if train == "block"
-                 else [self.unet.conv_in, self.unet.time_embedding, self.unet.down_blocks[0]])
-        for m in parts:
+        for m in stem_modules(self.unet, block_only=train == "block"):
             m.requires_grad_(True)
-        self.probe = nn.Linear(attn.to_out[0].out_features, 1)
-        self.t, self.out = None, None
-        attn.register_forward_hook(self._stop)
-
-    def _stop(self, _m, _i, out):
-        self.out = out
-        raise _Stop
+        self.head = StemProbe(self.unet)
+        self.probe = self.head.probe
+        self.t = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        try:
-            self.unet(x, self.t, encoder_hidden_states=self.emb.expand(len(x), -1, -1))
-        except _Stop:
-            pass
-        return self.probe(self.out).squeeze(-1)
+        return self.head(x, self.t, self.emb.expand(len(x), -1, -1))
 
 
 def main(argv=None):

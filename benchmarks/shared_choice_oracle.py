@@ -32,24 +32,19 @@ from v2v_core.video import read_video  # noqa: E402
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
 
-LATENT_KAPPA = None      # set by set_kernel("latent:KAPPA"): the oracle keys on the source latents instead of colours
-
-
 def set_kernel(spec: str) -> None:
-    """'cosine:KAPPA:BETA', 'gauss:SIGMA' or 'latent:KAPPA' -> the kernel the oracle uses."""
-    global LATENT_KAPPA
+    """'cosine:KAPPA:BETA', 'gauss:SIGMA' or 'latent:KAPPA' -> the style module's kernel."""
     kind, *p = spec.split(":")
-    LATENT_KAPPA = float(p[0]) if kind == "latent" else None
     if kind == "latent":
-        return
-    if kind == "gauss":
+        styles.SHARED_KERNEL, styles.SHARED_KAPPA = "latent", float(p[0])
+    elif kind == "gauss":
         styles.SHARED_KERNEL, styles.SHARED_SIGMA = "gauss", float(p[0])
     else:
         styles.SHARED_KERNEL, styles.SHARED_KAPPA, styles.SHARED_BETA = "cosine", float(p[0]), float(p[1])
 
 
-def unit_latents(frames) -> list:
-    """(N, 4) per frame: the shipped toy encoder's latent of each cell, as a unit vector."""
+def source_latents(frames) -> list:
+    """(4, h, w) per frame: the shipped toy encoder's latents."""
     import torch
     from diffusers import AutoencoderTiny
 
@@ -59,8 +54,7 @@ def unit_latents(frames) -> list:
     vae = AutoencoderTiny.from_pretrained(TOY_DIR / "vae", torch_dtype=torch.float32).eval()
     with torch.no_grad():
         z = torch.cat([_encode(vae, frames[k:k + 8]) for k in range(0, len(frames), 8)])
-    u = z.flatten(2).transpose(1, 2).numpy()
-    return list(u / np.linalg.norm(u, axis=-1, keepdims=True))
+    return list(z.numpy())
 
 
 def oracle(frames) -> dict:
@@ -70,11 +64,11 @@ def oracle(frames) -> dict:
     eps0 = np.random.default_rng(0).standard_normal((gh * gw,)).astype(np.float32)
     cols = [styles.cell_colours(f, gh, gw) for f in frames]
     tex = [styles.cell_texture(f, gh, gw) for f in frames]
-    unit = unit_latents(frames) if LATENT_KAPPA is not None else None
+    lat = source_latents(frames) if styles.SHARED_KERNEL == "latent" else None
 
     def shared(i, bank):
-        if unit is not None:
-            logits = LATENT_KAPPA * unit[i] @ np.concatenate([unit[i]] + [unit[b] for b in bank]).T
+        if lat is not None:           # the bank frames stacked below the frame: keys in the order of the values
+            logits = styles.latent_logits(lat[i], np.concatenate([lat[i]] + [lat[b] for b in bank], -2))
         else:
             keys = np.concatenate([cols[i]] + [cols[b] for b in bank])
             logits = styles.shared_logits(cols[i], keys) + styles.SHARED_TEXTURE * np.concatenate([tex[i]] + [tex[b] for b in bank])[None]

@@ -358,6 +358,9 @@ def test_the_latent_kernel_keys_the_choice_on_the_source_latent(monkeypatch):
     mb = shared_mean(styles.latent_logits(torch.from_numpy(zz)), torch.from_numpy(ee[:, 0]).flatten(1))
     for k in range(2):
         assert np.allclose(mb[k].numpy().reshape(2, 2), styles.latent_shared_noise(zz[k], ee[k]), atol=1e-5)
+    # Keys of other frames side by side (the oracle's bank): the frame's own block equals the frame alone.
+    both = styles.latent_logits(z, np.concatenate([z, zz[1]], -2))
+    assert both.shape == (4, 8) and np.allclose(both[:, :4], styles.latent_logits(z), atol=1e-5)
 
     monkeypatch.setattr(styles, "SHARED_KERNEL", "latent")
     img = np.full((16, 16, 3), 120, np.uint8)

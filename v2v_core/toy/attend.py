@@ -31,28 +31,51 @@ STEM_LR, STEM_PROBE_LR, STEM_BATCH = 1e-3, 1e-2, 16
 
 
 class _Stop(Exception):
-    """Raised by the hook on STEM_LAYER: nothing after it is needed to train the stem."""
+    """Raised by StemProbe's hook: nothing after STEM_LAYER is needed."""
+
+
+def stem_modules(unet, block_only: bool = False) -> list:
+    """What trains to reach STEM_LAYER: the stem (conv_in, the time embedding, the first down block), or with block_only
+    that layer's transformer block alone."""
+    return [unet.down_blocks[0].attentions[0]] if block_only else [unet.conv_in, unet.time_embedding, unet.down_blocks[0]]
+
+
+class StemProbe:
+    """The UNet run up to STEM_LAYER (a forward hook keeps its output and stops the forward there) and a fresh linear
+    probe of that output: call with the UNet's input, timesteps and text states -> (B, N). remove() takes the hook off."""
+
+    def __init__(self, unet):
+        self.unet, attn = unet, dict(unet.named_modules())[STEM_LAYER]
+        self.probe = torch.nn.Linear(attn.to_out[0].out_features, 1)
+        self.out = None
+        self.handle = attn.register_forward_hook(self._stop)
+
+    def _stop(self, _m, _i, out):
+        self.out = out
+        raise _Stop
+
+    def __call__(self, x_in, t, emb) -> torch.Tensor:
+        try:
+            self.unet(x_in, t, encoder_hidden_states=emb)
+        except _Stop:
+            pass
+        return self.probe(self.out)[..., 0]
+
+    def remove(self):
+        self.handle.remove()
 
 
 def stem_first(pipe, pool, steps: int, seed: int, stages, lr: float = STEM_LR, batch: int = STEM_BATCH) -> float:
-    """Train the UNet's stem (conv_in, time embedding, down_blocks[0]) for `steps` steps on one loss: a fresh linear
-    probe of STEM_LAYER's output against the psychedelic choice (stages.shared_choice), the forward stopped at that
-    layer; everything else stays frozen. Returns the probe's last MSE over the choice's variance (1: nothing learnt)."""
+    """Train the UNet's stem (stem_modules) for `steps` steps on one loss: a StemProbe against the psychedelic choice
+    (stages.shared_choice); everything else stays frozen. Returns the probe's last MSE over the choice's variance
+    (1: nothing learnt)."""
     unet, te = pipe.unet, pipe.text_encoder
-    attn = dict(unet.named_modules())[STEM_LAYER]
-    stem = [unet.conv_in, unet.time_embedding, unet.down_blocks[0]]
-    probe = torch.nn.Linear(attn.to_out[0].out_features, 1)
+    stem, head = stem_modules(unet), StemProbe(unet)
     opt = torch.optim.AdamW([{"params": [p for m in stem for p in m.parameters()]},
-                             {"params": list(probe.parameters()), "lr": STEM_PROBE_LR}], lr=lr)
+                             {"params": list(head.probe.parameters()), "lr": STEM_PROBE_LR}], lr=lr)
     data = _SdeditBatches(pipe, pool, seed, {PSYCHEDELIC.name: 1.0}, STYLES + (PSYCHEDELIC,))
     allowed = sorted(set(range(len(pool))) - set(stages.photo_indices(stages.CORR_HOLDOUT)))   # as tune_unet's pairs
-    box, log, rel = {}, [], 1.0
-
-    def stop(_m, _i, out):
-        box["out"] = out
-        raise _Stop
-
-    handle = attn.register_forward_hook(stop)
+    log, rel = [], 1.0
     unet.requires_grad_(False)
     for m in stem:
         m.requires_grad_(True)
@@ -62,19 +85,15 @@ def stem_first(pipe, pool, steps: int, seed: int, stages, lr: float = STEM_LR, b
             with torch.no_grad():
                 emb = te(data.ids[b["pidx"]])[0]
             x_t = b["a"].sqrt() * b["z_cond"] + (1 - b["a"]).sqrt() * b["eps"]   # no in-style share: m is the source's
-            try:
-                unet(torch.cat([x_t, b["z_cond"]], 1), b["t"], encoder_hidden_states=emb)
-            except _Stop:
-                pass
             choice = stages.shared_choice(b)[1]
-            loss = torch.nn.functional.mse_loss(probe(box["out"])[..., 0], choice)
+            loss = torch.nn.functional.mse_loss(head(torch.cat([x_t, b["z_cond"]], 1), b["t"], emb), choice)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             rel = float(loss) / max(float(choice.var()), 1e-8)
             stages._log_every(log, (float(loss), float(choice.var())), "stem first: probe MSE {:.4f}, choice variance {:.4f}")
     finally:
-        handle.remove()
+        head.remove()
         unet.requires_grad_(True)
     return rel
 

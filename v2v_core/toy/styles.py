@@ -177,16 +177,21 @@ def shared_logits(c, keys=None):
     return SHARED_KAPPA * (colour_features(c) @ colour_features(keys).swapaxes(-1, -2))
 
 
-def latent_logits(z):
-    """(..., N, N) logits SHARED_KAPPA cos(z_p, z_j) between the latent cells of source latents z (..., C, h, w), N = h w;
-    numpy or torch (batched): the latent kernel's similarity."""
-    u = z.reshape(*z.shape[:-3], z.shape[-3], -1).swapaxes(-1, -2)                # (..., N, C)
+def _unit_cells(z):
+    """(..., N, C): the latent cells of z (..., C, h, w) as unit vectors (numpy float32 or torch)."""
+    u = z.reshape(*z.shape[:-3], z.shape[-3], -1).swapaxes(-1, -2)
     if isinstance(u, np.ndarray):
         u = u.astype(np.float32)
-        u = u / np.linalg.norm(u, axis=-1, keepdims=True).clip(1e-6)
-    else:
-        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    return SHARED_KAPPA * u @ u.swapaxes(-1, -2)
+        return u / np.linalg.norm(u, axis=-1, keepdims=True).clip(1e-6)
+    return u / u.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+
+def latent_logits(z, keys=None):
+    """(..., N, K) logits SHARED_KAPPA cos(z_p, z_j) between the latent cells of source latents z (..., C, h, w), N = h w,
+    and those of `keys` (..., C, h', w', K = h' w'; default z; several frames' latents stacked along h keep each frame's cells together);
+    numpy or torch (batched): the latent kernel's similarity."""
+    u = _unit_cells(z)
+    return SHARED_KAPPA * u @ (u if keys is None else _unit_cells(keys)).swapaxes(-1, -2)
 
 
 def latent_shared_noise(z: np.ndarray, eps: np.ndarray) -> np.ndarray:
