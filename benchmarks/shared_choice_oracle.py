@@ -3,7 +3,7 @@ shared by tokens of similar colour) would show under the temporal methods, befor
 
     python benchmarks/shared_choice_oracle.py [--clips woman-running,wolf,kite-walk] [--frames 24] [--size 256]
                                               [--kernel cosine:32:0.25] [--kernel gauss:0.05] [--kernel latent:32]
-                                              ... [--texture G]
+                                              ... [--texture G] [--snow-cover AMOUNT]
 
 The target is rendered frame by frame with one fixed noise, as the stream keeps it: "frame" is its DIS warp error
 over "a photo"'s (the source's own; how much the rule flickers). "EA" recomputes each frame's choice over the frame's
@@ -12,7 +12,9 @@ cells plus a bank of one past frame's (the last whose index is a multiple of 4, 
 the rule is stage 10's --shared-texture (styles.SHARED_TEXTURE: each key cell's logit raised by G x its texture, the
 turn 45 tanh(m)). Only numpy and the clip; no model, except for the kernel "latent:KAPPA" (not a style yet): the
 similarity of the cells' SOURCE LATENTS (KAPPA cos of the shipped toy encoder's 4-channel latents), the kernel the
-UNet's own input gives exactly (benchmarks/shared_choice_learnability.py --rule latent).
+UNet's own input gives exactly (benchmarks/shared_choice_learnability.py --rule latent). With --snow-cover AMOUNT the
+rendering is the snowy scene's (styles.snow_covered: flakes from one fixed noise, snow where the choice is positive)
+instead of the psychedelic turn.
 """
 from __future__ import annotations
 
@@ -57,11 +59,18 @@ def source_latents(frames) -> list:
     return list(z.numpy())
 
 
+def render(frame, m, eps):
+    """The rule's rendering of a frame under the shared choice m: the snowy scene's snow with styles.SNOW_COVER, else
+    the psychedelic turn."""
+    return styles.snow_covered(frame, eps, m) if styles.SNOW_COVER else styles.turned(frame, m)
+
+
 def oracle(frames) -> dict:
     """Warp errors: the source, the per-frame target, and the target recomputed with EA's and window's banks."""
     flow = source_flow(frames)
     gh, gw = frames[0].shape[0] // 8, frames[0].shape[1] // 8
-    eps0 = np.random.default_rng(0).standard_normal((gh * gw,)).astype(np.float32)
+    eps = np.random.default_rng(0).standard_normal((4, gh, gw)).astype(np.float32)
+    eps0 = eps[0].reshape(-1)
     cols = [styles.cell_colours(f, gh, gw) for f in frames]
     tex = [styles.cell_texture(f, gh, gw) for f in frames]
     lat = source_latents(frames) if styles.SHARED_KERNEL == "latent" else None
@@ -78,7 +87,7 @@ def oracle(frames) -> dict:
              "window": lambda i: list(range(max(0, i - 3), i))}
     out = {"photo": warp_error(frames, flow)[0]}
     for name, bank in banks.items():
-        out[name] = warp_error([styles.turned(f, shared(i, bank(i))) for i, f in enumerate(frames)], flow)[0]
+        out[name] = warp_error([render(f, shared(i, bank(i)), eps) for i, f in enumerate(frames)], flow)[0]
     return out
 
 
@@ -91,12 +100,16 @@ def main(argv=None):
                     "default: the style's own)")
     ap.add_argument("--texture", type=float, default=0.0, metavar="G", help="the texture-selected rule (stage 10's "
                     "--shared-texture G) instead of the mean")
+    ap.add_argument("--snow-cover", type=float, default=0.0, metavar="AMOUNT", help="render the snowy scene with "
+                    "this much snow where the choice is positive (stage 10's --snow-cover) instead of the psychedelic turn")
     args = ap.parse_args(argv)
+    styles.SNOW_COVER = args.snow_cover
     if args.texture:
         styles.SHARED_TEXTURE, styles.SHARED_GAIN = args.texture, 1.0
     kernels = args.kernel or [f"cosine:{styles.SHARED_KAPPA:g}:{styles.SHARED_BETA:g}" if styles.SHARED_KERNEL == "cosine"
                               else f"gauss:{styles.SHARED_SIGMA:g}"]
-    print(f"rule: {'texture-selected, G ' + format(args.texture, 'g') if args.texture else 'the mean'}")
+    print(f"rule: {'texture-selected, G ' + format(args.texture, 'g') if args.texture else 'the mean'}; rendering: "
+          f"{'snow cover ' + format(args.snow_cover, 'g') if args.snow_cover else 'the psychedelic turn'}")
     print("| clip | kernel | photo | frame by frame (x photo) | EA (x frame) | window (x frame) |\n|---|---|---|---|---|---|")
     for clip in args.clips.split(","):
         frames, _ = read_video(str(VIDEOS / f"{clip}.mp4"), args.frames, args.size)

@@ -231,7 +231,7 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
 
     for name in ("CORR_SHARPEN", "CORR_LAYERS"):                                           # put back afterwards
         monkeypatch.setattr(correspondence_loss, name, getattr(correspondence_loss, name))
-    for name in ("SHARED_TEXTURE", "SHARED_GAIN", "SHARED_KERNEL", "SHARED_KAPPA"):
+    for name in ("SHARED_TEXTURE", "SHARED_GAIN", "SHARED_KERNEL", "SHARED_KAPPA", "SNOW_COVER"):
         monkeypatch.setattr(styles, name, getattr(styles, name))
     train, out = tiny_training
     before_unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
@@ -263,13 +263,14 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     assert again.keys() == after.keys()
     assert torch.allclose(again["conv_in.weight"].float(), w1, atol=5e-3)     # continued, not re-initialised
 
-    # The probe loss on the attention's output under the latent kernel (its target keyed on the source latents).
     # The probe loss on the attention's output under the latent kernel (its target keyed on the source latents), after
-    # the stem trained alone on that choice (--stem-first).
+    # the stem trained alone on that choice (--stem-first); the snowy scene snow-covered by that choice (--snow-cover).
     train.main(["--stage", "attend", "--attend-steps", "1", "--corr-sharpen", "1", "--latent-kernel", "64", "--stem-first", "2",
-                "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--out", str(out), "--threads", "1"])
+                "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--snow-cover", "0.6",
+                "--snowy-weight", "4", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 3 and info["attend_shared_out_weight"] == 0.5 and info["attend_kernel"][:2] == ["latent", 64]
+    assert info["attend_snow_cover"] == 0.6 and info["attend_style_weights"]["snowy scene"] == 4
     assert info["attend_stem_first"] == 2 and info["attend_stem_lr"] == 1e-3 and info["attend_stem_probe_relative_mse"] > 0
 
     # stem_first alone: the stem moves, nothing after the probed layer does, and every weight trains again afterwards.
@@ -369,3 +370,33 @@ def test_the_latent_kernel_keys_the_choice_on_the_source_latent(monkeypatch):
     assert np.array_equal(out, styles.turned(img, m))
     assert np.array_equal(batches._render(styles.STYLE_BY_NAME["pointillism"], img, eps, torch.from_numpy(z)),
                           styles.STYLE_BY_NAME["pointillism"].apply(img, eps=eps))
+
+
+def test_snow_cover_whitens_where_the_shared_choice_is_positive_and_only_then(monkeypatch):
+    """styles.snow_covered (stage 10's --snow-cover): the snowy scene, plus white where the shared noise m is positive
+    (far from the edge: the full SNOW_COVER share), nothing where it is negative; the batches render it from the crop's
+    source latent only when SNOW_COVER is set under the latent kernel."""
+    import torch
+
+    from v2v_core.toy import batches, styles
+
+    monkeypatch.setattr(styles, "SNOW_COVER", 0.5)
+    img = np.full((64, 64, 3), 100, np.uint8)
+    eps = np.full((4, 8, 8), -3.0, np.float32)            # no flakes: channel 0 never above 1.4
+    m = np.full((8, 8), -1.0, np.float32)
+    m[:, 4:] = 1.0                                          # the right half snow-covered
+    out, plain = styles.snow_covered(img, eps, m).astype(np.float32), styles.snowy_scene(img, eps).astype(np.float32)
+    assert np.array_equal(out[:, :20], plain[:, :20])
+    want = 0.5 * plain[:, 50:] + 0.5 * styles.SNOW_WHITE
+    assert np.abs(out[:, 50:] - want).max() <= 1.0
+
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((4, 8, 8)).astype(np.float32)
+    eps[0] = rng.uniform(-1.0, 1.3, (8, 8))                 # a shared choice of both signs, still no flakes
+    monkeypatch.setattr(styles, "SHARED_KERNEL", "latent")
+    snowy = styles.STYLE_BY_NAME["snowy scene"]
+    got = batches._render(snowy, img, eps, torch.from_numpy(z))
+    assert np.array_equal(got, styles.snow_covered(img, eps, styles.latent_shared_noise(z, eps)))
+    assert not np.array_equal(got, snowy.apply(img, eps=eps))
+    monkeypatch.setattr(styles, "SNOW_COVER", 0.0)
+    assert np.array_equal(batches._render(snowy, img, eps, torch.from_numpy(z)), snowy.apply(img, eps=eps))

@@ -128,6 +128,11 @@ def add_arguments(ap) -> None:
     ap.add_argument("--latent-kernel", type=float, default=0.0, metavar="KAPPA",
                     help="stage attend: the psychedelic choice keyed on the similarity of the crops' SOURCE LATENTS, KAPPA "
                          "cos (styles.latent_shared_noise), a kernel the UNet's input gives exactly, instead of colours")
+    ap.add_argument("--snow-cover", type=float, default=0.0, metavar="AMOUNT",
+                    help="stage attend, with --latent-kernel: the snowy scene's regions also take snow (up to this share "
+                         "of white) where the psychedelic style's shared choice is positive (styles.snow_covered)")
+    ap.add_argument("--snowy-weight", type=float, default=None,
+                    help="stage attend: how often the snowy scene is drawn (default train.REFINE_STYLE_WEIGHTS')")
     ap.add_argument("--psychedelic-weight", type=float, default=PSYCHEDELIC_WEIGHT,
                     help="stage attend: how often the psychedelic style is drawn beside the others (their weights: "
                          "train.REFINE_STYLE_WEIGHTS, 1 if unnamed); the one-layer benchmark (benchmarks/"
@@ -150,8 +155,12 @@ def run(args, pool, kodak_once, stages) -> None:
     if args.shared_texture and (args.shared_weight or args.shared_out_weight):
         raise SystemExit("--shared-texture changes the psychedelic rule, and the map and probe losses (--shared-weight, "
                          "--shared-out-weight) still target the colour kernel's mean: set them to 0 with it.")
+    if args.snow_cover and not args.latent_kernel:
+        raise SystemExit("--snow-cover renders the snowy scene's snow from the latent-keyed shared choice: add "
+                         "--latent-kernel KAPPA (64 in the model card's runs).")
     if args.latent_kernel:
         _styles.SHARED_KERNEL, _styles.SHARED_KAPPA = "latent", args.latent_kernel
+    _styles.SNOW_COVER = args.snow_cover
     if args.shared_texture:
         _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
 
@@ -167,6 +176,8 @@ def run(args, pool, kodak_once, stages) -> None:
     else:
         pipe.unet = attention_everywhere(pipe.unet)
     weights = {**stages.REFINE_STYLE_WEIGHTS, "psychedelic": args.psychedelic_weight}
+    if args.snowy_weight is not None:
+        weights["snowy scene"] = args.snowy_weight
     lr = args.attend_lr if args.attend_lr is not None else stages.UNET_LR if args.attend_from_scratch else ATTEND_LR
     t0 = time.time()
     if args.built_head:
@@ -187,6 +198,6 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                           "attend_lr": lr, "attend_style_weights": weights, "attend_stem_first": args.stem_first,
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
-                          "attend_shared_weight": args.shared_weight, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
+                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 

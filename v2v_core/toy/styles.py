@@ -239,6 +239,26 @@ def turned(img: np.ndarray, m: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
 
 
+# SNOW_COVER (session 22, stage 10's `--snow-cover`; 0 = off, the shipped rule): the snowy scene's regions also take
+# snow, up to this share of white, where the same shared choice m is positive, so that the snowy scene, like the
+# psychedelic style, has a detail that depends on the noise AND the content through the frame's other tokens (issue
+# #30). Only the training batches render it (they hold each crop's latent, the latent kernel's keys); snowy_scene on an
+# image alone stays the flakes only.
+SNOW_COVER = 0.0
+SNOW_WHITE = np.array([240, 245, 255], np.float32)
+SNOW_BLUR_CELLS = 0.375                 # the cover's edge, a Gaussian of this many latent cells (3 px at f = 8)
+
+
+def snow_covered(img: np.ndarray, eps: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The snowy scene (flakes from each cell's own noise) with snow on the cells whose shared noise m (H/8, W/8) is
+    positive: white blended in by SNOW_COVER * max(tanh(SHARED_GAIN * m), 0), upsampled smoothly."""
+    h, w = img.shape[:2]
+    s = SNOW_COVER * np.clip(np.tanh(SHARED_GAIN * m), 0, 1).astype(np.float32)
+    s = cv2.GaussianBlur(cv2.resize(s, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 8 * SNOW_BLUR_CELLS)
+    s = np.clip(s, 0, 1)[..., None]
+    return np.clip(snowy_scene(img, eps) * (1 - s) + SNOW_WHITE * s, 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Style:
     name: str
