@@ -1,0 +1,113 @@
+"""Does a toy model draw the shared choice, or the mean of its two sides? The choice axis (issue #30).
+
+    python benchmarks/shared_choice_axis.py FOLDER [FOLDER ...] [--style psychedelic|snowy] [--kernel KAPPA]
+                                            [--crops 24] [--t 399]
+
+On 128 px Kodak crops (../shared/data/images/kodak, the last `--crops` photographs, 2 crops each; the training
+distribution, not a clip) with their own noise, each style's target is rendered with the shared choice m keyed on the
+crop's source latent (styles.latent_shared_noise, the kernel stage 10's --latent-kernel trains; KAPPA from the
+folder's training.json unless given) and with the opposite choice, -m, everything else alike (the snowy scene keeps
+its flakes, only its snow moves). One UNet step at t from the source latent noised with that noise (the studio's
+SDEdit start) gives x0; per latent cell where the two renderings differ most (the upper half of |half-distance|^2),
+x0 is projected on the line from the opposite's latent (-1) to the target's (+1), 0 being their mean. Printed: the
+share of those cells on the target's side (chance 0.5) and the mean projection (a model that draws the mean of the
+two: 0). The model card's "choice axis" figures come from this (sessions 20-21 from a throw-away form of it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from v2v_core.backbones import prediction_of, x0_from_output  # noqa: E402
+from v2v_core.toy import styles  # noqa: E402
+from v2v_core.toy.batches import _encode  # noqa: E402
+from v2v_core.toy.data import kodak_images  # noqa: E402
+
+CROP = 128
+SNOW = 0.6          # the snow cover rendered for --style snowy when the folder's training.json does not say
+
+
+def renderings(style: str, img: np.ndarray, eps: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The style's target under the shared choice m and under -m (the same flakes for the snowy scene)."""
+    if style == "snowy":
+        return styles.snow_covered(img, eps, m), styles.snow_covered(img, eps, -m)
+    return styles.turned(img, m), styles.turned(img, -m)
+
+
+def crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Two CROP px crops of each of the last n Kodak photographs at fixed places."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for img in kodak_images()[-n:]:
+        for _ in range(2):
+            y, x = (int(rng.integers(0, s - CROP + 1)) for s in img.shape[:2])
+            out.append(np.ascontiguousarray(img[y:y + CROP, x:x + CROP]))
+    return out
+
+
+@torch.no_grad()
+def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, seed: int = 0) -> dict:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
+    prompt = (styles.PSYCHEDELIC if style == "psychedelic" else styles.STYLE_BY_NAME["snowy scene"]).prompts[0]
+    ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    emb = pipe.text_encoder(ids)[0]
+    kind, relative = prediction_of(pipe.scheduler.config)
+    abar = pipe.scheduler.alphas_cumprod.float()[t]
+    gen = torch.Generator().manual_seed(seed)
+    proj, right = [], []
+    for k in range(0, len(images), 8):
+        batch = images[k:k + 8]
+        z = _encode(pipe.vae, batch)
+        eps = torch.randn(z.shape, generator=gen)
+        tgt, opp = [], []
+        for img, zi, ei in zip(batch, z.numpy(), eps.numpy()):
+            a, b = renderings(style, img, ei, styles.latent_shared_noise(zi, ei))
+            tgt.append(a), opp.append(b)
+        zt, zo = _encode(pipe.vae, tgt), _encode(pipe.vae, opp)
+        x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+        out = pipe.unet(torch.cat([x_t, z], 1), torch.full((len(batch),), t), encoder_hidden_states=emb.expand(len(batch), -1, -1)).sample
+        x0 = x0_from_output(kind, relative, x_t, out, abar.sqrt(), (1 - abar).sqrt(), z)
+        mid, half = (zt + zo) / 2, (zt - zo) / 2
+        n2 = (half ** 2).sum(1)
+        keep = n2 > n2.flatten().quantile(0.5)
+        s = ((x0 - mid) * half).sum(1) / n2.clamp(min=1e-8)
+        proj.append(s[keep].numpy())
+    proj = np.concatenate(proj)
+    return {"share_right": float(np.mean(proj > 0)), "mean_projection": float(proj.mean())}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+")
+    ap.add_argument("--style", choices=("psychedelic", "snowy"), default="psychedelic")
+    ap.add_argument("--kernel", type=float, default=None, metavar="KAPPA", help="the latent kernel's KAPPA (default: "
+                    "the folder's training.json attend_kernel, else 64)")
+    ap.add_argument("--crops", type=int, default=12, help="Kodak photographs (2 crops each)")
+    ap.add_argument("--t", type=int, default=399)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    images = crops(args.crops)
+    print(f"| model | style | KAPPA | cells on the target's side | mean projection |\n|---|---|---|---|---|")
+    for folder in args.folders:
+        info = json.loads((Path(folder) / "training.json").read_text()) if (Path(folder) / "training.json").exists() else {}
+        kern = info.get("attend_kernel") or []
+        styles.SHARED_KERNEL = "latent"
+        styles.SHARED_KAPPA = args.kernel or (kern[1] if len(kern) > 1 and kern[0] == "latent" else 64.0)
+        styles.SNOW_COVER = info.get("attend_snow_cover") or SNOW
+        r = choice_axis(folder, args.style, images, args.t)
+        print(f"| {folder} | {args.style} | {styles.SHARED_KAPPA:g} | {r['share_right']:.3f} | {r['mean_projection']:.3f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
