@@ -267,10 +267,11 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     # the stem trained alone on that choice (--stem-first); the snowy scene snow-covered by that choice (--snow-cover).
     train.main(["--stage", "attend", "--attend-steps", "1", "--corr-sharpen", "1", "--latent-kernel", "64", "--stem-first", "2",
                 "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--snow-cover", "0.6",
-                "--snowy-weight", "4", "--out", str(out), "--threads", "1"])
+                "--style-weight", "snowy scene=4", "--style-weight", "sepia=2", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 3 and info["attend_shared_out_weight"] == 0.5 and info["attend_kernel"][:2] == ["latent", 64]
     assert info["attend_snow_cover"] == 0.6 and info["attend_style_weights"]["snowy scene"] == 4
+    assert info["attend_style_weights"]["sepia"] == 2 and info["attend_style_weights"]["psychedelic"] == 3.0
     assert info["attend_stem_first"] == 2 and info["attend_stem_lr"] == 1e-3 and info["attend_stem_probe_relative_mse"] > 0
 
     # stem_first alone: the stem moves, nothing after the probed layer does, and every weight trains again afterwards.
@@ -400,3 +401,13 @@ def test_snow_cover_whitens_where_the_shared_choice_is_positive_and_only_then(mo
     assert not np.array_equal(got, snowy.apply(img, eps=eps))
     monkeypatch.setattr(styles, "SNOW_COVER", 0.0)
     assert np.array_equal(batches._render(snowy, img, eps, torch.from_numpy(z)), snowy.apply(img, eps=eps))
+
+
+def test_style_weight_items_name_styles_or_stop_the_run():
+    import pytest
+
+    from v2v_core.toy.attend import style_weights
+
+    assert style_weights(["snowy scene=5", "sepia = 2", "psychedelic=1"]) == {"snowy scene": 5.0, "sepia": 2.0, "psychedelic": 1.0}
+    with pytest.raises(SystemExit, match="sepai"):
+        style_weights(["sepai=2"])

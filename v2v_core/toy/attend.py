@@ -131,8 +131,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--snow-cover", type=float, default=0.0, metavar="AMOUNT",
                     help="stage attend, with --latent-kernel: the snowy scene's regions also take snow (up to this share "
                          "of white) where the psychedelic style's shared choice is positive (styles.snow_covered)")
-    ap.add_argument("--snowy-weight", type=float, default=None,
-                    help="stage attend: how often the snowy scene is drawn (default train.REFINE_STYLE_WEIGHTS')")
+    ap.add_argument("--style-weight", action="append", default=[], metavar="NAME=W",
+                    help="stage attend: how often a style is drawn, over train.REFINE_STYLE_WEIGHTS' (repeatable), "
+                         "e.g. --style-weight 'snowy scene=5' --style-weight sepia=2")
     ap.add_argument("--psychedelic-weight", type=float, default=PSYCHEDELIC_WEIGHT,
                     help="stage attend: how often the psychedelic style is drawn beside the others (their weights: "
                          "train.REFINE_STYLE_WEIGHTS, 1 if unnamed); the one-layer benchmark (benchmarks/"
@@ -143,6 +144,18 @@ def add_arguments(ap) -> None:
     ap.add_argument("--stem-lr", type=float, default=STEM_LR, help="stage attend: the stem's learning rate under --stem-first")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
+
+
+def style_weights(items) -> dict:
+    """{style name: weight} from --style-weight's NAME=W items; a name that is no style stops the run."""
+    names = {s.name for s in STYLES + (PSYCHEDELIC,)}
+    out = {}
+    for item in items:
+        name, _, w = item.rpartition("=")
+        if name.strip() not in names:
+            raise SystemExit(f"--style-weight {item!r}: use NAME=W with NAME one of {', '.join(sorted(names))}.")
+        out[name.strip()] = float(w)
+    return out
 
 
 def run(args, pool, kodak_once, stages) -> None:
@@ -176,8 +189,7 @@ def run(args, pool, kodak_once, stages) -> None:
     else:
         pipe.unet = attention_everywhere(pipe.unet)
     weights = {**stages.REFINE_STYLE_WEIGHTS, "psychedelic": args.psychedelic_weight}
-    if args.snowy_weight is not None:
-        weights["snowy scene"] = args.snowy_weight
+    weights.update(style_weights(args.style_weight))
     lr = args.attend_lr if args.attend_lr is not None else stages.UNET_LR if args.attend_from_scratch else ATTEND_LR
     t0 = time.time()
     if args.built_head:
