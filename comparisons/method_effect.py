@@ -16,20 +16,21 @@ import json
 from pathlib import Path
 
 from v2v_core.errors import V2VError
-from v2v_core.toy.styles import STYLE_BY_NAME, STYLES, style_for_prompt
+from v2v_core.toy.styles import PSYCHEDELIC, STYLE_BY_NAME, STYLES, style_for_prompt
 
 from .runner import BASELINE, RELATIVE_KEYS, get_backbone, run_comparison
 
 
 def pick_styles(spec: str) -> list:
-    """'invented' (the styles that invent content from the noise), 'all', or comma-separated style names or prompts."""
+    """'invented' (the styles that invent content from the noise), 'all', or comma-separated style names or prompts;
+    "psychedelic", the training-only style of stage 10's models (styles.PSYCHEDELIC), only by its name."""
     if spec == "invented":
         return [s for s in STYLES if not s.deterministic]
     if spec == "all":
         return list(STYLES)
     out = []
     for item in (x.strip() for x in spec.split(",") if x.strip()):
-        style = STYLE_BY_NAME.get(item) or style_for_prompt(item)
+        style = {**STYLE_BY_NAME, PSYCHEDELIC.name: PSYCHEDELIC}.get(item) or style_for_prompt(item)
         if style is None:
             raise V2VError(f"Unknown style '{item}': use invented, all, or names from {', '.join(STYLE_BY_NAME)}.")
         out.append(style)

@@ -261,6 +261,7 @@ def test_method_effect_tables_every_method_against_the_baseline_per_clip_and_sty
 
     assert [s.name for s in pick_styles("invented")] == ["pointillism", "snowy scene"]
     assert [s.name for s in pick_styles("sepia, a pencil sketch")] == ["sepia", "pencil sketch"]
+    assert [s.name for s in pick_styles("psychedelic,snowy scene")] == ["psychedelic", "snowy scene"]   # stage 10's
     with pytest.raises(V2VError, match="Unknown style"):
         pick_styles("watercolour")
     clip = ROOT / "examples" / "astronaut-pan.mp4"
