@@ -1,9 +1,9 @@
 """Does a toy model draw the shared choice, or the mean of its two sides? The choice axis (issue #30).
 
     python benchmarks/shared_choice_axis.py FOLDER [FOLDER ...] [--style psychedelic|snowy] [--kernel KAPPA]
-                                            [--crops 24] [--t 399]
+                                            [--crops 12] [--crop 128] [--t 399]
 
-On 128 px Kodak crops (../shared/data/images/kodak, the last `--crops` photographs, 2 crops each; the training
+On 128 px Kodak crops (--crop; ../shared/data/images/kodak, the last `--crops` photographs, 2 crops each; the training
 distribution, not a clip) with their own noise, each style's target is rendered with the shared choice m keyed on the
 crop's source latent (styles.latent_shared_noise, the kernel stage 10's --latent-kernel trains; KAPPA from the
 folder's training.json unless given) and with the opposite choice, -m, everything else alike (the snowy scene keeps
@@ -11,7 +11,8 @@ its flakes, only its snow moves). One UNet step at t from the source latent nois
 SDEdit start) gives x0; per latent cell where the two renderings differ most (the upper half of |half-distance|^2),
 x0 is projected on the line from the opposite's latent (-1) to the target's (+1), 0 being their mean. Printed: the
 share of those cells on the target's side (chance 0.5) and the mean projection (a model that draws the mean of the
-two: 0). The model card's "choice axis" figures come from this (sessions 20-21 from a throw-away form of it).
+two: 0). With --second T2 the x0 goes through the stream's next step (noised again with another noise at T2) before
+it is projected: whether a 2-step run keeps the choice its first step drew. The model card's "choice axis" figures come from this (sessions 20-21 from a throw-away form of it).
 """
 from __future__ import annotations
 
@@ -41,19 +42,19 @@ def renderings(style: str, img: np.ndarray, eps: np.ndarray, m: np.ndarray) -> t
     return styles.turned(img, m), styles.turned(img, -m)
 
 
-def crops(n: int, seed: int = 0) -> list[np.ndarray]:
-    """Two CROP px crops of each of the last n Kodak photographs at fixed places."""
+def crops(n: int, size: int = CROP, seed: int = 0) -> list[np.ndarray]:
+    """Two `size` px crops of each of the last n Kodak photographs at fixed places."""
     rng = np.random.default_rng(seed)
     out = []
     for img in kodak_images()[-n:]:
         for _ in range(2):
-            y, x = (int(rng.integers(0, s - CROP + 1)) for s in img.shape[:2])
-            out.append(np.ascontiguousarray(img[y:y + CROP, x:x + CROP]))
+            y, x = (int(rng.integers(0, s - size + 1)) for s in img.shape[:2])
+            out.append(np.ascontiguousarray(img[y:y + size, x:x + size]))
     return out
 
 
 @torch.no_grad()
-def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, seed: int = 0) -> dict:
+def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, second: int = 0, seed: int = 0) -> dict:
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
@@ -62,9 +63,8 @@ def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, seed:
                          truncation=True, return_tensors="pt").input_ids
     emb = pipe.text_encoder(ids)[0]
     kind, relative = prediction_of(pipe.scheduler.config)
-    abar = pipe.scheduler.alphas_cumprod.float()[t]
     gen = torch.Generator().manual_seed(seed)
-    proj, right = [], []
+    proj = []
     for k in range(0, len(images), 8):
         batch = images[k:k + 8]
         z = _encode(pipe.vae, batch)
@@ -74,9 +74,16 @@ def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, seed:
             a, b = renderings(style, img, ei, styles.latent_shared_noise(zi, ei))
             tgt.append(a), opp.append(b)
         zt, zo = _encode(pipe.vae, tgt), _encode(pipe.vae, opp)
-        x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
-        out = pipe.unet(torch.cat([x_t, z], 1), torch.full((len(batch),), t), encoder_hidden_states=emb.expand(len(batch), -1, -1)).sample
-        x0 = x0_from_output(kind, relative, x_t, out, abar.sqrt(), (1 - abar).sqrt(), z)
+        def step(x0_in, tt, noise):
+            ab = pipe.scheduler.alphas_cumprod.float()[tt]
+            x_t = ab.sqrt() * x0_in + (1 - ab).sqrt() * noise
+            out = pipe.unet(torch.cat([x_t, z], 1), torch.full((len(batch),), tt),
+                            encoder_hidden_states=emb.expand(len(batch), -1, -1)).sample
+            return x0_from_output(kind, relative, x_t, out, ab.sqrt(), (1 - ab).sqrt(), z)
+
+        x0 = step(z, t, eps)
+        if second:            # the stream's next step: that x0 noised again with the step's own noise
+            x0 = step(x0, second, torch.randn(z.shape, generator=gen))
         mid, half = (zt + zo) / 2, (zt - zo) / 2
         n2 = (half ** 2).sum(1)
         keep = n2 > n2.flatten().quantile(0.5)
@@ -93,19 +100,23 @@ def main(argv=None):
     ap.add_argument("--kernel", type=float, default=None, metavar="KAPPA", help="the latent kernel's KAPPA (default: "
                     "the folder's training.json attend_kernel, else 64)")
     ap.add_argument("--crops", type=int, default=12, help="Kodak photographs (2 crops each)")
+    ap.add_argument("--crop", type=int, default=CROP, help="crop size in px (training: 128, and 256 every 4th step)")
     ap.add_argument("--t", type=int, default=399)
+    ap.add_argument("--second", type=int, default=0, metavar="T2", help="then a second step at T2 from that x0 with "
+                    "another noise, as the stream's 2-step schedule does (strength 0.4: 399 then 199)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    images = crops(args.crops)
-    print(f"| model | style | KAPPA | cells on the target's side | mean projection |\n|---|---|---|---|---|")
+    images = crops(args.crops, args.crop)
+    print(f"steps at t = {args.t}{f' then {args.second}' if args.second else ''}")
+    print(f"| model | style | KAPPA | crop px | cells on the target's side | mean projection |\n|---|---|---|---|---|---|")
     for folder in args.folders:
         info = json.loads((Path(folder) / "training.json").read_text()) if (Path(folder) / "training.json").exists() else {}
         kern = info.get("attend_kernel") or []
         styles.SHARED_KERNEL = "latent"
         styles.SHARED_KAPPA = args.kernel or (kern[1] if len(kern) > 1 and kern[0] == "latent" else 64.0)
         styles.SNOW_COVER = info.get("attend_snow_cover") or SNOW
-        r = choice_axis(folder, args.style, images, args.t)
-        print(f"| {folder} | {args.style} | {styles.SHARED_KAPPA:g} | {r['share_right']:.3f} | {r['mean_projection']:.3f} |",
+        r = choice_axis(folder, args.style, images, args.t, args.second)
+        print(f"| {folder} | {args.style} | {styles.SHARED_KAPPA:g} | {args.crop} | {r['share_right']:.3f} | {r['mean_projection']:.3f} |",
               flush=True)
 
 

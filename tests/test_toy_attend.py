@@ -233,6 +233,8 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
         monkeypatch.setattr(correspondence_loss, name, getattr(correspondence_loss, name))
     for name in ("SHARED_TEXTURE", "SHARED_GAIN", "SHARED_KERNEL", "SHARED_KAPPA", "SNOW_COVER"):
         monkeypatch.setattr(styles, name, getattr(styles, name))
+    from v2v_core.toy import batches
+    monkeypatch.setattr(batches, "IN_STYLE_FRESH_NOISE", batches.IN_STYLE_FRESH_NOISE)
     train, out = tiny_training
     before_unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     before_vae = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
@@ -267,10 +269,10 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     # the stem trained alone on that choice (--stem-first); the snowy scene snow-covered by that choice (--snow-cover).
     train.main(["--stage", "attend", "--attend-steps", "1", "--corr-sharpen", "1", "--latent-kernel", "64", "--stem-first", "2",
                 "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--snow-cover", "0.6",
-                "--style-weight", "snowy scene=4", "--style-weight", "sepia=2", "--out", str(out), "--threads", "1"])
+                "--style-weight", "snowy scene=4", "--style-weight", "sepia=2", "--keep-fresh-noise", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 3 and info["attend_shared_out_weight"] == 0.5 and info["attend_kernel"][:2] == ["latent", 64]
-    assert info["attend_snow_cover"] == 0.6 and info["attend_style_weights"]["snowy scene"] == 4
+    assert info["attend_snow_cover"] == 0.6 and info["attend_style_weights"]["snowy scene"] == 4 and info["attend_keep_fresh_noise"]
     assert info["attend_style_weights"]["sepia"] == 2 and info["attend_style_weights"]["psychedelic"] == 3.0
     assert info["attend_stem_first"] == 2 and info["attend_stem_lr"] == 1e-3 and info["attend_stem_probe_relative_mse"] > 0
 
@@ -411,3 +413,34 @@ def test_style_weight_items_name_styles_or_stop_the_run():
     assert style_weights(["snowy scene=5", "sepia = 2", "psychedelic=1"]) == {"snowy scene": 5.0, "sepia": 2.0, "psychedelic": 1.0}
     with pytest.raises(SystemExit, match="sepai"):
         style_weights(["sepai=2"])
+
+
+def test_fresh_noise_goes_to_the_in_style_samples_only_and_pairs_share_it_where_they_share_their_noise(monkeypatch):
+    """batches.IN_STYLE_FRESH_NOISE (stage 10's --keep-fresh-noise): an in-style sample is its target noised with
+    another noise than the one the target was drawn from; a source sample keeps its own; a pair that shares its
+    rendering noise shares the fresh one too. Off (every earlier stage), nothing changes."""
+    import torch
+
+    from v2v_core.toy import batches, styles
+    from v2v_core.toy.arch import build_random_pipeline
+    from v2v_core.toy.data import procedural_scene
+
+    pipe = build_random_pipeline(0)
+    data = batches._SdeditBatches(pipe, [procedural_scene(np.random.default_rng(5), 160)], seed=2, style_weights={},
+                                  styles=styles.STYLES)
+    z_src, z_tgt, eps, fresh = (torch.randn(4, 4, 2, 2) for _ in range(4))
+    keep, t = torch.tensor([True, False, True, False]), torch.full((4,), 300)
+    x_t, a = data.noised(z_src, z_tgt, eps, keep, t, fresh)
+    want = torch.stack([z_tgt[0], z_src[1], z_tgt[2], z_src[3]])
+    noise = torch.stack([fresh[0], eps[1], fresh[2], eps[3]])
+    assert torch.allclose(x_t, a.sqrt() * want + (1 - a).sqrt() * noise)
+    assert torch.equal(data.noised(z_src, z_tgt, eps, keep, t)[0], data.noised(z_src, z_tgt, eps, keep, t, None)[0])
+
+    monkeypatch.setattr(batches, "IN_STYLE_P", 1.0)
+    monkeypatch.setattr(batches, "IN_STYLE_FRESH_NOISE", True)
+    b = data.sample_pairs(6, 32, [0], 1)
+    a = b["a"].sqrt()
+    noise = (b["x_t"] - a * b["z_tgt"]) / (1 - b["a"]).sqrt()
+    assert not torch.allclose(noise, b["eps"], atol=1e-3)                     # not the rendering noise
+    shared = [k for k in range(6) if torch.equal(b["eps"][k], b["eps"][6 + k])]
+    assert shared and all(torch.allclose(noise[k], noise[6 + k], atol=1e-4) for k in shared)

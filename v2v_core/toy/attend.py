@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from . import batches as _batches
 from . import correspondence_loss as _corr
 from . import styles as _styles
 from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
@@ -131,6 +132,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--snow-cover", type=float, default=0.0, metavar="AMOUNT",
                     help="stage attend, with --latent-kernel: the snowy scene's regions also take snow (up to this share "
                          "of white) where the psychedelic style's shared choice is positive (styles.snow_covered)")
+    ap.add_argument("--keep-fresh-noise", action="store_true",
+                    help="stage attend: the in-style samples noised with another noise than their target's "
+                         "(batches.IN_STYLE_FRESH_NOISE), as a stream's second step gets them")
     ap.add_argument("--style-weight", action="append", default=[], metavar="NAME=W",
                     help="stage attend: how often a style is drawn, over train.REFINE_STYLE_WEIGHTS' (repeatable), "
                          "e.g. --style-weight 'snowy scene=5' --style-weight sepia=2")
@@ -174,6 +178,7 @@ def run(args, pool, kodak_once, stages) -> None:
     if args.latent_kernel:
         _styles.SHARED_KERNEL, _styles.SHARED_KAPPA = "latent", args.latent_kernel
     _styles.SNOW_COVER = args.snow_cover
+    _batches.IN_STYLE_FRESH_NOISE = args.keep_fresh_noise
     if args.shared_texture:
         _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
 
@@ -210,6 +215,6 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                           "attend_lr": lr, "attend_style_weights": weights, "attend_stem_first": args.stem_first,
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
-                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
+                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 

@@ -14,6 +14,11 @@ from .styles import STYLES, cell_colours
 CROP = 128          # training crop in pixels (16x16 latents)
 T_MIN, T_MAX = 120, 620   # covers strength 0.3..0.6 with 1..4 LCM steps (t = 399/199 at 0.4, 499/259 at 0.5)
 IN_STYLE_P = 0.25
+# IN_STYLE_FRESH_NOISE (session 22, stage 10's --keep-fresh-noise; off: every stage before it): the in-style samples
+# are noised with another noise than the one their target was drawn from, as a stream's second step gets them (the
+# details its first step drew, noised again with the step's own noise), so the model learns to keep the invented
+# details its input already carries instead of re-inventing them from a noise that disagrees.
+IN_STYLE_FRESH_NOISE = False
 # Every BIG_EVERY-th UNet step trains on BIG_CROP px crops (batch BIG_BATCH, about the same cost), so the
 # self-attention layers also see the token counts of 256 px inference (16x16 and 8x8), not only 8x8 / 4x4.
 BIG_CROP, BIG_BATCH, BIG_EVERY = 256, 4, 4
@@ -121,11 +126,13 @@ class _SdeditBatches:
         g = crop // 8
         return torch.from_numpy(np.stack([cell_colours(self.crop_image(item, crop), g, g) for item in items]))
 
-    def noised(self, z_src, z_tgt, eps, keep, t):
-        """The in-style quarter, then x_t = sqrt(abar) z_src + sqrt(1-abar) eps."""
-        z_src = torch.where(keep[:, None, None, None], z_tgt, z_src)
+    def noised(self, z_src, z_tgt, eps, keep, t, fresh=None):
+        """The in-style quarter, then x_t = sqrt(abar) z_src + sqrt(1-abar) eps; with `fresh` (IN_STYLE_FRESH_NOISE),
+        the in-style samples take that noise instead of eps."""
+        k = keep[:, None, None, None]
+        z_src = torch.where(k, z_tgt, z_src)
         a = self.abar[t][:, None, None, None]
-        return a.sqrt() * z_src + (1 - a).sqrt() * eps, a
+        return a.sqrt() * z_src + (1 - a).sqrt() * (eps if fresh is None else torch.where(k, fresh, eps)), a
 
     def sample(self, n: int, crop: int) -> dict:
         g = crop // 8
@@ -138,7 +145,8 @@ class _SdeditBatches:
         z_src, z_tgt, z_alt = self.latents(items, eps, crop)
         keep = torch.rand(n, generator=self.gen) < IN_STYLE_P
         t = torch.randint(T_MIN, T_MAX + 1, (n,), generator=self.gen)
-        x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
+        fresh = torch.randn(eps.shape, generator=self.gen) if IN_STYLE_FRESH_NOISE else None
+        x_t, a = self.noised(z_src, z_tgt, eps, keep, t, fresh)
         return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "z_alt": z_alt, "pidx": pidx, "z_cond": z_src}
 
     def sample_pairs(self, n_pairs: int, crop: int, allowed: set[int] | list[int], max_shift: int) -> dict:
@@ -168,7 +176,11 @@ class _SdeditBatches:
         z_src, z_tgt, z_alt = self.latents(items + partners, eps, crop)
         keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
         t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
-        x_t, a = self.noised(z_src, z_tgt, eps, keep, t)
+        fresh = None
+        if IN_STYLE_FRESH_NOISE:     # shared by a pair exactly where its rendering noise is
+            fa, fo = (torch.randn(n_pairs, 4, g, g, generator=self.gen) for _ in range(2))
+            fresh = torch.cat([fa, torch.where(same[:, None, None, None], fa, fo)])
+        x_t, a = self.noised(z_src, z_tgt, eps, keep, t, fresh)
         return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "z_alt": z_alt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src, "eps": eps,
                 "cells": self.cells(items + partners, crop), "items": items + partners, "keep": keep, "crop": crop}
 
