@@ -33,13 +33,7 @@ from v2v_core.toy.data import kodak_images  # noqa: E402
 
 CROP = 128
 SNOW = 0.6          # the snow cover rendered for --style snowy when the folder's training.json does not say
-
-
-def renderings(style: str, img: np.ndarray, eps: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The style's target under the shared choice m and under -m (the same flakes for the snowy scene)."""
-    if style == "snowy":
-        return styles.snow_covered(img, eps, m), styles.snow_covered(img, eps, -m)
-    return styles.turned(img, m), styles.turned(img, -m)
+STYLE_NAMES = {"psychedelic": styles.PSYCHEDELIC.name, "snowy": "snowy scene"}
 
 
 def crops(n: int, size: int = CROP, seed: int = 0) -> list[np.ndarray]:
@@ -58,7 +52,8 @@ def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, secon
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
-    prompt = (styles.PSYCHEDELIC if style == "psychedelic" else styles.STYLE_BY_NAME["snowy scene"]).prompts[0]
+    name = STYLE_NAMES[style]
+    prompt = {**styles.STYLE_BY_NAME, styles.PSYCHEDELIC.name: styles.PSYCHEDELIC}[name].prompts[0]
     ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids
     emb = pipe.text_encoder(ids)[0]
@@ -71,8 +66,8 @@ def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, secon
         eps = torch.randn(z.shape, generator=gen)
         tgt, opp = [], []
         for img, zi, ei in zip(batch, z.numpy(), eps.numpy()):
-            a, b = renderings(style, img, ei, styles.latent_shared_noise(zi, ei))
-            tgt.append(a), opp.append(b)
+            m = styles.latent_shared_noise(zi, ei)   # the snowy scene keeps its flakes (eps) under -m: only its snow moves
+            tgt.append(styles.shared_rendering(name, img, ei, m)), opp.append(styles.shared_rendering(name, img, ei, -m))
         zt, zo = _encode(pipe.vae, tgt), _encode(pipe.vae, opp)
         def step(x0_in, tt, noise):
             ab = pipe.scheduler.alphas_cumprod.float()[tt]
@@ -96,7 +91,7 @@ def choice_axis(folder: str, style: str, images: list[np.ndarray], t: int, secon
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+")
-    ap.add_argument("--style", choices=("psychedelic", "snowy"), default="psychedelic")
+    ap.add_argument("--style", choices=tuple(STYLE_NAMES), default="psychedelic")
     ap.add_argument("--kernel", type=float, default=None, metavar="KAPPA", help="the latent kernel's KAPPA (default: "
                     "the folder's training.json attend_kernel, else 64)")
     ap.add_argument("--crops", type=int, default=12, help="Kodak photographs (2 crops each)")

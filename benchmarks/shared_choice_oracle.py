@@ -65,9 +65,9 @@ DOTS = False
 def render(frame, m, eps):
     """The rule's rendering of a frame under the shared choice m: the snowy scene's snow with styles.SNOW_COVER, with
     DOTS pointillism's dots painted from the turned frame, else the psychedelic turn."""
-    if styles.SNOW_COVER:
-        return styles.snow_covered(frame, eps, m)
-    return styles.pointillism(styles.turned(frame, m), eps) if DOTS else styles.turned(frame, m)
+    if DOTS:
+        return styles.pointillism(styles.turned(frame, m), eps)
+    return styles.shared_rendering("snowy scene" if styles.SNOW_COVER else styles.PSYCHEDELIC.name, frame, eps, m)
 
 
 def oracle(frames) -> dict:

@@ -28,9 +28,9 @@ def pick_styles(spec: str) -> list:
         return [s for s in STYLES if not s.deterministic]
     if spec == "all":
         return list(STYLES)
-    out = []
+    by_name, out = {**STYLE_BY_NAME, PSYCHEDELIC.name: PSYCHEDELIC}, []
     for item in (x.strip() for x in spec.split(",") if x.strip()):
-        style = {**STYLE_BY_NAME, PSYCHEDELIC.name: PSYCHEDELIC}.get(item) or style_for_prompt(item)
+        style = by_name.get(item) or style_for_prompt(item)
         if style is None:
             raise V2VError(f"Unknown style '{item}': use invented, all, or names from {', '.join(STYLE_BY_NAME)}.")
         out.append(style)

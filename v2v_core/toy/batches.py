@@ -195,11 +195,9 @@ def _render(style, img: np.ndarray, eps: np.ndarray, z_src: torch.Tensor) -> np.
     """A random style's target for a crop: the style itself, except under the latent kernel (styles.SHARED_KERNEL
     "latent") the psychedelic style, and with styles.SNOW_COVER the snowy scene, whose shared choice is keyed on the
     crop's source latent as the UNet is given it."""
-    if _styles.SHARED_KERNEL == "latent":
-        if style.name == _styles.PSYCHEDELIC.name:
-            return _styles.turned(img, _styles.latent_shared_noise(z_src.numpy(), eps))
-        if style.name == "snowy scene" and _styles.SNOW_COVER:
-            return _styles.snow_covered(img, eps, _styles.latent_shared_noise(z_src.numpy(), eps))
+    if _styles.SHARED_KERNEL == "latent" and (style.name == _styles.PSYCHEDELIC.name
+                                              or style.name == "snowy scene" and _styles.SNOW_COVER):
+        return _styles.shared_rendering(style.name, img, eps, _styles.latent_shared_noise(z_src.numpy(), eps))
     return style.apply(img, eps=eps)
 
 

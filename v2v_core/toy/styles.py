@@ -292,6 +292,17 @@ STYLES: tuple[Style, ...] = (
 PSYCHEDELIC = Style("psychedelic", ("a psychedelic painting", "psychedelic", "psychedelic colours", "a psychedelic poster"),
                     psychedelic, False)
 STYLE_BY_NAME = {s.name: s for s in STYLES}
+SHARED_CHOICE_STYLES = (PSYCHEDELIC.name, "snowy scene")   # drawn from a shared choice m (snowy: with SNOW_COVER)
+
+
+def shared_rendering(name: str, img: np.ndarray, eps: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """A SHARED_CHOICE_STYLES style's rendering of img under a given shared choice m (H/8, W/8), whatever kernel made m:
+    the psychedelic turn, or the snowy scene's flakes from eps with its snow (snow_covered)."""
+    if name == PSYCHEDELIC.name:
+        return turned(img, m)
+    if name == "snowy scene":
+        return snow_covered(img, eps, m)
+    raise ValueError(f"{name!r} is not drawn from a shared choice: one of {SHARED_CHOICE_STYLES}")
 DETERMINISTIC_STYLES = tuple(s for s in STYLES if s.deterministic)
 
 
