@@ -445,3 +445,48 @@ def test_fresh_noise_goes_to_the_in_style_samples_only_and_pairs_share_it_where_
     assert not torch.allclose(noise, b["eps"], atol=1e-3)                     # not the rendering noise
     shared = [k for k in range(6) if torch.equal(b["eps"][k], b["eps"][6 + k])]
     assert shared and all(torch.allclose(noise[k], noise[6 + k], atol=1e-4) for k in shared)
+
+
+def test_unrolled_pairs_are_the_models_own_first_step_noised_again_at_the_streams_second_timestep():
+    """train.unroll_second_step (stage 10's --unroll): a picked pair's input is the model's own x0 from its first
+    input, noised at the 2-step schedule's second timestep (engine.t_index_list: 399 -> 199, 499 -> 259) with a new
+    noise that the pair shares where it shares its first one; in-style pairs, the target and the rendering noise are
+    left alone; share 0 changes nothing."""
+    import torch
+
+    from v2v_core.backbones import prediction_of, x0_from_output
+    from v2v_core.toy import batches, styles, train
+    from v2v_core.toy.arch import build_random_pipeline
+    from v2v_core.toy.data import procedural_scene
+
+    assert train.second_timestep(torch.tensor([399, 499, 299])).tolist() == [199, 259, 159]
+    pipe = build_random_pipeline(0)
+    data = batches._SdeditBatches(pipe, [procedural_scene(np.random.default_rng(5), 160)], seed=2, style_weights={},
+                                  styles=styles.STYLES)
+    b = data.sample_pairs(8, 32, [0], 1)
+    before = {k: b[k].clone() for k in ("x_t", "a", "t", "z_tgt", "eps")}
+    train.unroll_second_step(pipe, data, b, 0.0)
+    assert all(torch.equal(b[k], v) for k, v in before.items())
+
+    b["keep"][:] = torch.tensor([True, False] * 4).repeat(2)
+    train.unroll_second_step(pipe, data, b, 1.0)
+    moved = ~b["keep"]
+    assert torch.equal(b["x_t"][~moved], before["x_t"][~moved]) and torch.equal(b["t"][~moved], before["t"][~moved])
+    assert torch.equal(b["t"][moved], train.second_timestep(before["t"][moved]))
+    assert torch.equal(b["z_tgt"], before["z_tgt"]) and torch.equal(b["eps"], before["eps"])
+    with torch.no_grad():
+        emb = pipe.text_encoder(data.ids[b["pidx"]])[0]
+        a = before["a"]
+        out = pipe.unet(before["x_t"], before["t"], encoder_hidden_states=emb).sample
+        x0 = x0_from_output(*prediction_of(pipe.scheduler.config), before["x_t"], out, a.sqrt(), (1 - a).sqrt(), b["z_cond"])
+    a2 = data.abar[b["t"]][:, None, None, None]
+    assert torch.allclose(b["a"], a2)
+    noise2 = (b["x_t"] - a2.sqrt() * x0) / (1 - a2).sqrt()
+    assert torch.allclose(b["x_t"][moved], (a2.sqrt() * x0 + (1 - a2).sqrt() * noise2)[moved])
+    assert not torch.allclose(noise2[moved], before["eps"][moved], atol=1e-2)          # a new noise, unit scale
+    assert 0.7 < float(noise2[moved].std()) < 1.3
+    shared = [k for k in range(8) if moved[k] and torch.equal(b["eps"][k], b["eps"][8 + k])]
+    own = [k for k in range(8) if moved[k] and k not in shared]
+    assert shared and own
+    assert all(torch.allclose(noise2[k], noise2[8 + k], atol=1e-3) for k in shared)
+    assert all(not torch.allclose(noise2[k], noise2[8 + k], atol=1e-2) for k in own)

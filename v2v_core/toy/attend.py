@@ -135,6 +135,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--keep-fresh-noise", action="store_true",
                     help="stage attend: the in-style samples noised with another noise than their target's "
                          "(batches.IN_STYLE_FRESH_NOISE), as a stream's second step gets them")
+    ap.add_argument("--unroll", type=float, default=0.0, metavar="SHARE",
+                    help="stage attend: this share of the pairs trained as a stream's second step, on the model's own "
+                         "first-step output noised again (train.unroll_second_step)")
     ap.add_argument("--style-weight", action="append", default=[], metavar="NAME=W",
                     help="stage attend: how often a style is drawn, over train.REFINE_STYLE_WEIGHTS' (repeatable), "
                          "e.g. --style-weight 'snowy scene=5' --style-weight sepia=2")
@@ -205,7 +208,7 @@ def run(args, pool, kodak_once, stages) -> None:
               style_weights=weights, desc="attend", styles=STYLES + (PSYCHEDELIC,),
               shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
               head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target,
-              commit=args.commit)
+              commit=args.commit, unroll=args.unroll)
     stages.save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
                           "attend_built_head_forced": args.built_head_forced, "attend_commit": args.commit,
                           "attend_shared_texture": _styles.SHARED_TEXTURE, "attend_shared_gain": _styles.SHARED_GAIN,
@@ -215,6 +218,6 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                           "attend_lr": lr, "attend_style_weights": weights, "attend_stem_first": args.stem_first,
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
-                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
+                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 

@@ -92,6 +92,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..backbones import prediction_of, x0_from_output
+from ..engine import t_index_list
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
 from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
                       _encode, _SdeditBatches, _styled_crop_batch, _to_tensor)
@@ -212,6 +213,11 @@ def train_decoder(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float 
     vae.requires_grad_(False).eval()
 
 
+def unet_input(unet, x_t: torch.Tensor, z_cond: torch.Tensor) -> torch.Tensor:
+    """The UNet's input: the noisy latent, and the source latent beside it when the UNet is image-conditioned."""
+    return torch.cat([x_t, z_cond], 1) if unet.config.in_channels == 2 * x_t.shape[1] else x_t
+
+
 def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, desc: str, make_batch, extra_loss=None,
          extra_params=(), extra_lr: float | None = None, commit: float = 0.0):
     """The UNet + text encoder optimisation loop shared by stage 3 and the tuning stage: x0-MSE against
@@ -235,8 +241,7 @@ def _fit(pipe, data: _SdeditBatches, steps: int, lr: float, ema_decay: float, de
         batch = make_batch(step)
         x_t, a = batch["x_t"], batch["a"]
         emb = te(ids[batch["pidx"]])[0]
-        x_in = torch.cat([x_t, batch["z_cond"]], 1) if unet.config.in_channels == 2 * x_t.shape[1] else x_t
-        out = unet(x_in, batch["t"], encoder_hidden_states=emb).sample
+        out = unet(unet_input(unet, x_t, batch["z_cond"]), batch["t"], encoder_hidden_states=emb).sample
         x0 = x0_from_output(*prediction, x_t, out, a.sqrt(), (1 - a).sqrt(), batch["z_cond"])
         loss = mse = F.mse_loss(x0, batch["z_tgt"])
         if commit:
@@ -282,7 +287,8 @@ def train_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = U
 def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TUNE_LR, ema_decay: float = 0.998,
               corr_weight: float = CORR_WEIGHT, style_weights: dict = STYLE_WEIGHTS, desc: str = "tune", styles: tuple = STYLES,
               shared_weight: float = 0.0, shared_out_weight: float = 0.0, probe_lr: float | None = None,
-              head_weight: float = 0.0, head_forced: bool = False, self_target: bool = False, commit: float = 0.0):
+              head_weight: float = 0.0, head_forced: bool = False, self_target: bool = False, commit: float = 0.0,
+              unroll: float = 0.0):
     """Stage 4: continue stage 3's objective on pairs of displaced crops, plus the correspondence
     cross-entropy on the self-attention queries and keys (see correspondence_loss). With shared_weight, the
     full-resolution self-attention layers also learn the colour-similarity attention (shared_attention_loss) and are
@@ -291,7 +297,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
     shared_head.build_shared_head and the layers under it are supervised (shared_head.head_losses) and its block is left
     out of the correspondence loss; head_forced (a diagnostic) replaces its output by the exact shared choice. With
     commit, the psychedelic style's opposite turn is an alternative target and that share of the loss is _fit's
-    winner-takes-all."""
+    winner-takes-all. With unroll, that share of the pairs is a stream's second step (unroll_second_step)."""
     data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles, (_styles.PSYCHEDELIC.name,) if commit else ())
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
@@ -310,6 +316,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             head.force = perfect_head(out["cells"], out["eps"][:, 0].flatten(1))
         if head is not None and self_target:
             _shared_head.own_head_targets(pipe, data, out, head)
+        if unroll:
+            unroll_second_step(pipe, data, out, unroll)
         return out
 
     def extra(b):
@@ -341,6 +349,41 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
             outs.remove()
         if shared is not None:
             shared.remove()
+
+
+def second_timestep(t: torch.Tensor) -> torch.Tensor:
+    """The timestep of a 2-step stream's second step after a first step at t (engine.t_index_list at the strength
+    whose first step is t: 399 -> 199 at 0.4, 499 -> 259 at 0.5)."""
+    return torch.tensor([int(999 - 20 * t_index_list((int(v) + 1) / 1000, 2)[1]) for v in t])
+
+
+@torch.no_grad()
+def unroll_second_step(pipe, data: _SdeditBatches, b: dict, share: float) -> None:
+    """Make `share` of a sample_pairs batch's pairs (not the in-style ones) what a stream's second step gets: the
+    model's own first-step x0 (no gradient, today's weights) at the pair's t, noised again at second_timestep(t) with
+    a noise of its own (shared by a pair where its first noise is, as the engine keeps one noise per step). Their
+    target stays the rendering from the first noise: the second step is trained to keep and sharpen the choice its
+    first step drew from a soft input, which a stream's second step loses otherwise (benchmarks/shared_choice_axis.py
+    --second). Changes b's x_t, a and t in place."""
+    n = len(b["t"]) // 2
+    pick = (torch.rand(n, generator=data.gen) < share) & ~b["keep"][:n]
+    if not bool(pick.any()):
+        return
+    pick = pick.repeat(2)
+    eps = b["eps"]
+    same = (eps[:n] == eps[n:]).flatten(1).all(1)
+    e2a, e2o = (torch.randn(eps[:n].shape, generator=data.gen) for _ in range(2))
+    eps2 = torch.cat([e2a, torch.where(same[:, None, None, None], e2a, e2o)])
+    unet = pipe.unet
+    emb = pipe.text_encoder(data.ids[b["pidx"]])[0]
+    x_t, a = b["x_t"], b["a"]
+    out = unet(unet_input(unet, x_t, b["z_cond"]), b["t"], encoder_hidden_states=emb).sample
+    x0 = x0_from_output(*prediction_of(pipe.scheduler.config), x_t, out, a.sqrt(), (1 - a).sqrt(), b["z_cond"])
+    t2 = second_timestep(b["t"])
+    a2 = data.abar[t2][:, None, None, None]
+    k = pick[:, None, None, None]
+    b["x_t"] = torch.where(k, a2.sqrt() * x0 + (1 - a2).sqrt() * eps2, x_t)
+    b["a"], b["t"] = torch.where(k, a2, a), torch.where(pick, t2, b["t"])
 
 
 def shared_choice(b: dict) -> tuple[torch.Tensor, torch.Tensor]:
