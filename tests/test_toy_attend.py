@@ -401,8 +401,14 @@ def test_snow_cover_whitens_where_the_shared_choice_is_positive_and_only_then(mo
     got = batches._render(snowy, img, eps, torch.from_numpy(z))
     assert np.array_equal(got, styles.snow_covered(img, eps, styles.latent_shared_noise(z, eps)))
     assert not np.array_equal(got, snowy.apply(img, eps=eps))
+    # the commit loss's alternative: the opposite snow, the same flakes (not the rendering from -eps)
+    opp = batches._render(snowy, img, eps, torch.from_numpy(z), opposite=True)
+    assert np.array_equal(opp, styles.snow_covered(img, eps, -styles.latent_shared_noise(z, eps)))
+    assert not np.array_equal(opp, got)
+    assert batches.commit_alternatives() == ("psychedelic", "snowy scene")
     monkeypatch.setattr(styles, "SNOW_COVER", 0.0)
     assert np.array_equal(batches._render(snowy, img, eps, torch.from_numpy(z)), snowy.apply(img, eps=eps))
+    assert batches.commit_alternatives() == ("psychedelic",)
 
 
 def test_style_weight_items_name_styles_or_stop_the_run():

@@ -121,8 +121,9 @@ def add_arguments(ap) -> None:
                     help="stage attend: its peak learning rate (default: stage 3's with --attend-from-scratch, else ATTEND_LR); "
                          "on a folder that already has the layout the stage continues its training, and training.json adds the steps")
     ap.add_argument("--commit", type=float, default=0.0, metavar="SHARE",
-                    help="stage attend: this share of the x0 loss winner-takes-all between the psychedelic turn and its "
-                         "opposite (train.commit_loss), so that the model draws a choice outright instead of their mean")
+                    help="stage attend: this share of the x0 loss winner-takes-all between a shared-choice style's "
+                         "rendering and its opposite choice (the psychedelic turn; the snowy scene's snow under "
+                         "--snow-cover; train.commit_loss), so that the model draws a choice outright, not their mean")
     ap.add_argument("--shared-texture", type=float, default=0.0, metavar="G",
                     help="stage attend: the psychedelic style's region takes the noise of its most textured cells (logits "
                          "+ G x texture, styles.SHARED_TEXTURE; turn 45 tanh(m)) instead of the mean of all its cells")

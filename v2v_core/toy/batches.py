@@ -71,7 +71,7 @@ class _SdeditBatches:
         self.pool, self.vae = pool, pipe.vae
         self.abar = pipe.scheduler.alphas_cumprod.float()
         self.styles = styles
-        self.alternatives = alternatives   # random styles whose choice rendered from -eps is as good a target (commit loss)
+        self.alternatives = alternatives   # random styles whose opposite shared choice is as good a target (commit loss)
         det = [s for s in styles if s.deterministic]
         print(f"encoding {len(pool)} images x {len(det)} deterministic styles ...", flush=True)
         with torch.no_grad():
@@ -90,8 +90,8 @@ class _SdeditBatches:
 
     def latents(self, items, eps: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """items: (pool index, y, x, flip, style index) per sample -> (source latents, style target latents, the
-        alternative targets: for a style of self.alternatives its rendering from -eps, the opposite choice; else the
-        target). Random styles are rendered from the sample's own noise, then encoded."""
+        alternative targets: for a style of self.alternatives its rendering under the opposite shared choice (_render's
+        opposite); else the target). Random styles are rendered from the sample's own noise, then encoded."""
         g = crop // 8
         z_src, z_tgt, rand_jobs, alt_jobs = [], [None] * len(items), [], []
         for b, (i, y, x, flip, si) in enumerate(items):
@@ -105,7 +105,7 @@ class _SdeditBatches:
             else:                 # rendered in the crop's own (possibly flipped) frame, like eps and zs
                 rand_jobs.append((b, _render(style, self.crop_image(items[b], crop), eps[b].numpy(), zs)))
                 if style.name in self.alternatives:
-                    alt_jobs.append((b, _render(style, self.crop_image(items[b], crop), -eps[b].numpy(), zs)))
+                    alt_jobs.append((b, _render(style, self.crop_image(items[b], crop), eps[b].numpy(), zs, opposite=True)))
             z_src.append(zs)
         if rand_jobs:
             with torch.no_grad():
@@ -191,14 +191,27 @@ class _SdeditBatches:
         return np.ascontiguousarray(img[:, ::-1] if flip else img)
 
 
-def _render(style, img: np.ndarray, eps: np.ndarray, z_src: torch.Tensor) -> np.ndarray:
-    """A random style's target for a crop: the style itself, except under the latent kernel (styles.SHARED_KERNEL
-    "latent") the psychedelic style, and with styles.SNOW_COVER the snowy scene, whose shared choice is keyed on the
-    crop's source latent as the UNet is given it."""
-    if _styles.SHARED_KERNEL == "latent" and (style.name == _styles.PSYCHEDELIC.name
-                                              or style.name == "snowy scene" and _styles.SNOW_COVER):
-        return _styles.shared_rendering(style.name, img, eps, _styles.latent_shared_noise(z_src.numpy(), eps))
-    return style.apply(img, eps=eps)
+def latent_keyed(name: str) -> bool:
+    """Whether a style's target is drawn from the shared choice keyed on the source latent: under the latent kernel
+    (styles.SHARED_KERNEL "latent") the psychedelic style, and with styles.SNOW_COVER the snowy scene."""
+    return _styles.SHARED_KERNEL == "latent" and (name == _styles.PSYCHEDELIC.name or name == "snowy scene" and _styles.SNOW_COVER)
+
+
+def commit_alternatives() -> tuple[str, ...]:
+    """The styles that have an opposite shared choice for the commit loss: the psychedelic style (under any kernel its
+    choice is linear in the noise) and the snowy scene where its snow is latent-keyed."""
+    return tuple(n for n in _styles.SHARED_CHOICE_STYLES if n == _styles.PSYCHEDELIC.name or latent_keyed(n))
+
+
+def _render(style, img: np.ndarray, eps: np.ndarray, z_src: torch.Tensor, opposite: bool = False) -> np.ndarray:
+    """A random style's target for a crop: the style itself, except for a latent_keyed style, whose shared choice is
+    keyed on the crop's source latent as the UNet is given it. With `opposite`, the rendering under the opposite choice
+    -m, everything else alike (the snowy scene keeps its flakes); the colour-kernel psychedelic style from -eps, which
+    reverses its choice (linear in the noise)."""
+    if latent_keyed(style.name):
+        m = _styles.latent_shared_noise(z_src.numpy(), eps)
+        return _styles.shared_rendering(style.name, img, eps, -m if opposite else m)
+    return style.apply(img, eps=-eps if opposite else eps)
 
 
 def _crop_plan(step: int, batch: int) -> tuple[int, int]:

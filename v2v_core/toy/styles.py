@@ -303,6 +303,8 @@ def shared_rendering(name: str, img: np.ndarray, eps: np.ndarray, m: np.ndarray)
     if name == "snowy scene":
         return snow_covered(img, eps, m)
     raise ValueError(f"{name!r} is not drawn from a shared choice: one of {SHARED_CHOICE_STYLES}")
+
+
 DETERMINISTIC_STYLES = tuple(s for s in STYLES if s.deterministic)
 
 

@@ -95,7 +95,7 @@ from ..backbones import prediction_of, x0_from_output
 from ..engine import t_index_list
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
 from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
-                      _encode, _SdeditBatches, _styled_crop_batch, _to_tensor)
+                      _encode, _SdeditBatches, _styled_crop_batch, _to_tensor, commit_alternatives)
 from . import correspondence_loss as _corr
 from .correspondence_loss import (SHARED_ATTN_LAYERS, AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
@@ -296,9 +296,9 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
     psychedelic style's shared choice (shared_output_loss). With head_weight, the head built by
     shared_head.build_shared_head and the layers under it are supervised (shared_head.head_losses) and its block is left
     out of the correspondence loss; head_forced (a diagnostic) replaces its output by the exact shared choice. With
-    commit, the psychedelic style's opposite turn is an alternative target and that share of the loss is _fit's
-    winner-takes-all. With unroll, that share of the pairs is a stream's second step (unroll_second_step)."""
-    data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles, (_styles.PSYCHEDELIC.name,) if commit else ())
+    commit, the shared-choice styles' opposite choice (batches.commit_alternatives) is an alternative target and that
+    share of the loss is _fit's winner-takes-all. With unroll, that share of the pairs is a stream's second step (unroll_second_step)."""
+    data = _SdeditBatches(pipe, pool, seed + 3, style_weights, styles, commit_alternatives() if commit else ())
     held_out = set(photo_indices(CORR_HOLDOUT))
     allowed = set(range(len(pool))) - held_out
     cap = QKCapture(pipe.unet, exclude=SHARED_ATTN_LAYERS if shared_weight else (BUILT_BLOCK,) if head_weight else ())
