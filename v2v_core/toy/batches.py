@@ -103,9 +103,10 @@ class _SdeditBatches:
                 z_tgt[b] = self.Z[i][style.name][:, ly:ly + g, lx:lx + g]
                 z_tgt[b] = z_tgt[b].flip(-1) if flip else z_tgt[b]
             else:                 # rendered in the crop's own (possibly flipped) frame, like eps and zs
-                rand_jobs.append((b, _render(style, self.crop_image(items[b], crop), eps[b].numpy(), zs)))
+                img = self.crop_image(items[b], crop)
+                rand_jobs.append((b, _render(style, img, eps[b].numpy(), zs)))
                 if style.name in self.alternatives:
-                    alt_jobs.append((b, _render(style, self.crop_image(items[b], crop), eps[b].numpy(), zs, opposite=True)))
+                    alt_jobs.append((b, _render(style, img, eps[b].numpy(), zs, opposite=True)))
             z_src.append(zs)
         if rand_jobs:
             with torch.no_grad():
@@ -154,7 +155,8 @@ class _SdeditBatches:
         in-style draw, cropped `(dy, dx)` latent cells away (|d| <= max_shift), like two frames of a
         moving camera. Half of the partners reuse the anchor's noise (the streaming engine keeps one
         noise for every frame), half draw their own. Returns the batch plus, per pair, the shift in
-        latent cells in the crops' own (possibly flipped) coordinates: partner[i, j] = anchor[i + dy, j + dx]."""
+        latent cells in the crops' own (possibly flipped) coordinates: partner[i, j] = anchor[i + dy, j + dx], and "same",
+        which pairs share their noise."""
         g = crop // 8
         anchors = _crop_batch(self.pool, self.rng, n_pairs, crop, allowed)
         items, pidx, shifts = [], [], []
@@ -172,23 +174,28 @@ class _SdeditBatches:
         eps_a = torch.randn(n_pairs, 4, g, g, generator=self.gen)
         own = torch.randn(n_pairs, 4, g, g, generator=self.gen)
         same = torch.rand(n_pairs, generator=self.gen) < 0.5
-        eps = torch.cat([eps_a, torch.where(same[:, None, None, None], eps_a, own)])
+        eps = paired(eps_a, own, same)
         z_src, z_tgt, z_alt = self.latents(items + partners, eps, crop)
         keep = (torch.rand(n_pairs, generator=self.gen) < IN_STYLE_P).repeat(2)
         t = torch.randint(T_MIN, T_MAX + 1, (n_pairs,), generator=self.gen).repeat(2)
         fresh = None
         if IN_STYLE_FRESH_NOISE:     # shared by a pair exactly where its rendering noise is
-            fa, fo = (torch.randn(n_pairs, 4, g, g, generator=self.gen) for _ in range(2))
-            fresh = torch.cat([fa, torch.where(same[:, None, None, None], fa, fo)])
+            fresh = paired(*(torch.randn(n_pairs, 4, g, g, generator=self.gen) for _ in range(2)), same)
         x_t, a = self.noised(z_src, z_tgt, eps, keep, t, fresh)
         return {"x_t": x_t, "a": a, "t": t, "z_tgt": z_tgt, "z_alt": z_alt, "pidx": pidx + pidx, "shifts": shifts, "z_cond": z_src, "eps": eps,
-                "cells": self.cells(items + partners, crop), "items": items + partners, "keep": keep, "crop": crop}
+                "same": same, "cells": self.cells(items + partners, crop), "items": items + partners, "keep": keep, "crop": crop}
 
     def crop_image(self, item, crop: int) -> np.ndarray:
         """The source crop of an item (pool index, y, x, flip, style index), in its own (possibly flipped) frame."""
         i, y, x, flip, _ = item
         img = self.pool[i][y:y + crop, x:x + crop]
         return np.ascontiguousarray(img[:, ::-1] if flip else img)
+
+
+def paired(anchor: torch.Tensor, own: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """The noise of a batch of pairs, anchors first: a partner takes its anchor's noise where `same` (the streaming engine
+    keeps one noise for every frame) and its own elsewhere."""
+    return torch.cat([anchor, torch.where(same[:, None, None, None], anchor, own)])
 
 
 def latent_keyed(name: str) -> bool:

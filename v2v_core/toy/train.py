@@ -92,10 +92,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..backbones import prediction_of, x0_from_output
-from ..engine import t_index_list
+from ..engine import BASE_STEPS, t_index_list
 from .arch import DEEP_DECODER_BLOCKS, build_random_pipeline, deeper_decoder, source_relative
 from .batches import (BIG_BATCH, BIG_CROP, BIG_EVERY, CROP, IN_STYLE_P, T_MAX, T_MIN, _crop_batch, _crop_plan,  # noqa: F401
-                      _encode, _SdeditBatches, _styled_crop_batch, _to_tensor, commit_alternatives)
+                      _encode, _SdeditBatches, _styled_crop_batch, _to_tensor, commit_alternatives, paired)
 from . import correspondence_loss as _corr
 from .correspondence_loss import (SHARED_ATTN_LAYERS, AttnOutCapture, HeadQKCapture, shared_mean, shared_output_loss,
                                   QKCapture, correspondence_loss, shared_attention_loss)
@@ -354,7 +354,8 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
 def second_timestep(t: torch.Tensor) -> torch.Tensor:
     """The timestep of a 2-step stream's second step after a first step at t (engine.t_index_list at the strength
     whose first step is t: 399 -> 199 at 0.4, 499 -> 259 at 0.5)."""
-    return torch.tensor([int(999 - 20 * t_index_list((int(v) + 1) / 1000, 2)[1]) for v in t])
+    stride = 1000 // BASE_STEPS      # the engine's base schedule: timesteps 999 - stride * i (LCM, 1000 training steps)
+    return torch.tensor([999 - stride * t_index_list((int(v) + 1) / 1000, 2)[1] for v in t])
 
 
 @torch.no_grad()
@@ -370,10 +371,7 @@ def unroll_second_step(pipe, data: _SdeditBatches, b: dict, share: float) -> Non
     if not bool(pick.any()):
         return
     pick = pick.repeat(2)
-    eps = b["eps"]
-    same = (eps[:n] == eps[n:]).flatten(1).all(1)
-    e2a, e2o = (torch.randn(eps[:n].shape, generator=data.gen) for _ in range(2))
-    eps2 = torch.cat([e2a, torch.where(same[:, None, None, None], e2a, e2o)])
+    eps2 = paired(*(torch.randn(b["eps"][:n].shape, generator=data.gen) for _ in range(2)), b["same"])
     unet = pipe.unet
     emb = pipe.text_encoder(data.ids[b["pidx"]])[0]
     x_t, a = b["x_t"], b["a"]
