@@ -110,6 +110,7 @@ def main(argv=None):
         styles.SHARED_KERNEL = "latent"
         styles.SHARED_KAPPA = args.kernel or (kern[1] if len(kern) > 1 and kern[0] == "latent" else 64.0)
         styles.SNOW_COVER = info.get("attend_snow_cover") or SNOW
+        styles.SNOW_SHADE = info.get("attend_snow_shade") or 0.0
         r = choice_axis(folder, args.style, images, args.t, args.second)
         print(f"| {folder} | {args.style} | {styles.SHARED_KAPPA:g} | {args.crop} | {r['share_right']:.3f} | {r['mean_projection']:.3f} |",
               flush=True)

@@ -3,7 +3,7 @@ shared by tokens of similar colour) would show under the temporal methods, befor
 
     python benchmarks/shared_choice_oracle.py [--clips woman-running,wolf,kite-walk] [--frames 24] [--size 256]
                                               [--kernel cosine:32:0.25] [--kernel gauss:0.05] [--kernel latent:32]
-                                              ... [--texture G] [--snow-cover AMOUNT | --dots]
+                                              ... [--texture G] [--snow-cover AMOUNT [--snow-shade AMOUNT] | --dots]
 
 The target is rendered frame by frame with one fixed noise, as the stream keeps it: "frame" is its DIS warp error
 over "a photo"'s (the source's own; how much the rule flickers). "EA" recomputes each frame's choice over the frame's
@@ -13,8 +13,8 @@ the rule is stage 10's --shared-texture (styles.SHARED_TEXTURE: each key cell's 
 turn 45 tanh(m)). Only numpy and the clip; no model, except for the kernel "latent:KAPPA" (not a style yet): the
 similarity of the cells' SOURCE LATENTS (KAPPA cos of the shipped toy encoder's 4-channel latents), the kernel the
 UNet's own input gives exactly (benchmarks/shared_choice_learnability.py --rule latent). With --snow-cover AMOUNT the
-rendering is the snowy scene's (styles.snow_covered: flakes from one fixed noise, snow where the choice is positive)
-instead of the psychedelic turn; with --dots, pointillism's dots painted from the turned frame.
+rendering is the snowy scene's (styles.snow_covered: flakes from one fixed noise, snow where the choice is positive,
+and with --snow-shade a cold shade where it is negative) instead of the psychedelic turn; with --dots, pointillism's dots painted from the turned frame.
 """
 from __future__ import annotations
 
@@ -107,17 +107,19 @@ def main(argv=None):
                     "--shared-texture G) instead of the mean")
     ap.add_argument("--snow-cover", type=float, default=0.0, metavar="AMOUNT", help="render the snowy scene with "
                     "this much snow where the choice is positive (stage 10's --snow-cover) instead of the psychedelic turn")
+    ap.add_argument("--snow-shade", type=float, default=0.0, metavar="AMOUNT", help="with --snow-cover: this much "
+                    "cold shade where the choice is negative (stage 10's --snow-shade)")
     ap.add_argument("--dots", action="store_true", help="render pointillism's dots (on the latent cells, from the one "
                     "fixed noise) painted from the turned frame: the bound of any shared choice drawn on that lattice")
     args = ap.parse_args(argv)
     global DOTS
-    styles.SNOW_COVER, DOTS = args.snow_cover, args.dots
+    styles.SNOW_COVER, styles.SNOW_SHADE, DOTS = args.snow_cover, args.snow_shade, args.dots
     if args.texture:
         styles.SHARED_TEXTURE, styles.SHARED_GAIN = args.texture, 1.0
     kernels = args.kernel or [f"cosine:{styles.SHARED_KAPPA:g}:{styles.SHARED_BETA:g}" if styles.SHARED_KERNEL == "cosine"
                               else f"gauss:{styles.SHARED_SIGMA:g}"]
     print(f"rule: {'texture-selected, G ' + format(args.texture, 'g') if args.texture else 'the mean'}; rendering: "
-          f"{'snow cover ' + format(args.snow_cover, 'g') if args.snow_cover else 'dots' if DOTS else 'the psychedelic turn'}")
+          f"{'snow cover ' + format(args.snow_cover, 'g') + ', shade ' + format(args.snow_shade, 'g') if args.snow_cover else 'dots' if DOTS else 'the psychedelic turn'}")
     print("| clip | kernel | photo | frame by frame (x photo) | EA (x frame) | window (x frame) |\n|---|---|---|---|---|---|")
     for clip in args.clips.split(","):
         frames, _ = read_video(str(VIDEOS / f"{clip}.mp4"), args.frames, args.size)

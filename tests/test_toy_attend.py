@@ -231,7 +231,7 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
 
     for name in ("CORR_SHARPEN", "CORR_LAYERS"):                                           # put back afterwards
         monkeypatch.setattr(correspondence_loss, name, getattr(correspondence_loss, name))
-    for name in ("SHARED_TEXTURE", "SHARED_GAIN", "SHARED_KERNEL", "SHARED_KAPPA", "SNOW_COVER"):
+    for name in ("SHARED_TEXTURE", "SHARED_GAIN", "SHARED_KERNEL", "SHARED_KAPPA", "SNOW_COVER", "SNOW_SHADE"):
         monkeypatch.setattr(styles, name, getattr(styles, name))
     from v2v_core.toy import batches
     monkeypatch.setattr(batches, "IN_STYLE_FRESH_NOISE", batches.IN_STYLE_FRESH_NOISE)
@@ -268,11 +268,11 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     # The probe loss on the attention's output under the latent kernel (its target keyed on the source latents), after
     # the stem trained alone on that choice (--stem-first); the snowy scene snow-covered by that choice (--snow-cover).
     train.main(["--stage", "attend", "--attend-steps", "1", "--corr-sharpen", "1", "--latent-kernel", "64", "--stem-first", "2",
-                "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--snow-cover", "0.6",
+                "--shared-weight", "0", "--shared-out-weight", "0.5", "--probe-lr", "0.01", "--snow-cover", "0.6", "--snow-shade", "0.3",
                 "--style-weight", "snowy scene=4", "--style-weight", "sepia=2", "--keep-fresh-noise", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
     assert info["attend_steps"] == 3 and info["attend_shared_out_weight"] == 0.5 and info["attend_kernel"][:2] == ["latent", 64]
-    assert info["attend_snow_cover"] == 0.6 and info["attend_style_weights"]["snowy scene"] == 4 and info["attend_keep_fresh_noise"]
+    assert info["attend_snow_cover"] == 0.6 and info["attend_snow_shade"] == 0.3 and info["attend_style_weights"]["snowy scene"] == 4 and info["attend_keep_fresh_noise"]
     assert info["attend_style_weights"]["sepia"] == 2 and info["attend_style_weights"]["psychedelic"] == 3.0
     assert info["attend_stem_first"] == 2 and info["attend_stem_lr"] == 1e-3 and info["attend_stem_probe_relative_mse"] > 0
 
@@ -392,6 +392,13 @@ def test_snow_cover_whitens_where_the_shared_choice_is_positive_and_only_then(mo
     assert np.array_equal(out[:, :20], plain[:, :20])
     want = 0.5 * plain[:, 50:] + 0.5 * styles.SNOW_WHITE
     assert np.abs(out[:, 50:] - want).max() <= 1.0
+    # --snow-shade: the bare side falls into the cold shade by its share, the snow side is as it was
+    monkeypatch.setattr(styles, "SNOW_SHADE", 0.25)
+    shaded = styles.snow_covered(img, eps, m).astype(np.float32)
+    assert np.abs(shaded[:, :20] - (0.75 * plain[:, :20] + 0.25 * styles.SNOW_SHADE_RGB)).max() <= 1.0
+    assert np.abs(shaded[:, 50:] - want).max() <= 1.0
+    assert shaded[:, :20].mean() < plain[:, :20].mean() - 5
+    monkeypatch.setattr(styles, "SNOW_SHADE", 0.0)
 
     rng = np.random.default_rng(2)
     z = rng.standard_normal((4, 8, 8)).astype(np.float32)

@@ -133,6 +133,10 @@ def add_arguments(ap) -> None:
     ap.add_argument("--snow-cover", type=float, default=0.0, metavar="AMOUNT",
                     help="stage attend, with --latent-kernel: the snowy scene's regions also take snow (up to this share "
                          "of white) where the psychedelic style's shared choice is positive (styles.snow_covered)")
+    ap.add_argument("--snow-shade", type=float, default=0.0, metavar="AMOUNT",
+                    help="stage attend, with --snow-cover: where the shared choice is negative the snowy scene's regions "
+                         "fall into a cold shade (up to this share) instead of staying bare, so that the mean of the two "
+                         "choices is the snowy scene, not a half-white haze (styles.SNOW_SHADE)")
     ap.add_argument("--keep-fresh-noise", action="store_true",
                     help="stage attend: the in-style samples noised with another noise than their target's "
                          "(batches.IN_STYLE_FRESH_NOISE), as a stream's second step gets them")
@@ -181,7 +185,9 @@ def run(args, pool, kodak_once, stages) -> None:
                          "--latent-kernel KAPPA (64 in the model card's runs).")
     if args.latent_kernel:
         _styles.SHARED_KERNEL, _styles.SHARED_KAPPA = "latent", args.latent_kernel
-    _styles.SNOW_COVER = args.snow_cover
+    if args.snow_shade and not args.snow_cover:
+        raise SystemExit("--snow-shade is the other side of the snow cover's choice: add --snow-cover AMOUNT.")
+    _styles.SNOW_COVER, _styles.SNOW_SHADE = args.snow_cover, args.snow_shade
     _batches.IN_STYLE_FRESH_NOISE = args.keep_fresh_noise
     if args.shared_texture:
         _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
@@ -219,6 +225,6 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                           "attend_lr": lr, "attend_style_weights": weights, "attend_stem_first": args.stem_first,
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
-                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
+                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_snow_shade": args.snow_shade, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
