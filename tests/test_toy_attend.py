@@ -392,12 +392,18 @@ def test_snow_cover_whitens_where_the_shared_choice_is_positive_and_only_then(mo
     assert np.array_equal(out[:, :20], plain[:, :20])
     want = 0.5 * plain[:, 50:] + 0.5 * styles.SNOW_WHITE
     assert np.abs(out[:, 50:] - want).max() <= 1.0
-    # --snow-shade: the bare side falls into the cold shade by its share, the snow side is as it was
+    # --snow-shade: the bare side takes the cover's mirror image by its share (away from white), the snow side is as
+    # it was; at equal shares the two choices average to the plain snowy scene
     monkeypatch.setattr(styles, "SNOW_SHADE", 0.25)
     shaded = styles.snow_covered(img, eps, m).astype(np.float32)
-    assert np.abs(shaded[:, :20] - (0.75 * plain[:, :20] + 0.25 * styles.SNOW_SHADE_RGB)).max() <= 1.0
+    assert np.abs(shaded[:, :20] - (1.25 * plain[:, :20] - 0.25 * styles.SNOW_WHITE)).max() <= 1.0
     assert np.abs(shaded[:, 50:] - want).max() <= 1.0
     assert shaded[:, :20].mean() < plain[:, :20].mean() - 5
+    monkeypatch.setattr(styles, "SNOW_SHADE", 0.5)
+    light = np.full((64, 64, 3), 160, np.uint8)            # bright enough that the shade side does not clip at 0
+    both = styles.snow_covered(light, eps, m).astype(np.float32) + styles.snow_covered(light, eps, -m).astype(np.float32)
+    far = np.r_[0:20, 44:64]                                 # away from the edge, where the cubic upsampling overshoots
+    assert np.abs(both[:, far] / 2 - styles.snowy_scene(light, eps)[:, far]).max() <= 1.0
     monkeypatch.setattr(styles, "SNOW_SHADE", 0.0)
 
     rng = np.random.default_rng(2)

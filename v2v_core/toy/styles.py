@@ -247,29 +247,26 @@ def turned(img: np.ndarray, m: np.ndarray) -> np.ndarray:
 SNOW_COVER = 0.0
 SNOW_WHITE = np.array([240, 245, 255], np.float32)
 SNOW_BLUR_CELLS = 0.375                 # the cover's edge, a Gaussian of this many latent cells (3 px at f = 8)
-# SNOW_SHADE (session 24, stage 10's `--snow-shade`; 0 = off): where m is negative the regions fall into a deep cold
-# shade instead of staying bare, up to this share. With both sides drawn, the mean of the two choices (what a model
-# unsure of the choice draws under an x0 loss) is about the snowy scene itself, where a one-sided cover's mean is a
-# half-white haze over the whole frame (the model card, session 23).
+# SNOW_SHADE (session 24, stage 10's `--snow-shade`; 0 = off): where m is negative the regions take the cover's mirror
+# image, up to this share: pushed away from the snow's white by as much as the positive side is pulled towards it, a
+# deep cold shade. With SNOW_SHADE equal to SNOW_COVER the mean of the two choices (what a model unsure of the choice
+# draws under an x0 loss) is the snowy scene itself, at its own contrast (up to clipping), where a one-sided cover's
+# mean is a half-white, low-contrast haze over the whole frame (the model card, session 23) and a blend towards a
+# shade colour halves the contrast as well.
 SNOW_SHADE = 0.0
-SNOW_SHADE_RGB = np.array([20, 35, 80], np.float32)
 
 
 def snow_covered(img: np.ndarray, eps: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """The snowy scene (flakes from each cell's own noise) with snow on the cells whose shared noise m (H/8, W/8) is
-    positive: white blended in by SNOW_COVER * max(tanh(SHARED_GAIN * m), 0), and with SNOW_SHADE the cold shade blended
-    in by SNOW_SHADE * max(-tanh(SHARED_GAIN * m), 0) where it is negative; both upsampled smoothly."""
+    """The snowy scene (flakes from each cell's own noise) moved towards the snow's white by s = SNOW_COVER *
+    max(tanh(SHARED_GAIN * m), 0) where the shared noise m (H/8, W/8) is positive, and away from it by SNOW_SHADE *
+    max(-tanh(SHARED_GAIN * m), 0) where it is negative: base + (s_cover - s_shade) (white - base), s upsampled
+    smoothly."""
     h, w = img.shape[:2]
     turn = np.tanh(SHARED_GAIN * m).astype(np.float32)
-
-    def share(amount, side):
-        s = amount * np.clip(side, 0, 1)
-        s = cv2.GaussianBlur(cv2.resize(s, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 8 * SNOW_BLUR_CELLS)
-        return np.clip(s, 0, 1)[..., None]
-
-    white, shade = share(SNOW_COVER, turn), share(SNOW_SHADE, -turn)
-    out = snowy_scene(img, eps) * (1 - white - shade) + SNOW_WHITE * white + SNOW_SHADE_RGB * shade
-    return np.clip(out, 0, 255).astype(np.uint8)
+    s = SNOW_COVER * np.clip(turn, 0, 1) - SNOW_SHADE * np.clip(-turn, 0, 1)
+    s = cv2.GaussianBlur(cv2.resize(s, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 8 * SNOW_BLUR_CELLS)
+    s = np.clip(s, -SNOW_SHADE, 1)[..., None]      # no shade side at all when it is off (the rule of sessions 22-23)
+    return np.clip(snowy_scene(img, eps) * (1 - s) + SNOW_WHITE * s, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
