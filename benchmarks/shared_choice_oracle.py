@@ -14,7 +14,8 @@ turn 45 tanh(m)). Only numpy and the clip; no model, except for the kernel "late
 similarity of the cells' SOURCE LATENTS (KAPPA cos of the shipped toy encoder's 4-channel latents), the kernel the
 UNet's own input gives exactly (benchmarks/shared_choice_learnability.py --rule latent). With --snow-cover AMOUNT the
 rendering is the snowy scene's (styles.snow_covered: flakes from one fixed noise, snow where the choice is positive,
-and with --snow-shade a cold shade where it is negative) instead of the psychedelic turn; with --dots, pointillism's dots painted from the turned frame.
+and with --snow-shade the snow's mirror image, a cold shade, where it is negative) instead of the psychedelic turn;
+with --dots, pointillism's dots painted from the turned frame.
 """
 from __future__ import annotations
 
@@ -107,8 +108,9 @@ def main(argv=None):
                     "--shared-texture G) instead of the mean")
     ap.add_argument("--snow-cover", type=float, default=0.0, metavar="AMOUNT", help="render the snowy scene with "
                     "this much snow where the choice is positive (stage 10's --snow-cover) instead of the psychedelic turn")
-    ap.add_argument("--snow-shade", type=float, default=0.0, metavar="AMOUNT", help="with --snow-cover: this much "
-                    "cold shade where the choice is negative (stage 10's --snow-shade)")
+    ap.add_argument("--snow-shade", type=float, default=0.0, metavar="AMOUNT", help="with --snow-cover: the snow's "
+                    "mirror image, pushed away from white by this much, where the choice is negative (stage 10's "
+                    "--snow-shade)")
     ap.add_argument("--dots", action="store_true", help="render pointillism's dots (on the latent cells, from the one "
                     "fixed noise) painted from the turned frame: the bound of any shared choice drawn on that lattice")
     args = ap.parse_args(argv)
@@ -118,8 +120,9 @@ def main(argv=None):
         styles.SHARED_TEXTURE, styles.SHARED_GAIN = args.texture, 1.0
     kernels = args.kernel or [f"cosine:{styles.SHARED_KAPPA:g}:{styles.SHARED_BETA:g}" if styles.SHARED_KERNEL == "cosine"
                               else f"gauss:{styles.SHARED_SIGMA:g}"]
-    print(f"rule: {'texture-selected, G ' + format(args.texture, 'g') if args.texture else 'the mean'}; rendering: "
-          f"{'snow cover ' + format(args.snow_cover, 'g') + ', shade ' + format(args.snow_shade, 'g') if args.snow_cover else 'dots' if DOTS else 'the psychedelic turn'}")
+    rendering = (f"snow cover {args.snow_cover:g}, shade {args.snow_shade:g}" if args.snow_cover
+                 else "dots" if DOTS else "the psychedelic turn")
+    print(f"rule: {'texture-selected, G ' + format(args.texture, 'g') if args.texture else 'the mean'}; rendering: {rendering}")
     print("| clip | kernel | photo | frame by frame (x photo) | EA (x frame) | window (x frame) |\n|---|---|---|---|---|---|")
     for clip in args.clips.split(","):
         frames, _ = read_video(str(VIDEOS / f"{clip}.mp4"), args.frames, args.size)

@@ -135,8 +135,9 @@ def add_arguments(ap) -> None:
                          "of white) where the psychedelic style's shared choice is positive (styles.snow_covered)")
     ap.add_argument("--snow-shade", type=float, default=0.0, metavar="AMOUNT",
                     help="stage attend, with --snow-cover: where the shared choice is negative the snowy scene's regions "
-                         "fall into a cold shade (up to this share) instead of staying bare, so that the mean of the two "
-                         "choices is the snowy scene, not a half-white haze (styles.SNOW_SHADE)")
+                         "take the snow's mirror image, pushed away from white by up to this share (a deep cold shade), "
+                         "instead of staying bare, so that at equal shares the mean of the two choices is the snowy "
+                         "scene, not a half-white haze (styles.SNOW_SHADE)")
     ap.add_argument("--keep-fresh-noise", action="store_true",
                     help="stage attend: the in-style samples noised with another noise than their target's "
                          "(batches.IN_STYLE_FRESH_NOISE), as a stream's second step gets them")
