@@ -247,12 +247,10 @@ def turned(img: np.ndarray, m: np.ndarray) -> np.ndarray:
 SNOW_COVER = 0.0
 SNOW_WHITE = np.array([240, 245, 255], np.float32)
 SNOW_BLUR_CELLS = 0.375                 # the cover's edge, a Gaussian of this many latent cells (3 px at f = 8)
-# SNOW_SHADE (session 24, stage 10's `--snow-shade`; 0 = off): where m is negative the regions take the cover's mirror
-# image, up to this share: pushed away from the snow's white by as much as the positive side is pulled towards it, a
-# deep cold shade. With SNOW_SHADE equal to SNOW_COVER the mean of the two choices (what a model unsure of the choice
-# draws under an x0 loss) is the snowy scene itself, at its own contrast (up to clipping), where a one-sided cover's
-# mean is a half-white, low-contrast haze over the whole frame (the model card, session 23) and a blend towards a
-# shade colour halves the contrast as well.
+# SNOW_SHADE (stage 10's `--snow-shade`; 0 = off): where m is negative the regions take the cover's mirror image, up
+# to this share (pushed away from the snow's white: a deep cold shade), so that at equal shares the mean of the two
+# choices, which a model unsure of the choice draws under an x0 loss, is the snowy scene itself (up to clipping)
+# rather than a half-white haze (why: the model card, session 24).
 SNOW_SHADE = 0.0
 
 
