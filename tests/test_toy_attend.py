@@ -238,6 +238,8 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     train, out = tiny_training
     before_unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     before_vae = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    seeds, tune = [], train.tune_unet                   # the batch seed each run hands to the training loop
+    monkeypatch.setattr(train, "tune_unet", lambda pipe, pool, steps, seed, **kw: (seeds.append(seed), tune(pipe, pool, steps, seed, **kw))[1])
     train.main(["--stage", "attend", "--attend-steps", "1", "--attend-from-scratch", "--corr-sharpen", "1",
                 "--corr-layers", "down_blocks,up_blocks", "--shared-weight", "0", "--shared-out-weight", "0", "--out", str(out), "--threads", "1"])
     info = json.loads((out / "training.json").read_text())
@@ -264,6 +266,7 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     again = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     assert again.keys() == after.keys()
     assert torch.allclose(again["conv_in.weight"].float(), w1, atol=5e-3)     # continued, not re-initialised
+    assert seeds[1] != seeds[0]                         # and on batches of its own, not the first run's replayed
 
     # The probe loss on the attention's output under the latent kernel (its target keyed on the source latents), after
     # the stem trained alone on that choice (--stem-first); the snowy scene snow-covered by that choice (--snow-cover).
@@ -275,6 +278,7 @@ def test_attend_stage_from_scratch_with_the_models_own_softmax_trained_to_match(
     assert info["attend_snow_cover"] == 0.6 and info["attend_snow_shade"] == 0.3 and info["attend_style_weights"]["snowy scene"] == 4 and info["attend_keep_fresh_noise"]
     assert info["attend_style_weights"]["sepia"] == 2 and info["attend_style_weights"]["psychedelic"] == 3.0
     assert info["attend_stem_first"] == 2 and info["attend_stem_lr"] == 1e-3 and info["attend_stem_probe_relative_mse"] > 0
+    assert len(set(seeds)) == 3
 
     # stem_first alone: the stem moves, nothing after the probed layer does, and every weight trains again afterwards.
     from v2v_core.toy import attend

@@ -211,8 +211,11 @@ def run(args, pool, kodak_once, stages) -> None:
     if args.built_head:
         build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                  kodak_once(), (T_MIN, T_MAX), seed=args.seed))
-    stem_rel = stem_first(pipe, pool + kodak_once(), args.stem_first, args.seed + 12, stages, args.stem_lr) if args.stem_first else None
-    stages.tune_unet(pipe, pool + kodak_once(), args.attend_steps, args.seed + 10, lr=lr, corr_weight=args.corr_weight,
+    # A continued run draws batches of its own: seeded by the steps already done, not the first run's seed again
+    # (every 500-step run of sessions 22-24 replayed the same 500 batches).
+    seed = args.seed + done.get("attend_steps", 0)
+    stem_rel = stem_first(pipe, pool + kodak_once(), args.stem_first, seed + 12, stages, args.stem_lr) if args.stem_first else None
+    stages.tune_unet(pipe, pool + kodak_once(), args.attend_steps, seed + 10, lr=lr, corr_weight=args.corr_weight,
               style_weights=weights, desc="attend", styles=STYLES + (PSYCHEDELIC,),
               shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
               head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target,
