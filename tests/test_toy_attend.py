@@ -513,3 +513,39 @@ def test_unrolled_pairs_are_the_models_own_first_step_noised_again_at_the_stream
     assert shared and own
     assert all(torch.allclose(noise2[k], noise2[8 + k], atol=1e-3) for k in shared)
     assert all(not torch.allclose(noise2[k], noise2[8 + k], atol=1e-2) for k in own)
+
+
+def test_attend_recipe_runs_what_the_folder_has_not_had_in_order_and_resumes(tmp_path, monkeypatch):
+    """--stage attend-recipe: each run of the recipe goes through the training command as stage attend, with the base
+    switches first and the run's own after them (so they win), and is recorded in training.json as it ends; a second
+    call runs nothing, and a folder that has had only the first run gets only the second."""
+    import json
+
+    from v2v_core.toy import attend, train
+
+    (tmp_path / "training.json").write_text(json.dumps({"seed": 0}))
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        info = json.loads((tmp_path / "training.json").read_text())
+        (tmp_path / "training.json").write_text(json.dumps({**info, "attend_steps": info.get("attend_steps", 0) + 1}))
+
+    recipe = (("a", ("--attend-steps", "7")), ("b", ("--snow-cover", "0.3")))
+    assert attend.run_recipe(tmp_path, 1, fake_main, recipe, ("--snow-cover", "0.5")) == ["a", "b"]
+    assert calls[0][:6] == ["--stage", "attend", "--out", str(tmp_path), "--threads", "1"]
+    assert calls[0][6:] == ["--snow-cover", "0.5", "--attend-steps", "7"] and calls[1][6:] == ["--snow-cover", "0.5", "--snow-cover", "0.3"]
+    info = json.loads((tmp_path / "training.json").read_text())
+    assert info["attend_recipe_done"] == ["a", "b"] and info["attend_steps"] == 2 and info["seed"] == 0
+    assert set(info["attend_recipe_minutes"]) == {"a", "b"}
+    assert attend.run_recipe(tmp_path, 1, fake_main, recipe, ()) == [] and len(calls) == 2
+    info["attend_recipe_done"] = ["a"]
+    (tmp_path / "training.json").write_text(json.dumps(info))
+    assert attend.run_recipe(tmp_path, 1, fake_main, recipe, ()) == ["b"] and calls[2][6:] == ["--snow-cover", "0.3"]
+
+    # The training command's stage hands its folder and threads to run_recipe.
+    seen = []
+    monkeypatch.setattr(attend, "run_recipe", lambda out, threads, main: seen.append((out, threads)) or [])
+    monkeypatch.setattr(train, "image_pool", lambda seed: [])
+    train.main(["--stage", "attend-recipe", "--out", str(tmp_path), "--threads", "1"])
+    assert seen == [(tmp_path, 1)]

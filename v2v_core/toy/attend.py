@@ -31,6 +31,42 @@ STEM_LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
 STEM_LR, STEM_PROBE_LR, STEM_BATCH = 1e-3, 1e-2, 16
 
 
+# The runs that made the stage's current model, in order (`--stage attend-recipe`): each is the stage's switches on
+# top of RECIPE_BASE (the last of a repeated switch wins), started on a copy of v3.4's folder. The folder records the
+# runs it has had (training.json's attend_recipe_done), so a stopped recipe resumes at the run it was in; a run is
+# written only at its end, so an interrupted one starts again. Sessions 15-24's lineage (a from-scratch UNet and some
+# thirty runs, model card) is not reproducible from this repository: its folders lived in /tmp and were lost.
+RECIPE_BASE = ("--latent-kernel", "64", "--psychedelic-weight", "10", "--style-weight", "snowy scene=5",
+               "--style-weight", "black and white=6", "--style-weight", "sepia=2.5", "--style-weight", "cartoon=3",
+               "--style-weight", "photo=1.5", "--corr-sharpen", "1", "--corr-layers", "down_blocks.1,down_blocks.2,mid_block,up_blocks",
+               "--shared-weight", "0", "--shared-out-weight", "2", "--probe-lr", "0.01", "--unroll", "0.5", "--commit", "0.5")
+RECIPE = (
+    ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
+    ("W2", ("--attend-steps", "1000", "--attend-lr", "5e-4", "--snow-cover", "0.35", "--snow-shade", "0.35")),
+)
+
+
+def run_recipe(out, threads: int, main, recipe=RECIPE, base=RECIPE_BASE) -> list:
+    """Run the recipe's runs that the folder `out` has not had, each through the training command's `main` (stage
+    attend), recording each in training.json as it ends. Returns the names run now."""
+    import json
+
+    ran = []
+    for name, switches in recipe:
+        info_path = out / "training.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        if name in info.get("attend_recipe_done", []):
+            continue
+        t0 = time.time()
+        main(["--stage", "attend", "--out", str(out), "--threads", str(threads), *base, *switches])
+        info = json.loads(info_path.read_text())
+        info["attend_recipe_done"] = info.get("attend_recipe_done", []) + [name]
+        info.setdefault("attend_recipe_minutes", {})[name] = round((time.time() - t0) / 60, 1)
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+        ran.append(name)
+    return ran
+
+
 class _Stop(Exception):
     """Raised by StemProbe's hook: nothing after STEM_LAYER is needed."""
 

@@ -10,6 +10,7 @@
     python -m v2v_core.toy.train --stage recorr --recorr-steps 1000  # stage 4 again, on the conditioned UNet
     python -m v2v_core.toy.train --stage refine --refine-steps 2000  # stage 7's objective on stage 5's data
     python -m v2v_core.toy.train --stage offset --offset-steps 2000  # x0 as an offset from the source, then stage 8
+    python -m v2v_core.toy.train --stage attend-recipe --out COPY    # stage 10's runs (attend.RECIPE), resumable; not shipped
     python -m v2v_core.toy.train --stage attend --attend-steps 600   # experimental stage 10 (not in "all", not shipped)
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
@@ -453,7 +454,7 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
-    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine", "offset", "attend"],
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "unet", "tune", "cond", "sharpen", "recorr", "refine", "offset", "attend", "attend-recipe"],
                     default="all")
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--decoder-steps", type=int, default=800)
@@ -585,6 +586,9 @@ def main(argv=None):
 
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
         _attend.run(args, pool, kodak_once, sys.modules[__name__])
+    if args.stage == "attend-recipe":     # stage 10's runs in order, resumed where the folder stands (attend.RECIPE)
+        ran = _attend.run_recipe(args.out, args.threads, main)
+        print(f"attend recipe: ran {', '.join(ran) or 'nothing (every run done)'}", flush=True)
 
 if __name__ == "__main__":
     main()
