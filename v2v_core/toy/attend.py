@@ -43,6 +43,7 @@ RECIPE_BASE = ("--latent-kernel", "64", "--psychedelic-weight", "10", "--style-w
 RECIPE = (
     ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
     ("W2", ("--attend-steps", "1000", "--attend-lr", "5e-4", "--snow-cover", "0.35", "--snow-shade", "0.35")),
+    ("W3", ("--attend-steps", "1000", "--attend-lr", "5e-4", "--snow-cover", "0.35", "--snow-shade", "0.35")),
 )
 
 
