@@ -543,9 +543,10 @@ def test_attend_recipe_runs_what_the_folder_has_not_had_in_order_and_resumes(tmp
     (tmp_path / "training.json").write_text(json.dumps(info))
     assert attend.run_recipe(tmp_path, 1, fake_main, recipe, ()) == ["b"] and calls[2][6:] == ["--snow-cover", "0.3"]
 
-    # The training command's stage hands its folder and threads to run_recipe.
+    # The training command's stage hands its folder, threads and the recipe asked for (default attend.RECIPE) to run_recipe.
     seen = []
-    monkeypatch.setattr(attend, "run_recipe", lambda out, threads, main: seen.append((out, threads)) or [])
+    monkeypatch.setattr(attend, "run_recipe", lambda out, threads, main, recipe: seen.append((out, threads, recipe)) or [])
     monkeypatch.setattr(train, "image_pool", lambda seed: [])
     train.main(["--stage", "attend-recipe", "--out", str(tmp_path), "--threads", "1"])
-    assert seen == [(tmp_path, 1)]
+    train.main(["--stage", "attend-recipe", "--recipe", "warm", "--out", str(tmp_path), "--threads", "1"])
+    assert seen == [(tmp_path, 1, attend.RECIPES[attend.RECIPE]), (tmp_path, 1, attend.RECIPES["warm"])]

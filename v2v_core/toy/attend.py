@@ -31,23 +31,34 @@ STEM_LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
 STEM_LR, STEM_PROBE_LR, STEM_BATCH = 1e-3, 1e-2, 16
 
 
-# The runs that made the stage's current model, in order (`--stage attend-recipe`): each is the stage's switches on
-# top of RECIPE_BASE (the last of a repeated switch wins), started on a copy of v3.4's folder. The folder records the
-# runs it has had (training.json's attend_recipe_done), so a stopped recipe resumes at the run it was in; a run is
-# written only at its end, so an interrupted one starts again. Sessions 15-24's lineage (a from-scratch UNet and some
-# thirty runs, model card) is not reproducible from this repository: its folders lived in /tmp and were lost.
+# Stage 10's runs as recipes (`--stage attend-recipe --recipe NAME`), each started on a copy of v3.4's folder: a
+# recipe's runs in order, each the stage's switches on top of RECIPE_BASE (the last of a repeated switch wins). The
+# folder records the runs it has had (training.json's attend_recipe_done), so a stopped recipe resumes at the run it
+# was in; a run is written only at its end, so an interrupted one starts again. Sessions 15-24's lineage (a
+# from-scratch UNet and some thirty runs, model card) is not reproducible from this repository: its folders lived in
+# /tmp and were lost. "warm" (session 25): v3.4's UNet in the layout, its stem first; "scratch" (session 25, the one to
+# continue): a fresh UNet of the layout, its stem first, on the final objective from the start (model card).
 RECIPE_BASE = ("--latent-kernel", "64", "--psychedelic-weight", "10", "--style-weight", "snowy scene=5",
                "--style-weight", "black and white=6", "--style-weight", "sepia=2.5", "--style-weight", "cartoon=3",
                "--style-weight", "photo=1.5", "--corr-sharpen", "1", "--corr-layers", "down_blocks.1,down_blocks.2,mid_block,up_blocks",
                "--shared-weight", "0", "--shared-out-weight", "2", "--probe-lr", "0.01", "--unroll", "0.5", "--commit", "0.5")
-RECIPE = (
-    ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
-    ("W2", ("--attend-steps", "1000", "--attend-lr", "5e-4", "--snow-cover", "0.35", "--snow-shade", "0.35")),
-    ("W3", ("--attend-steps", "1000", "--attend-lr", "5e-4", "--snow-cover", "0.35", "--snow-shade", "0.35")),
-)
+_SNOW = ("--snow-cover", "0.35", "--snow-shade", "0.35")
+RECIPES = {
+    "warm": (
+        ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
+        ("W2", ("--attend-steps", "1000", "--attend-lr", "5e-4", *_SNOW)),
+        ("W3", ("--attend-steps", "1000", "--attend-lr", "5e-4", *_SNOW)),
+        ("W4", ("--attend-steps", "1000", "--attend-lr", "5e-4", *_SNOW)),
+        ("W5", ("--stem-first", "2500", "--attend-steps", "1000", "--attend-lr", "2.5e-4", *_SNOW)),
+    ),
+    "scratch": (
+        ("S1", ("--attend-from-scratch", "--stem-first", "2500", "--attend-steps", "2000", "--unroll", "0", "--commit", "0", *_SNOW)),
+    ),
+}
+RECIPE = "scratch"
 
 
-def run_recipe(out, threads: int, main, recipe=RECIPE, base=RECIPE_BASE) -> list:
+def run_recipe(out, threads: int, main, recipe=RECIPES[RECIPE], base=RECIPE_BASE) -> list:
     """Run the recipe's runs that the folder `out` has not had, each through the training command's `main` (stage
     attend), recording each in training.json as it ends. Returns the names run now."""
     import json

@@ -10,7 +10,7 @@
     python -m v2v_core.toy.train --stage recorr --recorr-steps 1000  # stage 4 again, on the conditioned UNet
     python -m v2v_core.toy.train --stage refine --refine-steps 2000  # stage 7's objective on stage 5's data
     python -m v2v_core.toy.train --stage offset --offset-steps 2000  # x0 as an offset from the source, then stage 8
-    python -m v2v_core.toy.train --stage attend-recipe --out COPY    # stage 10's runs (attend.RECIPE), resumable; not shipped
+    python -m v2v_core.toy.train --stage attend-recipe --out COPY    # stage 10's runs (attend.RECIPES), resumable; not shipped
     python -m v2v_core.toy.train --stage attend --attend-steps 600   # experimental stage 10 (not in "all", not shipped)
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
@@ -475,6 +475,8 @@ def main(argv=None):
                          "8: the loss ranks the matches while the model's own attention stays broad; 1: the model's own "
                          "softmax is the one trained to pick the match, so its attention becomes selective)")
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
+    ap.add_argument("--recipe", choices=sorted(_attend.RECIPES), default=_attend.RECIPE,
+                    help="stage attend-recipe: which of stage 10's recipes (attend.RECIPES) to run or resume")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -587,7 +589,7 @@ def main(argv=None):
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
         _attend.run(args, pool, kodak_once, sys.modules[__name__])
     if args.stage == "attend-recipe":     # stage 10's runs in order, resumed where the folder stands (attend.RECIPE)
-        ran = _attend.run_recipe(args.out, args.threads, main)
+        ran = _attend.run_recipe(args.out, args.threads, main, _attend.RECIPES[args.recipe])
         print(f"attend recipe: ran {', '.join(ran) or 'nothing (every run done)'}", flush=True)
 
 if __name__ == "__main__":
