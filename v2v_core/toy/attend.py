@@ -5,6 +5,7 @@ with the auxiliary losses and the built head tried for issue #30 (model card, "S
 (`python -m v2v_core.toy.train --stage attend ...`) takes its switches from add_arguments and runs it through run."""
 from __future__ import annotations
 
+import json
 import time
 
 import torch
@@ -61,8 +62,6 @@ RECIPE = "scratch"
 def run_recipe(out, threads: int, main, recipe=RECIPES[RECIPE], base=RECIPE_BASE) -> list:
     """Run the recipe's runs that the folder `out` has not had, each through the training command's `main` (stage
     attend), recording each in training.json as it ends. Returns the names run now."""
-    import json
-
     ran = []
     for name, switches in recipe:
         info_path = out / "training.json"
@@ -260,7 +259,7 @@ def run(args, pool, kodak_once, stages) -> None:
         build_shared_head(pipe.unet, fit_readout(pipe.unet, pipe.vae, pipe.scheduler.alphas_cumprod.float(),
                                                  kodak_once(), (T_MIN, T_MAX), seed=args.seed))
     # A continued run draws batches of its own: seeded by the steps already done, not the first run's seed again
-    # (every 500-step run of sessions 22-24 replayed the same 500 batches).
+    # (every run that continued a folder, sessions 19-24, replayed the first run's batches).
     seed = args.seed + done.get("attend_steps", 0)
     stem_rel = stem_first(pipe, pool + kodak_once(), args.stem_first, seed + 12, stages, args.stem_lr) if args.stem_first else None
     stages.tune_unet(pipe, pool + kodak_once(), args.attend_steps, seed + 10, lr=lr, corr_weight=args.corr_weight,
