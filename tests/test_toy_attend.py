@@ -520,6 +520,7 @@ def test_attend_recipe_runs_what_the_folder_has_not_had_in_order_and_resumes(tmp
     switches first and the run's own after them (so they win), and is recorded in training.json as it ends; a second
     call runs nothing, and a folder that has had only the first run gets only the second."""
     import json
+    from types import SimpleNamespace
 
     from v2v_core.toy import attend, train
 
@@ -531,21 +532,22 @@ def test_attend_recipe_runs_what_the_folder_has_not_had_in_order_and_resumes(tmp
         info = json.loads((tmp_path / "training.json").read_text())
         (tmp_path / "training.json").write_text(json.dumps({**info, "attend_steps": info.get("attend_steps", 0) + 1}))
 
+    fake = SimpleNamespace(main=fake_main, training_info=train.training_info)
     recipe = (("a", ("--attend-steps", "7")), ("b", ("--snow-cover", "0.3")))
-    assert attend.run_recipe(tmp_path, 1, fake_main, recipe, ("--snow-cover", "0.5")) == ["a", "b"]
+    assert attend.run_recipe(tmp_path, 1, fake, recipe, ("--snow-cover", "0.5")) == ["a", "b"]
     assert calls[0][:6] == ["--stage", "attend", "--out", str(tmp_path), "--threads", "1"]
     assert calls[0][6:] == ["--snow-cover", "0.5", "--attend-steps", "7"] and calls[1][6:] == ["--snow-cover", "0.5", "--snow-cover", "0.3"]
     info = json.loads((tmp_path / "training.json").read_text())
     assert info["attend_recipe_done"] == ["a", "b"] and info["attend_steps"] == 2 and info["seed"] == 0
     assert set(info["attend_recipe_minutes"]) == {"a", "b"}
-    assert attend.run_recipe(tmp_path, 1, fake_main, recipe, ()) == [] and len(calls) == 2
+    assert attend.run_recipe(tmp_path, 1, fake, recipe, ()) == [] and len(calls) == 2
     info["attend_recipe_done"] = ["a"]
     (tmp_path / "training.json").write_text(json.dumps(info))
-    assert attend.run_recipe(tmp_path, 1, fake_main, recipe, ()) == ["b"] and calls[2][6:] == ["--snow-cover", "0.3"]
+    assert attend.run_recipe(tmp_path, 1, fake, recipe, ()) == ["b"] and calls[2][6:] == ["--snow-cover", "0.3"]
 
     # The training command's stage hands its folder, threads and the recipe asked for (default attend.RECIPE) to run_recipe.
     seen = []
-    monkeypatch.setattr(attend, "run_recipe", lambda out, threads, main, recipe: seen.append((out, threads, recipe)) or [])
+    monkeypatch.setattr(attend, "run_recipe", lambda out, threads, stages, recipe: seen.append((out, threads, recipe)) or [])
     monkeypatch.setattr(train, "image_pool", lambda seed: [])
     train.main(["--stage", "attend-recipe", "--out", str(tmp_path), "--threads", "1"])
     train.main(["--stage", "attend-recipe", "--recipe", "warm", "--out", str(tmp_path), "--threads", "1"])

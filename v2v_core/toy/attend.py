@@ -60,21 +60,19 @@ RECIPES = {
 RECIPE = "scratch"
 
 
-def run_recipe(out, threads: int, main, recipe=RECIPES[RECIPE], base=RECIPE_BASE) -> list:
-    """Run the recipe's runs that the folder `out` has not had, each through the training command's `main` (stage
-    attend), recording each in training.json as it ends. Returns the names run now."""
+def run_recipe(out, threads: int, stages, recipe, base=RECIPE_BASE) -> list:
+    """Run the recipe's runs that the folder `out` has not had, each through the training command (`stages`: the
+    training module, as for run) as stage attend, recording each in training.json as it ends. Returns the names run now."""
     ran = []
     for name, switches in recipe:
-        info_path = out / "training.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        if name in info.get("attend_recipe_done", []):
+        if name in stages.training_info(out).get("attend_recipe_done", []):
             continue
         t0 = time.time()
-        main(["--stage", "attend", "--out", str(out), "--threads", str(threads), *base, *switches])
-        info = json.loads(info_path.read_text())
+        stages.main(["--stage", "attend", "--out", str(out), "--threads", str(threads), *base, *switches])
+        info = stages.training_info(out)
         info["attend_recipe_done"] = info.get("attend_recipe_done", []) + [name]
         info.setdefault("attend_recipe_minutes", {})[name] = round((time.time() - t0) / 60, 1)
-        info_path.write_text(json.dumps(info, indent=2) + "\n")
+        (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
         ran.append(name)
     return ran
 

@@ -589,7 +589,7 @@ def main(argv=None):
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
         _attend.run(args, pool, kodak_once, sys.modules[__name__])
     if args.stage == "attend-recipe":     # stage 10's runs in order, resumed where the folder stands (attend.RECIPE)
-        ran = _attend.run_recipe(args.out, args.threads, main, _attend.RECIPES[args.recipe])
+        ran = _attend.run_recipe(args.out, args.threads, sys.modules[__name__], _attend.RECIPES[args.recipe])
         print(f"attend recipe: ran {', '.join(ran) or 'nothing (every run done)'}", flush=True)
 
 if __name__ == "__main__":
