@@ -55,6 +55,8 @@ RECIPES = {
     "scratch": (
         ("S1", ("--attend-from-scratch", "--stem-first", "2500", "--attend-steps", "2000", "--unroll", "0", "--commit", "0", *_SNOW)),
         ("S2", ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)),
+        ("S3", ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)),
+        ("S4", ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)),
     ),
 }
 RECIPE = "scratch"
