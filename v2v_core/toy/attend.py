@@ -57,6 +57,8 @@ RECIPES = {
         ("S2", ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)),
         ("S3", ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)),
         ("S4", ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)),
+        ("S5", ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)),
+        ("S6", ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)),
     ),
 }
 RECIPE = "scratch"
