@@ -6,7 +6,9 @@ with the auxiliary losses and the built head tried for issue #30 (model card, "S
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import torch
 
@@ -62,6 +64,35 @@ RECIPES = {
     ),
 }
 RECIPE = "scratch"
+# A recipe's folder committed part-way (`--resume-point`): what stage 10 changes in v3.4's folder, its UNet, text
+# encoder and training.json (the autoencoder, tokenizer and scheduler stay v3.4's), so that a run on a fresh machine
+# continues the recipe instead of re-making hours of it. Not shipped weights: nothing loads them but the recipe.
+RESUME_DIR = Path(__file__).resolve().parents[2] / "training"
+RESUME_PARTS = ("unet", "text_encoder", "training.json")
+
+
+def resume_point(recipe_name: str) -> Path:
+    """Where the recipe's committed resume point lives (training/attend-NAME)."""
+    return RESUME_DIR / f"attend-{recipe_name}"
+
+
+def start_from_resume_point(out, point, stages) -> list:
+    """Put the resume point `point` (RESUME_PARTS) into the folder `out`, a copy of v3.4's, when the point has had more
+    of the recipe than `out`; a point that is not a stage of out's recipe stops the run. Returns the runs out has had."""
+    done = lambda folder: stages.training_info(folder).get("attend_recipe_done", [])
+    have, theirs = done(out), done(point)
+    if theirs[:len(have)] != have[:len(theirs)]:        # one must be the start of the other
+        raise SystemExit(f"--resume-point: {point} has had the runs {theirs}, {out} has had {have}: they are not one "
+                         f"recipe. Start from a fresh copy of the toy's folder.")
+    if len(theirs) > len(have):
+        for part in RESUME_PARTS:
+            src, dst = Path(point) / part, Path(out) / part
+            if src.is_dir():
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+            else:
+                shutil.copyfile(src, dst)
+    return done(out)
 
 
 def run_recipe(out, threads: int, stages, recipe, base=RECIPE_BASE) -> list:

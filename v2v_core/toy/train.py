@@ -477,6 +477,10 @@ def main(argv=None):
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
     ap.add_argument("--recipe", choices=sorted(_attend.RECIPES), default=_attend.RECIPE,
                     help="stage attend-recipe: which of stage 10's recipes (attend.RECIPES) to run or resume")
+    ap.add_argument("--resume-point", action="store_true",
+                    help="stage attend-recipe: first put the recipe's committed resume point (training/attend-RECIPE: "
+                         "its UNet, text encoder and training.json) into --out, a copy of the toy's folder, when it has "
+                         "had more of the recipe than --out; the recipe then runs only what follows it")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -589,6 +593,8 @@ def main(argv=None):
     if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
         _attend.run(args, pool, kodak_once, sys.modules[__name__])
     if args.stage == "attend-recipe":     # stage 10's runs in order, resumed where the folder stands (attend.RECIPE)
+        if args.resume_point:
+            _attend.start_from_resume_point(args.out, _attend.resume_point(args.recipe), sys.modules[__name__])
         ran = _attend.run_recipe(args.out, args.threads, sys.modules[__name__], _attend.RECIPES[args.recipe])
         print(f"attend recipe: ran {', '.join(ran) or 'nothing (every run done)'}", flush=True)
 
