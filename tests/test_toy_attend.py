@@ -563,7 +563,7 @@ def test_attend_recipe_runs_what_the_folder_has_not_had_in_order_and_resumes(tmp
 def test_resume_point_is_put_into_a_fresh_copy_and_the_recipe_runs_only_what_follows_it(tmp_path, monkeypatch):
     """--resume-point: a committed point that has had runs a and b of a recipe goes into a fresh folder (its UNet, text
     encoder and training.json replace the folder's, the rest stays), the recipe then runs only c; a folder already
-    further along keeps its own; a folder of another lineage stops with a message."""
+    further along keeps its own; a folder of another lineage, or a point that is not there, stops with a message."""
     import json
     from types import SimpleNamespace
 
@@ -588,6 +588,8 @@ def test_resume_point_is_put_into_a_fresh_copy_and_the_recipe_runs_only_what_fol
     (out / "training.json").write_text(json.dumps({"attend_recipe_done": ["x"]}))
     with pytest.raises(SystemExit, match="not one recipe"):
         attend.start_from_resume_point(out, point, train)
+    with pytest.raises(SystemExit, match="no resume point committed"):
+        attend.start_from_resume_point(out, tmp_path / "none", train)
 
     # The training command puts the recipe's own point (training/attend-RECIPE) in before running the recipe.
     seen = []

@@ -40,7 +40,8 @@ STEM_LR, STEM_PROBE_LR, STEM_BATCH = 1e-3, 1e-2, 16
 # was in; a run is written only at its end, so an interrupted one starts again. Sessions 15-24's lineage (a
 # from-scratch UNet and some thirty runs, model card) is not reproducible from this repository: its folders lived in
 # /tmp and were lost. "warm" (session 25): v3.4's UNet in the layout, its stem first; "scratch" (session 25, the one to
-# continue): a fresh UNet of the layout, its stem first, on the final objective from the start (model card).
+# continue): a fresh UNet of the layout, its stem first, on the final objective from the start (model card; S3-S6,
+# session 26: two more runs as S2, then the stream's unrolled second step and commit at half the rate).
 RECIPE_BASE = ("--latent-kernel", "64", "--psychedelic-weight", "10", "--style-weight", "snowy scene=5",
                "--style-weight", "black and white=6", "--style-weight", "sepia=2.5", "--style-weight", "cartoon=3",
                "--style-weight", "photo=1.5", "--corr-sharpen", "1", "--corr-layers", "down_blocks.1,down_blocks.2,mid_block,up_blocks",
@@ -78,8 +79,14 @@ def resume_point(recipe_name: str) -> Path:
 
 def start_from_resume_point(out, point, stages) -> list:
     """Put the resume point `point` (RESUME_PARTS) into the folder `out`, a copy of v3.4's, when the point has had more
-    of the recipe than `out`; a point that is not a stage of out's recipe stops the run. Returns the runs out has had."""
-    done = lambda folder: stages.training_info(folder).get("attend_recipe_done", [])
+    of the recipe than `out`; a missing point, or one whose runs and out's are not one recipe's (neither the start of
+    the other), stops the run. Returns the runs out has had."""
+    if not (Path(point) / "training.json").exists():
+        raise SystemExit(f"--resume-point: no resume point committed at {point}; run the recipe without --resume-point.")
+
+    def done(folder) -> list:
+        return stages.training_info(Path(folder)).get("attend_recipe_done", [])
+
     have, theirs = done(out), done(point)
     if theirs[:len(have)] != have[:len(theirs)]:        # one must be the start of the other
         raise SystemExit(f"--resume-point: {point} has had the runs {theirs}, {out} has had {have}: they are not one "
