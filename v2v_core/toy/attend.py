@@ -188,7 +188,13 @@ def stem_first(pipe, pool, steps: int, seed: int, stages, lr: float = STEM_LR, b
 
 
 def add_arguments(ap) -> None:
-    """The stage's own switches on the training command's parser."""
+    """The stage's own switches on the training command's parser (stage attend's, and attend-recipe's)."""
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default=RECIPE,
+                    help="stage attend-recipe: which of stage 10's recipes (attend.RECIPES) to run or resume")
+    ap.add_argument("--resume-point", action="store_true",
+                    help="stage attend-recipe: first put the recipe's committed resume point (training/attend-RECIPE: "
+                         "its UNet, text encoder and training.json) into --out, a copy of the toy's folder, when it has "
+                         "had more of the recipe than --out; the recipe then runs only what follows it")
     ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)
     ap.add_argument("--shared-weight", type=float, default=SHARED_ATTN_WEIGHT)
     ap.add_argument("--shared-sigma", type=float, default=None,

@@ -475,12 +475,6 @@ def main(argv=None):
                          "8: the loss ranks the matches while the model's own attention stays broad; 1: the model's own "
                          "softmax is the one trained to pick the match, so its attention becomes selective)")
     ap.add_argument("--tune-lr", type=float, default=TUNE_LR)
-    ap.add_argument("--recipe", choices=sorted(_attend.RECIPES), default=_attend.RECIPE,
-                    help="stage attend-recipe: which of stage 10's recipes (attend.RECIPES) to run or resume")
-    ap.add_argument("--resume-point", action="store_true",
-                    help="stage attend-recipe: first put the recipe's committed resume point (training/attend-RECIPE: "
-                         "its UNet, text encoder and training.json) into --out, a copy of the toy's folder, when it has "
-                         "had more of the recipe than --out; the recipe then runs only what follows it")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
