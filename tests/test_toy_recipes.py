@@ -26,7 +26,7 @@ def test_attend_recipe_runs_what_the_folder_has_not_had_in_order_and_resumes(tmp
         info = json.loads((tmp_path / "training.json").read_text())
         (tmp_path / "training.json").write_text(json.dumps({**info, "attend_steps": info.get("attend_steps", 0) + 1}))
 
-    fake = SimpleNamespace(main=fake_main, training_info=train.training_info)
+    fake = SimpleNamespace(main=fake_main, training_info=train.training_info, record_training=train.record_training)
     recipe = (("a", ("--attend-steps", "7")), ("b", ("--snow-cover", "0.3")))
     assert attend.run_recipe(tmp_path, 1, fake, recipe, ("--snow-cover", "0.5")) == ["a", "b"]
     assert calls[0][:6] == ["--stage", "attend", "--out", str(tmp_path), "--threads", "1"]
@@ -68,7 +68,7 @@ def test_resume_point_is_put_into_a_fresh_copy_and_the_recipe_runs_only_what_fol
     assert [(out / p / "w").read_text() for p in ("unet", "text_encoder", "vae")] == ["point", "point", "v3.4"]
 
     calls = []
-    fake = SimpleNamespace(main=calls.append, training_info=train.training_info)
+    fake = SimpleNamespace(main=calls.append, training_info=train.training_info, record_training=train.record_training)
     recipe = (("a", ()), ("b", ()), ("c", ("--attend-steps", "5")))
     assert attend.run_recipe(out, 1, fake, recipe, ()) == ["c"] and calls[0][6:] == ["--attend-steps", "5"]
     (point / "unet" / "w").write_text("older")

@@ -5,7 +5,6 @@ with the auxiliary losses and the built head tried for issue #30 (model card, "S
 (`python -m v2v_core.toy.train --stage attend ...`) takes its switches from add_arguments and runs it through run."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +46,10 @@ RECIPE_BASE = ("--latent-kernel", "64", "--psychedelic-weight", "10", "--style-w
                "--style-weight", "photo=1.5", "--corr-sharpen", "1", "--corr-layers", "down_blocks.1,down_blocks.2,mid_block,up_blocks",
                "--shared-weight", "0", "--shared-out-weight", "2", "--probe-lr", "0.01", "--unroll", "0.5", "--commit", "0.5")
 _SNOW = ("--snow-cover", "0.35", "--snow-shade", "0.35")
+# The scratch recipe's continued runs: 2000 joint steps at 1e-3 without the stream's terms, then at half the rate with
+# RECIPE_BASE's unrolled second step and commit.
+_S_JOINT = ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)
+_S_STREAM = ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)
 RECIPES = {
     "warm": (
         ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
@@ -57,11 +60,8 @@ RECIPES = {
     ),
     "scratch": (
         ("S1", ("--attend-from-scratch", "--stem-first", "2500", "--attend-steps", "2000", "--unroll", "0", "--commit", "0", *_SNOW)),
-        ("S2", ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)),
-        ("S3", ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)),
-        ("S4", ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)),
-        ("S5", ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)),
-        ("S6", ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)),
+        ("S2", _S_JOINT), ("S3", _S_JOINT),
+        ("S4", _S_STREAM), ("S5", _S_STREAM), ("S6", _S_STREAM),
     ),
 }
 RECIPE = "scratch"
@@ -112,9 +112,9 @@ def run_recipe(out, threads: int, stages, recipe, base=RECIPE_BASE) -> list:
         t0 = time.time()
         stages.main(["--stage", "attend", "--out", str(out), "--threads", str(threads), *base, *switches])
         info = stages.training_info(out)
-        info["attend_recipe_done"] = info.get("attend_recipe_done", []) + [name]
-        info.setdefault("attend_recipe_minutes", {})[name] = round((time.time() - t0) / 60, 1)
-        (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+        stages.record_training(out, {
+            "attend_recipe_done": info.get("attend_recipe_done", []) + [name],
+            "attend_recipe_minutes": {**info.get("attend_recipe_minutes", {}), name: round((time.time() - t0) / 60, 1)}})
         ran.append(name)
     return ran
 

@@ -436,10 +436,14 @@ def save(pipe, out: Path, meta: dict):
         legacy = d.get("_class_name") == "AutoencoderTiny" and d.pop("block_out_channels", None) is not None
         if d.pop("_name_or_path", None) is not None or legacy:
             cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
-    info_path = out / "training.json"
+    record_training(out, meta)
+
+
+def record_training(out: Path, meta: dict):
+    """Add `meta` to what training.json of `out` records (its other entries kept)."""
     info = training_info(out)
     info.update(meta)
-    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _load(out: Path):
