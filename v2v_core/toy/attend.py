@@ -40,7 +40,9 @@ STEM_LR, STEM_PROBE_LR, STEM_BATCH = 1e-3, 1e-2, 16
 # from-scratch UNet and some thirty runs, model card) is not reproducible from this repository: its folders lived in
 # /tmp and were lost. "warm" (session 25): v3.4's UNet in the layout, its stem first; "scratch" (session 25, the one to
 # continue): a fresh UNet of the layout, its stem first, on the final objective from the start (model card; S3-S6,
-# session 26: two more runs as S2, then the stream's unrolled second step and commit at half the rate).
+# session 26: two more runs as S2, then the stream's unrolled second step and commit at half the rate; S7-S10,
+# session 27: the commit at the full share changed nothing; the stem trained alone again before a run's joint steps
+# moved the choice most, S10 with pixel art drawn more often, the one style still under v3.4's fidelity).
 RECIPE_BASE = ("--latent-kernel", "64", "--psychedelic-weight", "10", "--style-weight", "snowy scene=5",
                "--style-weight", "black and white=6", "--style-weight", "sepia=2.5", "--style-weight", "cartoon=3",
                "--style-weight", "photo=1.5", "--corr-sharpen", "1", "--corr-layers", "down_blocks.1,down_blocks.2,mid_block,up_blocks",
@@ -50,6 +52,7 @@ _SNOW = ("--snow-cover", "0.35", "--snow-shade", "0.35")
 # RECIPE_BASE's unrolled second step and commit.
 _S_JOINT = ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)
 _S_STREAM = ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)
+_S_STEM = ("--stem-first", "2500", *_S_STREAM)      # the stem alone first (session 27)
 RECIPES = {
     "warm": (
         ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
@@ -62,6 +65,8 @@ RECIPES = {
         ("S1", ("--attend-from-scratch", "--stem-first", "2500", "--attend-steps", "2000", "--unroll", "0", "--commit", "0", *_SNOW)),
         ("S2", _S_JOINT), ("S3", _S_JOINT),
         ("S4", _S_STREAM), ("S5", _S_STREAM), ("S6", _S_STREAM),
+        ("S7", (*_S_STREAM, "--commit", "1")),
+        ("S8", _S_STEM), ("S9", _S_STEM), ("S10", (*_S_STEM, "--style-weight", "pixel art=5")),
     ),
 }
 RECIPE = "scratch"
