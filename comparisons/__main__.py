@@ -233,7 +233,7 @@ def main(argv=None) -> int:
                    help='comma-separated names (see `list`), "all-online" or "all" (default: StreamDiffusion,StreamV2V)')
     p.add_argument("--out-dir", required=True, help="the results bundle folder to write")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                   help=RUNTIME_HELP + " (default: torch)")
+                   help=RUNTIME_HELP.replace("%", "%%") + " (default: torch)")   # argparse %-formats help
     _common(p)
     p.add_argument("--clip-model", default=None, help="CLIP hub id or local folder for CLIP metrics (default: none)")
     p.set_defaults(fn=cmd_run)
