@@ -435,3 +435,36 @@ def test_toy_eval_summary_lists_recognisability_and_gap_per_clip(tmp_path):
     s = summary([report("wolf", 0.0, 16.5), report("kite-walk", 1.0, 17.25)], tmp_path)
     assert s["weights"] == weights_digest(tmp_path) and s["clips"] == ["wolf", "kite-walk"] and s["frames"] == [48, 48]
     assert s["recognisability"] == {"pixel art": [0.0, 1.0]} and s["gap_db"] == {"pixel art": [5.5, 4.75]}
+
+
+def test_grid_targets_follow_the_rule_the_model_was_trained_on(tmp_path, frame):
+    """styles.trained_rule sets the shared-choice rule of a folder's stage 10 (training.json) for a block and puts the
+    module's back; inside it the grid's snowy scene target is the snow chosen from the frame's latent (what v4 learned),
+    outside it (or for a folder without stage 10, as v3.4's) the flakes alone, drawn from the same noise."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from v2v_core.toy import styles
+    from v2v_core.toy.evaluate import grid_target
+
+    (tmp_path / "training.json").write_text(json.dumps({"attend_kernel": ["latent", 64.0, 0.25], "attend_snow_cover": 0.35,
+                                                        "attend_snow_shade": 0.35}))
+    before = (styles.SHARED_KERNEL, styles.SHARED_KAPPA, styles.SNOW_COVER, styles.SNOW_SHADE)
+    h, w = frame.shape[:2]
+    z = torch.randn(1, 4, h // 8, w // 8, generator=torch.Generator().manual_seed(3))
+    bb = SimpleNamespace(device="cpu", dtype=torch.float32, encode_images=lambda x: z)
+    snowy = styles.STYLE_BY_NAME["snowy scene"]
+    eps = np.random.default_rng(0).standard_normal((4, h // 8, w // 8)).astype(np.float32)
+    with styles.trained_rule(tmp_path) as info:
+        assert info["attend_snow_cover"] == 0.35 and (styles.SHARED_KERNEL, styles.SHARED_KAPPA) == ("latent", 64.0)
+        assert (styles.SNOW_COVER, styles.SNOW_SHADE) == (0.35, 0.35)
+        covered = grid_target(bb, snowy, frame, np.random.default_rng(0))
+        expected = styles.snow_covered(frame, eps, styles.latent_shared_noise(z[0].numpy(), eps))
+    assert (styles.SHARED_KERNEL, styles.SHARED_KAPPA, styles.SNOW_COVER, styles.SNOW_SHADE) == before
+    flakes = styles.snowy_scene(frame, eps)
+    assert np.array_equal(covered, expected) and np.abs(covered.astype(int) - flakes).mean() > 5
+    with styles.trained_rule(tmp_path / "v3.4-like"):             # no training.json: the module's rule
+        assert np.array_equal(grid_target(bb, snowy, frame, np.random.default_rng(0)), flakes)
+        assert np.array_equal(grid_target(bb, styles.STYLE_BY_NAME["sepia"], frame, None), styles.sepia(frame))

@@ -125,7 +125,7 @@ def cmd_toy_eval(args) -> int:
     if args.grid:
         from .toy.evaluate import style_grid
 
-        print("wrote", style_grid(args.video, args.grid, size=args.size, backbone=backbone))
+        print("wrote", style_grid(args.video, args.grid, size=args.size, backbone=backbone, folder=folder))
     return 0
 
 

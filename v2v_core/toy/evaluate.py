@@ -47,13 +47,32 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
+def grid_target(bb, style, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A style's target on a frame as the model's training drew it: a random style from noise drawn with rng, a style
+    whose choice is keyed on the source latent (batches.latent_keyed, under styles.trained_rule) from the frame's own
+    latent, as the UNet is given it."""
+    from .batches import latent_keyed
+    from .styles import latent_shared_noise, shared_rendering
+
+    if style.deterministic:
+        return style.apply(frame)
+    h, w = frame.shape[:2]
+    eps = rng.standard_normal((4, h // 8, w // 8)).astype(np.float32)       # as Style.apply draws it
+    if not latent_keyed(style.name):
+        return style.apply(frame, eps=eps)
+    with torch.no_grad():
+        z = bb.encode_images(to_tensor(frame, bb.device, bb.dtype))[0].float().cpu().numpy()
+    return shared_rendering(style.name, frame, eps, latent_shared_noise(z, eps))
+
+
 def style_grid(videos, out_png: str, frame: int = 0, size: int = 256, backbone=None, strength: float = 0.4,
-               steps: int = 2) -> str:
-    """A picture of every style on one frame of each video: per video, a row of the filter targets and a
-    row of the model's outputs (the engine's standard path), the input at the left of both rows."""
+               steps: int = 2, folder=None) -> str:
+    """A picture of every style on one frame of each video: per video, a row of the filter targets (each as the model
+    in `folder` was trained on it: styles.trained_rule) and a row of the model's outputs (the engine's standard path),
+    the input at the left of both rows."""
     import cv2
 
-    from .styles import STYLES
+    from .styles import STYLES, trained_rule
 
     bb = backbone or load_backbone("toy")
     videos = [videos] if isinstance(videos, (str, bytes)) or hasattr(videos, "__fspath__") else list(videos)
@@ -71,7 +90,8 @@ def style_grid(videos, out_png: str, frame: int = 0, size: int = 256, backbone=N
         tops, bottoms = [f], [f]
         rng = np.random.default_rng(0)
         for s in STYLES:
-            tops.append(s.apply(f, rng=rng))
+            with trained_rule(folder):
+                tops.append(grid_target(bb, s, f, rng))
             stream = Stream(bb, s.prompts[0], StreamSettings(strength=strength, steps=steps, seed=0))
             bottoms.append(list(stream.run([f]))[0])
         name = Path(str(video)).stem

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -252,6 +253,27 @@ SNOW_BLUR_CELLS = 0.375                 # the cover's edge, a Gaussian of this m
 # choices, which a model unsure of the choice draws under an x0 loss, is the snowy scene itself (up to clipping)
 # rather than a half-white haze (why: the model card, session 24).
 SNOW_SHADE = 0.0
+
+
+@contextmanager
+def trained_rule(folder):
+    """The shared-choice rule that a model folder's stage 10 trained (its training.json: attend_kernel ("latent", KAPPA),
+    attend_snow_cover, attend_snow_shade), set on this module while the block runs and put back after, so that a
+    target drawn inside it is the one that model learned (v4's snowy scene: snow chosen per region); a folder without
+    stage 10 (v3.4) leaves the module's rule as it is."""
+    path = Path(folder) / "training.json" if folder else None
+    info = json.loads(path.read_text()) if path and path.exists() else {}
+    g, names = globals(), ("SHARED_KERNEL", "SHARED_KAPPA", "SNOW_COVER", "SNOW_SHADE")
+    saved = {n: g[n] for n in names}
+    kernel = info.get("attend_kernel") or []
+    try:
+        if kernel and kernel[0] == "latent":
+            g["SHARED_KERNEL"], g["SHARED_KAPPA"] = "latent", float(kernel[1])
+        g["SNOW_COVER"] = info.get("attend_snow_cover") or SNOW_COVER
+        g["SNOW_SHADE"] = info.get("attend_snow_shade") or SNOW_SHADE
+        yield info
+    finally:
+        g.update(saved)
 
 
 def snow_covered(img: np.ndarray, eps: np.ndarray, m: np.ndarray) -> np.ndarray:
