@@ -40,7 +40,7 @@ LOAD_FAILURES = service.load_at_start() if service.ZERO_GPU else {}
 HERE = Path(__file__).parent
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.mp4"))
 # Each example with the prompt that shows the embedded model at its best on it, and a caption
-EXAMPLE_PROMPTS = {"astronaut-pan": ("a thermal image", "astronaut, camera pans: thermal"),
+EXAMPLE_PROMPTS = {"astronaut-pan": ("a snowy scene", "astronaut, camera pans: snowy scene (snow chosen per frame)"),
                    "chelsea-rotate": ("a pencil sketch", "cat, camera rotates: pencil sketch"),
                    "coffee-zoom": ("a sepia photo", "coffee, camera zooms: sepia"),
                    "rocket-object": ("pointillism", "rocket, a ball crosses: pointillism (dots invented per frame)")}

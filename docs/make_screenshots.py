@@ -84,7 +84,7 @@ def main():
             pg.set_viewport_size({"width": 1400, "height": 1000})
             pg.wait_for_timeout(800)
             # Compare: the first click on an example shows its results made in advance
-            load_example("compare-input", "astronaut, camera pans: thermal")
+            load_example("compare-input", "astronaut, camera pans: snowy scene")
             pg.wait_for_selector("#progress-board :text('Made in advance')", timeout=30_000)
             pg.wait_for_timeout(1500)
             shoot("first_click")

@@ -66,8 +66,11 @@ def test_source_matches_follow_the_true_motion_of_a_pan():
     clip = make_clip("pan", 8, 128, speed=4.0)
     acc = match_accuracy(toy, clip, StreamSettings(strength=0.4, steps=2, seed=0), TokenFlowConfig(keyframe_group=4))
     assert max(acc.values()) >= 0.9, acc
-    finest = next(iter(acc))                                       # the highest-resolution layer: 16x16 tokens
-    assert acc[finest] >= 0.8, acc
+    # the contracting path's first layer below the latent's resolution (8x8 tokens here), which the correspondence
+    # stages trained (v3.4's finest); v4's full-resolution layers, never trained for it, land within their finer cell
+    # on 46-68% of the tokens (chance: about 4%)
+    assert acc["down_blocks.1.attentions.0.transformer_blocks.0.attn1"] >= 0.8, acc
+    assert all(v >= 0.3 for v in acc.values()), acc
 
 
 def test_neighbour_weights_fall_linearly():

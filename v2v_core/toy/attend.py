@@ -72,7 +72,8 @@ RECIPES = {
 RECIPE = "scratch"
 # A recipe's folder committed part-way (`--resume-point`): what stage 10 changes in v3.4's folder, its UNet, text
 # encoder and training.json (the autoencoder, tokenizer and scheduler stay v3.4's), so that a run on a fresh machine
-# continues the recipe instead of re-making hours of it. Not shipped weights: nothing loads them but the recipe.
+# continues the recipe instead of re-making hours of it. Nothing loads them but the recipe. training/attend-scratch
+# holds S9; the shipped folder (v4) has had S1-S10 itself, so a copy of it continues the recipe without this point.
 RESUME_DIR = Path(__file__).resolve().parents[2] / "training"
 RESUME_PARTS = ("unet", "text_encoder", "training.json")
 

@@ -1,6 +1,6 @@
 """Train the embedded toy model from scratch, on a CPU, reproducibly.
 
-    python -m v2v_core.toy.train --out v2v_core/toy/model            # all nine stages (about 3.5 h on 2 cores)
+    python -m v2v_core.toy.train --out v2v_core/toy/model            # all ten stages (about 8 h on 2 cores)
     python -m v2v_core.toy.train --stage vae --vae-steps 2500 ...    # one stage
     python -m v2v_core.toy.train --stage decoder ...                 # fine-tunes the decoder in --out
     python -m v2v_core.toy.train --stage unet --unet-steps 8000 ...  # reuses the VAE in --out
@@ -10,8 +10,8 @@
     python -m v2v_core.toy.train --stage recorr --recorr-steps 1000  # stage 4 again, on the conditioned UNet
     python -m v2v_core.toy.train --stage refine --refine-steps 2000  # stage 7's objective on stage 5's data
     python -m v2v_core.toy.train --stage offset --offset-steps 2000  # x0 as an offset from the source, then stage 8
-    python -m v2v_core.toy.train --stage attend-recipe --out COPY    # stage 10's runs (attend.RECIPES), resumable; not shipped
-    python -m v2v_core.toy.train --stage attend --attend-steps 600   # experimental stage 10 (not in "all", not shipped)
+    python -m v2v_core.toy.train --stage attend-recipe --out COPY    # stage 10: its recipe's runs (attend.RECIPES), resumable
+    python -m v2v_core.toy.train --stage attend --attend-steps 600   # one run of stage 10, for trying new switches
 
 Stage 1, VAE: L1 + MSE reconstruction of random 128 px crops of the image pool and of every style's
 filtered version (the decoder must be able to draw sketches and pixel art, not only photos). Then the
@@ -64,7 +64,7 @@ source; then stage 8's objective. With epsilon prediction even "a photo" is rebu
 error of the predicted noise reaches x0 multiplied by sqrt(1 - abar) / sqrt(abar); an offset is exactly zero where
 the style keeps the source, and small where it keeps its structure.
 
-Stage 10, attend (experimental, not part of "all"; the shipped weights do not have it): a transformer block in every
+Stage 10, attend (in "all" as its recipe, attend.RECIPES["scratch"], S1-S10; shipped as v4): a transformer block in every
 UNet block, the latent's full resolution included (arch.attention_everywhere, an exact warm start), then stage 9's
 objective with a tenth, training-only style whose invented detail is SHARED by tokens of similar colour
 (styles.psychedelic: each region's hue turn chosen from the colour-similarity-weighted mean of the noise), and
@@ -72,8 +72,8 @@ optionally a cross-entropy that teaches the full-resolution self-attention that 
 (correspondence_loss.shared_attention_loss). Its purpose: a model whose self-attention carries appearance, so that
 StreamV2V's extended attention and feature fusion, window attention and TokenFlow change what it draws (issue #30).
 With --built-head the colour-similarity head is built into the first full-resolution block (shared_head) and its
-inputs and output are supervised (v2v_core/toy/attend.py). Measured so far (model card): none of the tries got there; the network answers
-the shared choice with its mean, and with the head built its noise estimate is not precise enough (session 17).
+inputs and output are supervised (v2v_core/toy/attend.py). What got there and what did not (model card, "Stage 10"): a
+fresh UNet of the layout, its stem trained alone on the choice between runs; the snowy scene shows the methods apart.
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
@@ -588,9 +588,9 @@ def main(argv=None):
                               "offset_lr": OFFSET_LR, "offset_style_weights": REFINE_STYLE_WEIGHTS, "prediction": "x0 = source latent + output"})
         print(f"offset re-parametrisation done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
-    if args.stage == "attend":            # experimental, not part of "all": not shipped (model card, "Stage 10")
+    if args.stage == "attend":            # one run of stage 10 with the switches given (the recipe's runs are these)
         _attend.run(args, pool, kodak_once, sys.modules[__name__])
-    if args.stage == "attend-recipe":     # stage 10's runs in order, resumed where the folder stands (attend.RECIPE)
+    if args.stage in ("all", "attend-recipe"):   # stage 10's runs in order, resumed where the folder stands (attend.RECIPE)
         if args.resume_point:
             _attend.start_from_resume_point(args.out, _attend.resume_point(args.recipe), sys.modules[__name__])
         ran = _attend.run_recipe(args.out, args.threads, sys.modules[__name__], _attend.RECIPES[args.recipe])
