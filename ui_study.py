@@ -38,6 +38,19 @@ SYNC_STUDY_VIDEOS_JS = """
 """
 
 
+def report_files(db) -> tuple[Path, Path, Path]:
+    """Where the admin view writes the study's win-rate chart, votes (CSV) and design (JSON): a folder of the system's
+    temp directory kept per database (the 10 s refresh overwrites it), never beside the database, which an operator
+    may keep where Gradio serves nothing from (a Space's persistent /data)."""
+    import hashlib
+    import tempfile
+
+    db = Path(db).resolve()
+    folder = Path(tempfile.gettempdir()) / "v2v-study" / f"{db.stem}-{hashlib.sha1(str(db).encode()).hexdigest()[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return tuple(folder / f"{db.stem}.{kind}" for kind in ("winrates.png", "votes.csv", "design.json"))
+
+
 def _open_study_db():
     from comparisons import study
 
@@ -233,9 +246,7 @@ def build_study_admin_tab():
     def admin(pw, ref):
         check_password(pw)
         open_db().close()
-        png = Path(STUDY_DB).with_suffix(".winrates.png")
-        csv_path = Path(STUDY_DB).with_suffix(".votes.csv")
-        design = Path(STUDY_DB).with_suffix(".design.json")
+        png, csv_path, design = report_files(STUDY_DB)
         text = study.report(STUDY_DB, ref, png)
         study.export(STUDY_DB, csv_path)
         study.export_design(STUDY_DB, design)

@@ -388,3 +388,19 @@ def test_the_study_route_serves_only_what_it_assigned(tmp_path, monkeypatch):
             assert status(path)[0] == 404, path
     finally:
         app.demo.close()
+
+
+def test_admin_report_files_go_where_gradio_may_serve_them_whatever_the_database_path():
+    """The admin view's chart, CSV and design are written under the system's temp directory, one folder per database,
+    not beside the database: one kept on a Space's persistent /data (outside the app's folder and /tmp) made Gradio
+    refuse the chart ("Cannot move ... to the gradio cache dir") and the admin view showed an error."""
+    import tempfile
+
+    import ui_study
+
+    a = ui_study.report_files("/data/study.db")
+    b = ui_study.report_files("/elsewhere/study.db")
+    tmp = Path(tempfile.gettempdir()).resolve()
+    assert [p.name for p in a] == ["study.winrates.png", "study.votes.csv", "study.design.json"]
+    assert all(p.parent.is_dir() and tmp in p.resolve().parents for p in a + b)
+    assert a[0].parent != b[0].parent and ui_study.report_files("/data/study.db") == a     # per database, stable
