@@ -89,9 +89,9 @@ def style_grid(videos, out_png: str, frame: int = 0, size: int = 256, backbone=N
         f = clip[frame]
         tops, bottoms = [f], [f]
         rng = np.random.default_rng(0)
+        with trained_rule(folder):                  # the folder's training.json read once per clip, not per style
+            tops += [grid_target(bb, s, f, rng) for s in STYLES]
         for s in STYLES:
-            with trained_rule(folder):
-                tops.append(grid_target(bb, s, f, rng))
             stream = Stream(bb, s.prompts[0], StreamSettings(strength=strength, steps=steps, seed=0))
             bottoms.append(list(stream.run([f]))[0])
         name = Path(str(video)).stem
