@@ -468,3 +468,31 @@ def test_grid_targets_follow_the_rule_the_model_was_trained_on(tmp_path, frame):
     with styles.trained_rule(tmp_path / "v3.4-like"):             # no training.json: the module's rule
         assert np.array_equal(grid_target(bb, snowy, frame, np.random.default_rng(0)), flakes)
         assert np.array_equal(grid_target(bb, styles.STYLE_BY_NAME["sepia"], frame, None), styles.sepia(frame))
+
+
+def test_invented_detail_bound_draws_the_targets_the_model_was_trained_on(tmp_path, frame):
+    """toy-eval's invented_detail_bound round-trips each invented style's targets as the evaluated folder's training
+    drew them (evaluate.invented_targets): the snowy scene with its snow for a stage-10 folder, the flakes alone for a
+    folder without stage 10; one seeded noise per frame either way, pointillism the same in both."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from v2v_core.toy import styles
+    from v2v_core.toy.evaluate import invented_targets
+
+    (tmp_path / "training.json").write_text(json.dumps({"attend_kernel": ["latent", 64.0, 0.25], "attend_snow_cover": 0.35,
+                                                        "attend_snow_shade": 0.35}))
+    h, w = frame.shape[:2]
+    z = torch.randn(1, 4, h // 8, w // 8, generator=torch.Generator().manual_seed(3))
+    bb = SimpleNamespace(device="cpu", dtype=torch.float32, encode_images=lambda x: z)
+    clip = [frame, frame[:, ::-1].copy()]
+    trained, plain = invented_targets(bb, clip, tmp_path), invented_targets(bb, clip, tmp_path / "v3.4-like")
+    assert set(trained) == set(plain) == {"pointillism", "snowy scene"}
+    rng = np.random.default_rng(0)
+    eps = [rng.standard_normal((4, h // 8, w // 8)).astype(np.float32) for _ in range(2 * len(clip))]
+    assert all(np.array_equal(p, styles.pointillism(f, e)) for p, f, e in zip(plain["pointillism"], clip, eps[:2]))
+    assert all(np.array_equal(s, styles.snowy_scene(f, e)) for s, f, e in zip(plain["snowy scene"], clip, eps[2:]))
+    assert all(np.array_equal(a, b) for a, b in zip(trained["pointillism"], plain["pointillism"]))
+    assert all(np.abs(a.astype(int) - b).mean() > 5 for a, b in zip(trained["snowy scene"], plain["snowy scene"]))

@@ -107,7 +107,7 @@ def cmd_toy_eval(args) -> int:
         raise V2VError(f"--summary describes the evaluated model's weights, so it belongs in its folder: give "
                        f"{folder / EVALUATION_FILE}.")
     backbone = load_backbone(args.model or "toy")
-    reports = [evaluate(v, frames=args.frames, size=args.size, backbone=backbone) for v in args.video]
+    reports = [evaluate(v, frames=args.frames, size=args.size, backbone=backbone, folder=folder) for v in args.video]
     out = json.dumps(reports[0] if len(reports) == 1 else reports, indent=2)
     print(out)
     if args.json:

@@ -18,7 +18,8 @@ Outputs come from the engine's standard path at the studio's defaults for the to
 - invented_detail: per invented-content style (pointillism, snow), the mean absolute Laplacian of its
   output over that of the "a photo" output on the same frames (the dots and flakes are there: > 1);
 - invented_detail_bound: the same ratio for the autoencoder's round trip of that style's target (dots and
-  flakes placed by seeded noise): what any UNet could at best show through this autoencoder;
+  flakes placed by seeded noise; drawn as the model was trained, styles.trained_rule, v4's snowy scene with its
+  snow): what any UNet could at best show through this autoencoder;
 - prompt_separation_mae: mean absolute difference between outputs of different prompts;
 - attention_share: per style, the PSNR (dB) of the output with every self-attention (attn1) / every cross-attention
   (attn2) output zeroed against the untouched output, on the first ATTENTION_FRAMES frames (attention_share): how much
@@ -63,6 +64,16 @@ def grid_target(bb, style, frame: np.ndarray, rng: np.random.Generator) -> np.nd
     with torch.no_grad():
         z = bb.encode_images(to_tensor(frame, bb.device, bb.dtype))[0].float().cpu().numpy()
     return shared_rendering(style.name, frame, eps, latent_shared_noise(z, eps))
+
+
+def invented_targets(bb, clip, folder=None) -> dict:
+    """Per invented-content style, its targets on the frames of clip, each frame's noise drawn from one seeded
+    generator, drawn as the model in `folder` was trained on them (styles.trained_rule, grid_target)."""
+    from .styles import STYLES, trained_rule
+
+    rng = np.random.default_rng(0)
+    with trained_rule(folder):
+        return {s.name: [grid_target(bb, s, f, rng) for f in clip] for s in STYLES if not s.deterministic}
 
 
 def style_grid(videos, out_png: str, frame: int = 0, size: int = 256, backbone=None, strength: float = 0.4,
@@ -141,7 +152,10 @@ def _mean_agreement(images, refs) -> tuple[float, float]:
             round(float(np.mean([ssim(a, b) for a, b in zip(images, refs)])), 3))
 
 
-def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, strength: float = 0.4, steps: int = 2) -> dict:
+def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, strength: float = 0.4, steps: int = 2,
+             folder=None) -> dict:
+    """toy-eval's report on one clip (the module's docstring); `folder` is the model's, whose training.json says how
+    its invented styles were drawn (styles.trained_rule: the bound's targets as the model was trained on them)."""
     from .styles import STYLES
 
     bb = backbone or load_backbone("toy")
@@ -169,9 +183,8 @@ def evaluate(video: str, frames: int = 48, size: int = 256, backbone=None, stren
            for x, y in itertools.combinations(outputs, 2)]
     photo_detail = laplacian_energy(outputs["photo"])
     invented = {s.name: round(laplacian_energy(run(s.prompts[0])) / photo_detail, 2) for s in STYLES if not s.deterministic}
-    rng = np.random.default_rng(0)
-    invented_bound = {s.name: round(laplacian_energy(round_trip(bb, [s.apply(f, rng=rng) for f in clip])) / photo_detail, 2)
-                      for s in STYLES if not s.deterministic}
+    invented_bound = {n: round(laplacian_energy(round_trip(bb, t)) / photo_detail, 2)
+                      for n, t in invented_targets(bb, clip, folder).items()}
     share = {s.name: attention_share(bb, clip[:ATTENTION_FRAMES], s.prompts[0], strength, steps) for s in STYLES}
     base = Stream(bb, "a pencil sketch", StreamSettings(strength=0.4, steps=2, seed=0))
     list(base.run(clip))
