@@ -17,7 +17,6 @@ it is projected: whether a 2-step run keeps the choice its first step drew. The 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -105,14 +104,13 @@ def main(argv=None):
     print(f"steps at t = {args.t}{f' then {args.second}' if args.second else ''}")
     print(f"| model | style | KAPPA | crop px | cells on the target's side | mean projection |\n|---|---|---|---|---|---|")
     for folder in args.folders:
-        info = json.loads((Path(folder) / "training.json").read_text()) if (Path(folder) / "training.json").exists() else {}
-        kern = info.get("attend_kernel") or []
-        styles.SHARED_KERNEL = "latent"
-        styles.SHARED_KAPPA = args.kernel or (kern[1] if len(kern) > 1 and kern[0] == "latent" else 64.0)
-        styles.SNOW_COVER = info.get("attend_snow_cover") or SNOW
-        styles.SNOW_SHADE = info.get("attend_snow_shade") or 0.0
-        r = choice_axis(folder, args.style, images, args.t, args.second)
-        print(f"| {folder} | {args.style} | {styles.SHARED_KAPPA:g} | {args.crop} | {r['share_right']:.3f} | {r['mean_projection']:.3f} |",
+        with styles.trained_rule(folder):     # the rule the folder was trained on; a folder without it: latent, 64, SNOW
+            if args.kernel or styles.SHARED_KERNEL != "latent":
+                styles.SHARED_KERNEL, styles.SHARED_KAPPA = "latent", args.kernel or 64.0
+            styles.SNOW_COVER = styles.SNOW_COVER or SNOW
+            r = choice_axis(folder, args.style, images, args.t, args.second)
+            kappa = styles.SHARED_KAPPA
+        print(f"| {folder} | {args.style} | {kappa:g} | {args.crop} | {r['share_right']:.3f} | {r['mean_projection']:.3f} |",
               flush=True)
 
 
