@@ -16,9 +16,9 @@ test: install-dev browser-deps
 test-slow: install-dev
 	$(PY) -m pytest -q -m slow
 
-svdiff-checkpoints:  ## re-train the shipped SVDiff memories for the toy backbone (about 12-13 min each for v4 with both cores of a 2-core machine; v3.4's took 9)
+svdiff-checkpoints:  ## re-train the shipped SVDiff memories for the toy backbone (about 12-13 min each for v4 with both cores of a 2-core machine, the teacher runs made once for the three; v3.4's took 9)
 	for m in 1 8 16; do V2V_THREADS=torch $(PY) -m v2v_core train-svdiff --synthetic 48 --memory-size $$m --steps 300 --half --objective consistent \
-		--out v2v_core/svdiff_checkpoints/toy-$${m}x$${m}.safetensors || exit 1; done
+		--teacher-cache out/svdiff-teachers.pt --out v2v_core/svdiff_checkpoints/toy-$${m}x$${m}.safetensors || exit 1; done
 
 browser-deps:  ## Debian Chromium for the browser tests (Playwright drives it; no browser download)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \

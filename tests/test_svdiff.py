@@ -214,3 +214,32 @@ def test_consistent_objective_trains_and_is_recorded(tiny_backbone, tmp_path):
     assert head["objective"] == "consistent" and head["teacher_blend"] == 0.5 and head["steps_trained"] == 3
     assert all(np.isfinite(res["losses"]))
     assert any(float(p.abs().max()) > 0 for k, p in res["memory"].state_dict().items() if "proj_out" in k)
+
+
+def test_teacher_runs_are_cached_by_what_they_depend_on(tiny_backbone, tmp_path, monkeypatch):
+    """The consistent objective's teacher runs are made once and read back from --teacher-cache by a run that shares
+    the backbone, clips, prompts, seed and blend (the Makefile's three memory sizes); any of those changed makes them
+    again. Two memory sizes trained through one cache give the same teachers as without it."""
+    import v2v_core.svdiff_train as st
+
+    clips = synthetic_clips(2, 3, 64)
+    cache, fp = tmp_path / "teachers.pt", backbone_fingerprint(tiny_backbone.unet)
+    made = [st.teacher_runs(tiny_backbone, clips, ["a photo", "a sketch"], 0, 0.5, fp, None, progress=False)]
+    calls = []
+    real = st.consistent_teacher
+    monkeypatch.setattr(st, "consistent_teacher", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    made.append(st.teacher_runs(tiny_backbone, clips, ["a photo", "a sketch"], 0, 0.5, fp, cache, progress=False))
+    assert len(calls) == 2 and cache.exists()                     # made and kept
+    made.append(st.teacher_runs(tiny_backbone, clips, ["a photo", "a sketch"], 0, 0.5, fp, cache, progress=False))
+    assert len(calls) == 2                                        # read back: no engine run
+    for a, b in zip(made[0], made[2]):
+        assert torch.equal(a.x, b.x) and torch.equal(a.z, b.z) and a.t == b.t and a.prompt == b.prompt
+    for change in ({"blend": 0.3}, {"seed": 1}, {"clips": synthetic_clips(2, 3, 64, seed=5)}):
+        kw = {"clips": clips, "seed": 0, "blend": 0.5, **change}
+        st.teacher_runs(tiny_backbone, kw["clips"], ["a photo", "a sketch"], kw["seed"], kw["blend"], fp, cache,
+                        progress=False)
+    assert len(calls) == 8                                        # each change: both clips run again
+    for m in (1, 4):
+        train(tiny_backbone, clips, memory_size=m, steps=1, segment=2, batch=1, progress=False, objective="consistent",
+              teacher_cache=str(tmp_path / "t2.pt"))
+    assert len(calls) == 8 + len(clips)                            # the second memory size reused the first's

@@ -131,6 +131,38 @@ def consistent_teacher(backbone, frames, prompt: str, strength: float, steps: in
     return x.float().clone(), list(stream.t_list), z.float().clone()
 
 
+def teacher_runs(backbone, clips, prompts: list[str], seed: int, blend: float, fingerprint: str, cache=None,
+                 progress: bool = True) -> list[Teacher]:
+    """The consistent objective's teachers: one engine run per clip, its prompt and strength drawn from (seed, 7),
+    its noise seeded by seed and the clip's index. They depend on the backbone, the clips, the prompts, seed and blend,
+    not on the memory: with `cache` (a file) they are made once, kept there under a key of exactly those, and read
+    back by the next run that shares them (the Makefile's three memory sizes)."""
+    import hashlib
+
+    import torch
+    from tqdm import tqdm
+
+    h = hashlib.sha256(repr((fingerprint, prompts, seed, blend, TEACHER_STRENGTHS, TEACHER_STEPS)).encode())
+    for clip in clips:
+        h.update(np.ascontiguousarray(clip).tobytes())
+    key = h.hexdigest()
+    if cache and Path(cache).exists():
+        held = torch.load(cache, weights_only=True)
+        if held.get("key") == key:
+            return [Teacher(x, list(t), z, int(p)) for x, t, z, p in held["teachers"]]
+    teachers = []
+    trng = np.random.default_rng([seed, 7])
+    for i, clip in enumerate(tqdm(clips, desc="teacher runs", unit="clip", disable=not progress)):
+        pi = int(trng.integers(len(prompts)))
+        strength = float(TEACHER_STRENGTHS[int(trng.integers(len(TEACHER_STRENGTHS)))])
+        x, ts, z = consistent_teacher(backbone, clip, prompts[pi], strength, TEACHER_STEPS, seed * 1000 + i, blend)
+        teachers.append(Teacher(x, ts, z, pi))
+    if cache:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "teachers": [(t.x, t.t, t.z, t.prompt) for t in teachers]}, cache)
+    return teachers
+
+
 class _Chain:
     """One batch item: walks clip `clip` from frame `pos`, at timestep t, under one style/prompt."""
 
@@ -144,9 +176,9 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
           batch: int = 2, lr: float | None = None, seed: int = 0, t_range: tuple[int, int] = (100, 650),
           prompt: str | None = None, resume: str | None = None, out: str | None = None, save_every: int = 100,
           half: bool = False, progress: bool = True, log=None, objective: str = "auto", noise: str = "frame",
-          blend: float = TEACHER_BLEND) -> dict:
+          blend: float = TEACHER_BLEND, teacher_cache: str | None = None) -> dict:
     """Train (or continue training) a memory for `backbone`; returns a summary with the loss curve.
-    Writes `out` every `save_every` steps and at the end."""
+    Writes `out` every `save_every` steps and at the end; `teacher_cache`: see teacher_runs."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -221,12 +253,8 @@ def train(backbone, clips: list[np.ndarray], memory_size: int = 8, steps: int = 
 
     teachers: list[Teacher] = []
     if objective == "consistent":              # one engine run per clip: prompt, strength and seed drawn
-        trng = np.random.default_rng([seed, 7])
-        for i, clip in enumerate(tqdm(clips, desc="teacher runs", unit="clip", disable=not progress)):
-            pi = int(trng.integers(len(prompts)))
-            strength = float(TEACHER_STRENGTHS[int(trng.integers(len(TEACHER_STRENGTHS)))])
-            x, ts, z = consistent_teacher(backbone, clip, prompts[pi], strength, TEACHER_STEPS, seed * 1000 + i, blend)
-            teachers.append(Teacher(x.to(dev, dt), ts, z.to(dev, dt), pi))
+        teachers = [Teacher(t.x.to(dev, dt), t.t, t.z.to(dev, dt), t.prompt)
+                    for t in teacher_runs(backbone, clips, prompts, seed, blend, fingerprint, teacher_cache, progress)]
 
     def new_chain() -> _Chain:
         if teachers:
@@ -350,6 +378,9 @@ def add_parser(sub):
                    help="sdedit objective: fresh noise per frame, or one noise per clip (as the engine streams)")
     p.add_argument("--blend", type=float, default=TEACHER_BLEND,
                    help="consistent objective: weight of the flow-warped previous teacher frame (0..1)")
+    p.add_argument("--teacher-cache", default=None, metavar="FILE",
+                   help="consistent objective: keep the teacher runs in FILE and reuse them when the backbone, clips, "
+                        "prompts, seed and blend are the same (they do not depend on the memory size)")
     p.add_argument("--objective", default="auto", choices=["auto", "standard", "sdedit", "consistent"],
                    help="standard: eps-MSE on the clip's own latents (the paper's); sdedit: the toy's objective (source "
                         "in, style latent as the x0 target); consistent: this project's variant (the engine's own inputs "
@@ -387,7 +418,7 @@ def cmd_train(args) -> int:
     backbone = load_backbone(args.backbone, device=args.device, dtype="float32", seed=args.seed)
     res = train(backbone, clips, args.memory_size, args.steps, args.segment, args.batch, args.lr, args.seed,
                 (args.t_min, args.t_max), args.prompt, args.resume, args.out, args.save_every, args.half,
-                objective=args.objective, noise=args.noise, blend=args.blend)
+                objective=args.objective, noise=args.noise, blend=args.blend, teacher_cache=args.teacher_cache)
     first, last = np.mean(res["losses"][:20]), np.mean(res["losses"][-20:])
     print(f"wrote {args.out}: {res['steps_trained']} steps, loss {first:.4f} (first 20) -> {last:.4f} (last 20), "
           f"{res['seconds'] / 60:.1f} min" if res["losses"] else f"{args.out} already has {res['steps_trained']} steps")
