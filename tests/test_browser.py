@@ -120,8 +120,11 @@ def test_the_first_click_on_an_example_shows_results_at_once(page):
 
 
 def pick_backbone(page, label: str):
+    """Pick `label` in the backbone picker and wait for its list to close, so that a next pick never clicks an option
+    of a list still closing (a pick lost that way timed out once in CI)."""
     page.locator("#backbone-picker input").click()
     page.get_by_role("option", name=label).click()
+    page.get_by_role("listbox").wait_for(state="hidden", timeout=10_000)
 
 
 def summary_label(page) -> str:
