@@ -86,6 +86,8 @@ def page(server):
         browser.close()
 
 
+# the Compare tab's first example, by the start of its caption (app.EXAMPLE_PROMPTS)
+FIRST_EXAMPLE = "astronaut, camera pans: snowy scene"
 PANEL_VIDEOS_JS = ("Object.fromEntries([...document.querySelectorAll('.result-video')].filter(e => e.offsetParent "
                    "&& e.querySelector('video')).map(e => [e.querySelector('[data-testid=block-label]').innerText.trim(), "
                    "e.querySelector('video').currentSrc || e.querySelector('video').src]))")
@@ -94,7 +96,7 @@ PANEL_VIDEOS_JS = ("Object.fromEntries([...document.querySelectorAll('.result-vi
 def run_first_example(page):
     """Compare tab: the first example (24 frames, its prompt) loaded into the input, then Run."""
     page.get_by_role("tab", name="Compare").click()
-    page.get_by_text("astronaut, camera pans: snowy scene").first.click()
+    page.get_by_text(FIRST_EXAMPLE).first.click()
     page.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
                            "return v && (v.currentSrc || v.src); })()", timeout=60_000)   # loaded into the input
     page.wait_for_selector("#progress-board :text('Made in advance')", timeout=60_000)   # and its results shown
@@ -109,7 +111,7 @@ def test_the_first_click_on_an_example_shows_results_at_once(page):
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_selector("#warp-plot .js-plotly-plot", timeout=60_000)      # the page is up: its empty charts drawn
     t0 = time.monotonic()
-    page.get_by_text("astronaut, camera pans: snowy scene").first.click()
+    page.get_by_text(FIRST_EXAMPLE).first.click()
     page.wait_for_function("document.querySelectorAll('.result-video video').length >= 2", timeout=30_000)
     page.wait_for_selector("#progress-board :text('Made in advance')", timeout=30_000)
     page.wait_for_selector("#warp-plot .js-plotly-plot .scatterlayer .trace", timeout=30_000)      # the results' lines
@@ -160,10 +162,10 @@ def test_the_backbone_picker_is_each_sessions_own(server, a_runs):
         pick_backbone(a, "SD-1.5 layout, random weights (speed and memory only)")
         a.wait_for_selector("#backbone-status :text('its output is noise')", timeout=30_000)
         # B clicks the first example: the embedded model's results made in advance, untouched by A's pick
-        b.get_by_text("astronaut, camera pans: snowy scene").first.click()
+        b.get_by_text(FIRST_EXAMPLE).first.click()
         b.wait_for_selector("#progress-board :text('Made in advance')", timeout=30_000)
         # A runs two frames at 128 px on the random-weights model (its example click shows nothing made in advance)
-        a.get_by_text("astronaut, camera pans: snowy scene").first.click()
+        a.get_by_text(FIRST_EXAMPLE).first.click()
         a.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
                             "return v && (v.currentSrc || v.src); })()", timeout=60_000)
         assert a.locator("#progress-board :text('Made in advance')").count() == 0
@@ -237,7 +239,7 @@ def test_a_closed_tab_stops_its_run(page, server):
     (its CPU time stops growing) and another person's run starts at once."""
     other = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     other.goto(server, wait_until="load")
-    other.get_by_text("astronaut, camera pans: snowy scene").first.click()
+    other.get_by_text(FIRST_EXAMPLE).first.click()
     other.wait_for_function("(() => { const v = document.querySelector('#compare-input video'); "
                             "return v && (v.currentSrc || v.src); })()", timeout=60_000)
     # the example's results made in advance arrive with their own ticks: tick more only once they are in
@@ -442,7 +444,7 @@ def test_a_study_from_a_compare_run_on_this_server_stays_blind(page, server, tmp
     the result, `streamv2v.mp4`.) The results here are the first example's, replayed on its click: the server holds
     them under the methods' names exactly as after a Run, in a second instead of a run's minute."""
     page.get_by_role("tab", name="Compare").click()
-    page.get_by_text("astronaut, camera pans: snowy scene").first.click()
+    page.get_by_text(FIRST_EXAMPLE).first.click()
     page.wait_for_selector("#progress-board :text('Made in advance')", timeout=60_000)
     link = page.locator("a[href*='results.zip']").first
     href = link.get_attribute("href")
