@@ -15,7 +15,11 @@ similarity of the cells' SOURCE LATENTS (KAPPA cos of the shipped toy encoder's 
 UNet's own input gives exactly (benchmarks/shared_choice_learnability.py --rule latent). With --snow-cover AMOUNT the
 rendering is the snowy scene's (styles.snow_covered: flakes from one fixed noise, snow where the choice is positive,
 and with --snow-shade the snow's mirror image, a cold shade, where it is negative) instead of the psychedelic turn;
-with --dots, pointillism's dots painted from the turned frame.
+with --dots, pointillism's dots painted from the turned frame (--dots lattice), or one of the renderings tried in session
+30 for a pointillism whose dots move with the content: "painted" (the lattice's dots over the image's own blurred
+colour instead of cream paper), "blobs" (no lattice: paint where a contrast-normalised band-pass of the grey level
+exceeds a threshold that the choice lowers or raises, dense or sparse blobs per region) and "peaks" (dots of 2 px at
+that band-pass's local peaks over the threshold).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,14 +65,56 @@ def source_latents(frames) -> list:
     return list(z.numpy())
 
 
-DOTS = False
+DOTS = None            # None, or one of DOT_RENDERINGS
+DOT_RENDERINGS = ("lattice", "painted", "blobs", "peaks")
+PAPER = np.array((245, 238, 220), np.float32)       # pointillism's cream paper
+
+
+def _vivid(frame):
+    """pointillism's saturated colours (styles.pointillism's)."""
+    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = np.clip(hsv[..., 1].astype(np.int32) * 3 // 2, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+
+
+def _content_dots(frame, m, peaks: bool):
+    """Session 30's content-anchored pointillism: a band-pass (Gaussians of 1 and 2.5 px) of the grey level over its
+    local contrast; where it exceeds a threshold lowered (dense) or raised (sparse) per region by the shared choice m,
+    the saturated colour on cream paper ("blobs"), or with `peaks` dots of 2 px at its local peaks over the threshold."""
+    g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    d = cv2.GaussianBlur(g, (0, 0), 1.0) - cv2.GaussianBlur(g, (0, 0), 2.5)
+    d = d / (np.sqrt(cv2.GaussianBlur(d * d, (0, 0), 6)) + 0.04)
+    h, w = frame.shape[:2]
+    c = cv2.GaussianBlur(cv2.resize(np.tanh(10 * m).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 3)
+    if peaks:
+        d = np.abs(d)
+        top = (d >= cv2.dilate(d, np.ones((5, 5), np.uint8))) & (d > 0.5 - 0.6 * c)
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        a = cv2.GaussianBlur(cv2.dilate(top.astype(np.uint8), disk).astype(np.float32), (0, 0), 0.7)
+    else:
+        a = np.clip((d + 0.6 * c) * 4 + 0.5, 0, 1)
+    a = a[..., None]
+    return np.clip(PAPER * (1 - a) + _vivid(frame) * a, 0, 255).astype(np.uint8)
+
+
+def _painted_dots(frame, m, eps):
+    """The lattice's dots (styles.pointillism: where each cell's noise says, colours turned by m) over the image's own
+    colour, blurred and a third of the way to the paper, instead of the bare paper."""
+    base = cv2.GaussianBlur(frame.astype(np.float32), (0, 0), 1.5) * 0.7 + PAPER * 0.3
+    dots = styles.pointillism(styles.turned(frame, m), eps)
+    paper = np.all(dots == PAPER.astype(np.uint8), -1, keepdims=True)
+    return np.where(paper, base.astype(np.uint8), dots)
 
 
 def render(frame, m, eps):
     """The rule's rendering of a frame under the shared choice m: the snowy scene's snow with styles.SNOW_COVER, with
-    DOTS pointillism's dots painted from the turned frame, else the psychedelic turn."""
-    if DOTS:
+    DOTS a pointillism (DOT_RENDERINGS), else the psychedelic turn."""
+    if DOTS == "lattice":
         return styles.pointillism(styles.turned(frame, m), eps)
+    if DOTS == "painted":
+        return _painted_dots(frame, m, eps)
+    if DOTS in ("blobs", "peaks"):
+        return _content_dots(frame, m, DOTS == "peaks")
     return styles.shared_rendering("snowy scene" if styles.SNOW_COVER else styles.PSYCHEDELIC.name, frame, eps, m)
 
 
@@ -111,8 +158,10 @@ def main(argv=None):
     ap.add_argument("--snow-shade", type=float, default=0.0, metavar="AMOUNT", help="with --snow-cover: the snow's "
                     "mirror image, pushed away from white by this much, where the choice is negative (stage 10's "
                     "--snow-shade)")
-    ap.add_argument("--dots", action="store_true", help="render pointillism's dots (on the latent cells, from the one "
-                    "fixed noise) painted from the turned frame: the bound of any shared choice drawn on that lattice")
+    ap.add_argument("--dots", nargs="?", const="lattice", choices=DOT_RENDERINGS, help="render a pointillism: "
+                    "'lattice' (alone: --dots), its dots on the latent cells from the one fixed noise, painted from "
+                    "the turned frame, the bound of any shared choice drawn on that lattice; 'painted', 'blobs', "
+                    "'peaks': session 30's tries at dots that move with the content (above)")
     args = ap.parse_args(argv)
     global DOTS
     styles.SNOW_COVER, styles.SNOW_SHADE, DOTS = args.snow_cover, args.snow_shade, args.dots
@@ -121,7 +170,7 @@ def main(argv=None):
     kernels = args.kernel or [f"cosine:{styles.SHARED_KAPPA:g}:{styles.SHARED_BETA:g}" if styles.SHARED_KERNEL == "cosine"
                               else f"gauss:{styles.SHARED_SIGMA:g}"]
     rendering = (f"snow cover {args.snow_cover:g}, shade {args.snow_shade:g}" if args.snow_cover
-                 else "dots" if DOTS else "the psychedelic turn")
+                 else f"dots ({DOTS})" if DOTS else "the psychedelic turn")
     print(f"rule: {'texture-selected, G ' + format(args.texture, 'g') if args.texture else 'the mean'}; rendering: {rendering}")
     print("| clip | kernel | photo | frame by frame (x photo) | EA (x frame) | window (x frame) |\n|---|---|---|---|---|---|")
     for clip in args.clips.split(","):

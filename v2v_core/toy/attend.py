@@ -43,7 +43,8 @@ STEM_LR, STEM_PROBE_LR, STEM_BATCH = 1e-3, 1e-2, 16
 # session 26: two more runs as S2, then the stream's unrolled second step and commit at half the rate; S7-S10,
 # session 27: the commit at the full share changed nothing; the stem trained alone again before a run's joint steps
 # moved the choice most, S10 with pixel art drawn more often, the one style still under v3.4's fidelity; S11, session 29:
-# the joint steps alone at half S10's rate, "a photo" drawn 3x, for the fidelity S10 had given up).
+# the joint steps alone at half S10's rate, "a photo" drawn 3x, for the fidelity S10 had given up; S12, session 30: the
+# same at 1.5e-4 with "a photo" drawn 4x, shipped as v4.2).
 RECIPE_BASE = ("--latent-kernel", "64", "--psychedelic-weight", "10", "--style-weight", "snowy scene=5",
                "--style-weight", "black and white=6", "--style-weight", "sepia=2.5", "--style-weight", "cartoon=3",
                "--style-weight", "photo=1.5", "--corr-sharpen", "1", "--corr-layers", "down_blocks.1,down_blocks.2,mid_block,up_blocks",
@@ -69,13 +70,14 @@ RECIPES = {
         ("S7", (*_S_STREAM, "--commit", "1")),
         ("S8", _S_STEM), ("S9", _S_STEM), ("S10", (*_S_STEM, "--style-weight", "pixel art=5")),
         ("S11", ("--attend-steps", "2000", "--attend-lr", "2.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=3")),
+        ("S12", ("--attend-steps", "2000", "--attend-lr", "1.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=4")),
     ),
 }
 RECIPE = "scratch"
 # A recipe's folder committed part-way (`--resume-point`): what stage 10 changes in v3.4's folder, its UNet, text
 # encoder and training.json (the autoencoder, tokenizer and scheduler stay v3.4's), so that a run on a fresh machine
 # continues the recipe instead of re-making hours of it. Nothing loads them but the recipe. training/attend-scratch
-# holds S9; the shipped folder (v4.1) has had S1-S11 itself, so a copy of it continues the recipe without this point.
+# holds S9; the shipped folder (v4.2) has had S1-S12 itself, so a copy of it continues the recipe without this point.
 RESUME_DIR = Path(__file__).resolve().parents[2] / "training"
 RESUME_PARTS = ("unet", "text_encoder", "training.json")
 

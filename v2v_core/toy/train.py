@@ -64,7 +64,7 @@ source; then stage 8's objective. With epsilon prediction even "a photo" is rebu
 error of the predicted noise reaches x0 multiplied by sqrt(1 - abar) / sqrt(abar); an offset is exactly zero where
 the style keeps the source, and small where it keeps its structure.
 
-Stage 10, attend (in "all" as its recipe, attend.RECIPES["scratch"], S1-S11; shipped as v4.1): a transformer block in every
+Stage 10, attend (in "all" as its recipe, attend.RECIPES["scratch"], S1-S12; shipped as v4.2): a transformer block in every
 UNet block, the latent's full resolution included (arch.attention_everywhere, an exact warm start), then stage 9's
 objective with a tenth, training-only style whose invented detail is SHARED by tokens of similar colour
 (styles.psychedelic: each region's hue turn chosen from the colour-similarity-weighted mean of the noise), and
