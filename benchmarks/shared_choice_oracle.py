@@ -70,13 +70,6 @@ DOT_RENDERINGS = ("lattice", "painted", "blobs", "peaks")
 PAPER = np.array((245, 238, 220), np.float32)       # pointillism's cream paper
 
 
-def _vivid(frame):
-    """pointillism's saturated colours (styles.pointillism's)."""
-    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
-    hsv[..., 1] = np.clip(hsv[..., 1].astype(np.int32) * 3 // 2, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
-
-
 def _content_dots(frame, m, peaks: bool):
     """Session 30's content-anchored pointillism: a band-pass (Gaussians of 1 and 2.5 px) of the grey level over its
     local contrast; where it exceeds a threshold lowered (dense) or raised (sparse) per region by the shared choice m,
@@ -94,7 +87,7 @@ def _content_dots(frame, m, peaks: bool):
     else:
         a = np.clip((d + 0.6 * c) * 4 + 0.5, 0, 1)
     a = a[..., None]
-    return np.clip(PAPER * (1 - a) + _vivid(frame) * a, 0, 255).astype(np.uint8)
+    return np.clip(PAPER * (1 - a) + styles.saturated(frame).astype(np.float32) * a, 0, 255).astype(np.uint8)
 
 
 def _painted_dots(frame, m, eps):

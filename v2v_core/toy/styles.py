@@ -87,15 +87,20 @@ def _cells(eps: np.ndarray, h: int, w: int):
             yield eps[:, i, j], 8 * j, 8 * i
 
 
+def saturated(img: np.ndarray) -> np.ndarray:
+    """pointillism's colours: the image with its HSV saturation raised by half (uint8 RGB)."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = np.clip(hsv[..., 1].astype(np.int32) * 3 // 2, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
 def pointillism(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """Dots on cream paper, each the (saturated) colour of the image where it falls. Dot k of a
     latent cell sits in quadrant k and exists where noise channel k is positive: the model invents
     the dots from the diffusion noise, as a real model invents texture."""
     h, w = img.shape[:2]
     out = np.full_like(img, (245, 238, 220))
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    hsv[..., 1] = np.clip(hsv[..., 1].astype(np.int32) * 3 // 2, 0, 255).astype(np.uint8)
-    vivid = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    vivid = saturated(img)
     for e, x0, y0 in _cells(eps, h, w):
         for k in range(4):
             if e[k] > 0:
