@@ -177,12 +177,12 @@ def test_shared_attention_loss_is_the_cross_entropy_by_hand():
 
 def test_shared_mean_is_the_styles_rule_batched_and_the_probe_reads_the_attention_output():
     """correspondence_loss.shared_mean on a batch equals styles.shared_noise frame by frame; shared_output_loss is the
-    MSE of each full-resolution layer's probe of its self-attention output against the choice (by hand, a probe that
-    sums the channels), and layers of another token count are left out."""
+    MSE of each layer's probe of its self-attention output against the choice (by hand, a probe that sums the
+    channels), average-pooled to the grid of a layer of fewer tokens; a layer whose tokens are no square grid is left out."""
     import torch
     from diffusers.models.attention_processor import Attention
 
-    from v2v_core.toy.correspondence_loss import AttnOutCapture, shared_mean, shared_output_loss
+    from v2v_core.toy.correspondence_loss import AttnOutCapture, pooled_choice, shared_mean, shared_output_loss
     from v2v_core.toy.styles import SHARED_KAPPA, cell_colours, shared_logits, shared_noise
 
     # the cosine kernel by hand: grey's features are (0, 0, 0, 1); grey against (0.9, 0.5, 0.5): beta / |(0.4, 0, 0, beta)|
@@ -209,9 +209,13 @@ def test_shared_mean_is_the_styles_rule_batched_and_the_probe_reads_the_attentio
         torch.nn.init.zeros_(probe.bias)
     full, coarse = torch.randn(2, 64, 4), torch.randn(2, 16, 4)
     out = unet.down_blocks[0].attn1(full)
-    unet.down_blocks[1].attn1(coarse)                        # 16 tokens: not the choice's 64, left out
+    out_coarse = unet.down_blocks[1].attn1(coarse)           # 16 tokens: the choice's 64 average-pooled 2x2
     choice = torch.tanh(10 * m)
-    assert torch.isclose(shared_output_loss(cap, choice), ((out.sum(-1) - choice) ** 2).mean())
+    pooled = choice.view(2, 4, 2, 4, 2).mean((2, 4)).flatten(1)
+    expected = (((out.sum(-1) - choice) ** 2).mean() + ((out_coarse.sum(-1) - pooled) ** 2).mean()) / 2
+    assert torch.isclose(shared_output_loss(cap, choice), expected)
+    assert pooled_choice(torch.arange(16.0)[None], 4).tolist() == [[2.5, 4.5, 10.5, 12.5]]
+    assert pooled_choice(choice, 12) is None                 # no square grid: the layer is left out
     cap.remove()
     unet.down_blocks[0].attn1(torch.randn(2, 64, 4))
     assert torch.equal(cap.out["down_blocks.0.attn1"], out)             # removed: no longer captured

@@ -16,7 +16,7 @@ from . import correspondence_loss as _corr
 from . import styles as _styles
 from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
 from .batches import CROP, T_MAX, T_MIN, _SdeditBatches
-from .correspondence_loss import SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_WEIGHT
+from .correspondence_loss import SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_LAYERS, SHARED_OUT_WEIGHT
 from .shared_head import build_shared_head, fit_readout
 from .styles import PSYCHEDELIC, STYLES
 
@@ -71,6 +71,12 @@ RECIPES = {
         ("S8", _S_STEM), ("S9", _S_STEM), ("S10", (*_S_STEM, "--style-weight", "pixel art=5")),
         ("S11", ("--attend-steps", "2000", "--attend-lr", "2.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=3")),
         ("S12", ("--attend-steps", "2000", "--attend-lr", "1.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=4")),
+    ),
+    # Session 31 (not shipped): S12's run again with the probes also on the low-resolution decoder's self-attention, where
+    # StreamV2V's feature fusion acts and where v4.2 carried none of the choice (model card, session 31).
+    "scratch-lowres": (
+        ("L1", ("--attend-steps", "2000", "--attend-lr", "1.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=4",
+                "--shared-out-layers", "down_blocks.0.,up_blocks.2.,mid_block.,up_blocks.0.,up_blocks.1.")),
     ),
 }
 RECIPE = "scratch"
@@ -261,6 +267,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--stem-lr", type=float, default=STEM_LR, help="stage attend: the stem's learning rate under --stem-first")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
                     help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
+    ap.add_argument("--shared-out-layers", default=",".join(SHARED_OUT_LAYERS), metavar="PREFIXES",
+                    help="stage attend: comma-separated layer-name prefixes whose self-attention outputs the probes read "
+                         "(a layer of fewer tokens reads the choice average-pooled to its grid)")
 
 
 def style_weights(items) -> dict:
@@ -294,6 +303,7 @@ def run(args, pool, kodak_once, stages) -> None:
         raise SystemExit("--snow-shade is the other side of the snow cover's choice: add --snow-cover AMOUNT.")
     _styles.SNOW_COVER, _styles.SNOW_SHADE = args.snow_cover, args.snow_shade
     _batches.IN_STYLE_FRESH_NOISE = args.keep_fresh_noise
+    _corr.SHARED_OUT_LAYERS = tuple(s.strip() for s in args.shared_out_layers.split(",") if s.strip())
     if args.shared_texture:
         _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
 
@@ -333,6 +343,7 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_shared_sigma": _styles.SHARED_SIGMA, "attend_probe_lr": args.probe_lr, "attend_minutes": round((time.time() - t0) / 60, 1),
                           "attend_lr": lr, "attend_style_weights": weights, "attend_stem_first": args.stem_first,
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
-                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_snow_shade": args.snow_shade, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS)})
+                          "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_snow_shade": args.snow_shade, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS),
+                          "attend_shared_out_layers": list(_corr.SHARED_OUT_LAYERS)})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 

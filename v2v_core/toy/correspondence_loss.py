@@ -125,13 +125,18 @@ def shared_attention_loss(cap: HeadQKCapture, target_logits: torch.Tensor) -> to
 # output. Its gradient reaches the attention's values as well as its queries and keys: under the x0 MSE alone the
 # network met a choice it could not yet compute with its mean, and a supervised map alone did not change that.
 SHARED_OUT_WEIGHT = 0.5
+# The layers whose outputs the probes read (stage 10's `--shared-out-layers`; default the full-resolution ones). A layer
+# of fewer tokens reads the choice average-pooled to its grid (session 31: the low-resolution decoder, where StreamV2V's
+# feature fusion acts, carried none of it).
+SHARED_OUT_LAYERS = SHARED_ATTN_LAYERS
 
 
 class AttnOutCapture:
     """Forward hooks on the self-attention modules under `prefixes`: their outputs (B, N, C), with grad, and one
     linear probe per layer (`probes`, to train beside the UNet)."""
 
-    def __init__(self, unet, prefixes=SHARED_ATTN_LAYERS):
+    def __init__(self, unet, prefixes=None):
+        prefixes = SHARED_OUT_LAYERS if prefixes is None else prefixes
         self.out, self.handles = {}, []
         self.probes = torch.nn.ModuleDict()
         for name, m in self_attention_under(unet, prefixes):
@@ -148,9 +153,21 @@ def shared_mean(target_logits: torch.Tensor, eps0: torch.Tensor) -> torch.Tensor
     return (torch.softmax(target_logits, dim=-1) @ eps0[..., None])[..., 0]
 
 
+def pooled_choice(choice: torch.Tensor, n: int) -> torch.Tensor | None:
+    """The shared choice (B, N) on a square grid of N tokens, average-pooled to n tokens (B, n); None when n tokens are
+    no square grid that divides N's."""
+    g, h = math.isqrt(choice.shape[1]), math.isqrt(n)
+    if h * h != n or g * g != choice.shape[1] or g % h:
+        return None
+    return F.avg_pool2d(choice.view(-1, 1, g, g), g // h).flatten(1)
+
+
 def shared_output_loss(cap: AttnOutCapture, choice: torch.Tensor) -> torch.Tensor:
-    """MSE of each layer's probe of its attention output against the shared choice (B, N) in -1..1, averaged over the
-    layers with N tokens."""
-    losses = [F.mse_loss(cap.probes[name.replace(".", "_")](out)[..., 0], choice)
-              for name, out in cap.out.items() if out.shape[1] == choice.shape[1]]
+    """MSE of each layer's probe of its attention output against the shared choice (B, N) in -1..1 (average-pooled to
+    the layer's grid where it has fewer tokens), averaged over the layers."""
+    losses = []
+    for name, out in cap.out.items():
+        target = pooled_choice(choice, out.shape[1])
+        if target is not None:
+            losses.append(F.mse_loss(cap.probes[name.replace(".", "_")](out)[..., 0], target))
     return torch.stack(losses).mean()
