@@ -266,7 +266,7 @@ def add_arguments(ap) -> None:
                          "the first full-resolution self-attention (stem_first), then the joint stage")
     ap.add_argument("--stem-lr", type=float, default=STEM_LR, help="stage attend: the stem's learning rate under --stem-first")
     ap.add_argument("--shared-out-weight", type=float, default=SHARED_OUT_WEIGHT,
-                    help="stage attend: weight of the probe loss on the full-resolution self-attention's output")
+                    help="stage attend: weight of the probe loss on the self-attention outputs of --shared-out-layers")
     ap.add_argument("--shared-out-layers", default=",".join(SHARED_OUT_LAYERS), metavar="PREFIXES",
                     help="stage attend: comma-separated layer-name prefixes whose self-attention outputs the probes read "
                          "(a layer of fewer tokens reads the choice average-pooled to its grid)")
