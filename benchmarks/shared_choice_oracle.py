@@ -67,7 +67,7 @@ def source_latents(frames) -> list:
 
 DOTS = None            # None, or one of DOT_RENDERINGS
 DOT_RENDERINGS = ("lattice", "painted", "blobs", "peaks")
-PAPER = np.array((245, 238, 220), np.float32)       # pointillism's cream paper
+PAPER = np.array(styles.POINTILLISM_PAPER, np.float32)
 
 
 def _content_dots(frame, m, peaks: bool):

@@ -87,6 +87,9 @@ def _cells(eps: np.ndarray, h: int, w: int):
             yield eps[:, i, j], 8 * j, 8 * i
 
 
+POINTILLISM_PAPER = (245, 238, 220)      # pointillism's cream paper (RGB)
+
+
 def saturated(img: np.ndarray) -> np.ndarray:
     """pointillism's colours: the image with its HSV saturation raised by half (uint8 RGB)."""
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
@@ -99,7 +102,7 @@ def pointillism(img: np.ndarray, eps: np.ndarray) -> np.ndarray:
     latent cell sits in quadrant k and exists where noise channel k is positive: the model invents
     the dots from the diffusion noise, as a real model invents texture."""
     h, w = img.shape[:2]
-    out = np.full_like(img, (245, 238, 220))
+    out = np.full_like(img, POINTILLISM_PAPER)
     vivid = saturated(img)
     for e, x0, y0 in _cells(eps, h, w):
         for k in range(4):
