@@ -517,3 +517,47 @@ def test_unrolled_pairs_are_the_models_own_first_step_noised_again_at_the_stream
     assert shared and own
     assert all(torch.allclose(noise2[k], noise2[8 + k], atol=1e-3) for k in shared)
     assert all(not torch.allclose(noise2[k], noise2[8 + k], atol=1e-2) for k in own)
+
+
+def test_attention_drop_skips_the_full_resolution_self_attention_of_the_drawn_samples_only_while_training():
+    """attend.AttentionDrop (--drop-attention): with gradients on, the samples it draws (torch.rand >= p on its own
+    generator) come out as the UNet with those layers' attention output weights zeroed computes them, the others as the
+    untouched UNet; under no_grad, and after remove(), every sample is the untouched UNet's."""
+    import copy
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from v2v_core.toy.arch import attention_everywhere
+    from v2v_core.toy.attend import AttentionDrop
+
+    torch.manual_seed(0)
+    unet = attention_everywhere(UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=8))
+    for p in unet.parameters():                      # attention_everywhere's fresh blocks start as no-ops: wake them
+        p.data += 0.05 * torch.randn_like(p)
+    prefixes = ("down_blocks.0.", "up_blocks.1.")
+    skipped = copy.deepcopy(unet)
+    for name, m in skipped.named_modules():
+        if name.endswith("attn1") and name.startswith(prefixes):
+            m.to_out[0].weight.data.zero_()
+            m.to_out[0].bias.data.zero_()
+    x, e = torch.randn(8, 4, 16, 16), torch.randn(8, 5, 8)
+    with torch.no_grad():
+        whole, without = unet(x, 300, e).sample, skipped(x, 300, e).sample
+    assert (whole - without).abs().amax(dim=(1, 2, 3)).min() > 1e-3        # the layers matter for every sample
+
+    drop = AttentionDrop(unet, prefixes, 0.5, torch.Generator().manual_seed(7))
+    out = unet(x, 300, e).sample.detach()
+    dropped = torch.rand(8, generator=torch.Generator().manual_seed(7)) < 0.5
+    assert 0 < int(dropped.sum()) < 8
+    assert torch.allclose(out[dropped], without[dropped], atol=1e-5)
+    assert torch.allclose(out[~dropped], whole[~dropped], atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(unet(x, 300, e).sample, whole, atol=1e-6)
+    drop.remove()
+    assert torch.allclose(unet(x, 300, e).sample.detach(), whole, atol=1e-6)
+    with pytest.raises(SystemExit, match="no self-attention layer"):
+        AttentionDrop(unet, ("nowhere.",), 0.5, torch.Generator())

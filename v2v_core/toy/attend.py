@@ -16,7 +16,8 @@ from . import correspondence_loss as _corr
 from . import styles as _styles
 from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
 from .batches import CROP, T_MAX, T_MIN, _SdeditBatches
-from .correspondence_loss import SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_LAYERS, SHARED_OUT_WEIGHT
+from .correspondence_loss import (SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_LAYERS, SHARED_OUT_WEIGHT,
+                                  self_attention_under)
 from .shared_head import build_shared_head, fit_readout
 from .styles import PSYCHEDELIC, STYLES
 
@@ -203,6 +204,34 @@ def stem_first(pipe, pool, steps: int, seed: int, stages, lr: float = STEM_LR, b
     return rel
 
 
+class AttentionDrop:
+    """Forward hooks that zero the self-attention outputs of the layers under `prefixes` for a random share `p` of a
+    batch's samples (one draw per sample for all those layers together, so a dropped sample has none of them), only
+    while gradients are on: the network must then draw from its other layers what those give (--drop-attention; the
+    unrolled second step's first pass, under no_grad, and every evaluation run whole). Its transformer blocks add
+    attn1's output to their input, so a zeroed output is the layer skipped. remove() takes the hooks off."""
+
+    def __init__(self, unet, prefixes, p: float, gen: torch.Generator):
+        self.p, self.gen, self.keep = p, gen, None
+        mods = [m for _, m in self_attention_under(unet, tuple(prefixes))]
+        if not mods:
+            raise SystemExit(f"--drop-attention: no self-attention layer under {', '.join(prefixes)}.")
+        self.handles = [mods[0].register_forward_pre_hook(self._draw)]
+        self.handles += [m.register_forward_hook(self._zero) for m in mods]
+
+    def _draw(self, _m, args):
+        self.keep = None
+        if torch.is_grad_enabled():
+            self.keep = (torch.rand(args[0].shape[0], generator=self.gen) >= self.p).to(args[0].dtype)
+
+    def _zero(self, _m, _i, out):
+        return out if self.keep is None else out * self.keep.view(-1, *([1] * (out.dim() - 1)))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
 def add_arguments(ap) -> None:
     """The stage's own switches on the training command's parser (stage attend's, and attend-recipe's)."""
     ap.add_argument("--recipe", choices=sorted(RECIPES), default=RECIPE,
@@ -270,6 +299,11 @@ def add_arguments(ap) -> None:
     ap.add_argument("--shared-out-layers", default=",".join(SHARED_OUT_LAYERS), metavar="PREFIXES",
                     help="stage attend: comma-separated layer-name prefixes whose self-attention outputs the probes read "
                          "(a layer of fewer tokens reads the choice average-pooled to its grid)")
+    ap.add_argument("--drop-attention", type=float, default=0.0, metavar="P",
+                    help="stage attend: zero the self-attention outputs of --drop-layers for this share of the samples "
+                         "in training (AttentionDrop), so that the other levels learn to carry what those carry")
+    ap.add_argument("--drop-layers", default=",".join(SHARED_ATTN_LAYERS), metavar="PREFIXES",
+                    help="stage attend, with --drop-attention: the layers dropped together (default: the full-resolution ones)")
 
 
 def style_weights(items) -> dict:
@@ -329,11 +363,18 @@ def run(args, pool, kodak_once, stages) -> None:
     # (every run that continued a folder, sessions 19-24, replayed the first run's batches).
     seed = args.seed + done.get("attend_steps", 0)
     stem_rel = stem_first(pipe, pool + kodak_once(), args.stem_first, seed + 12, stages, args.stem_lr) if args.stem_first else None
-    stages.tune_unet(pipe, pool + kodak_once(), args.attend_steps, seed + 10, lr=lr, corr_weight=args.corr_weight,
-              style_weights=weights, desc="attend", styles=STYLES + (PSYCHEDELIC,),
-              shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
-              head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target,
-              commit=args.commit, unroll=args.unroll)
+    drop_layers = [s.strip() for s in args.drop_layers.split(",") if s.strip()]
+    drop = (AttentionDrop(pipe.unet, drop_layers, args.drop_attention, torch.Generator().manual_seed(seed + 13))
+            if args.drop_attention else None)
+    try:
+        stages.tune_unet(pipe, pool + kodak_once(), args.attend_steps, seed + 10, lr=lr, corr_weight=args.corr_weight,
+                         style_weights=weights, desc="attend", styles=STYLES + (PSYCHEDELIC,),
+                         shared_weight=args.shared_weight, shared_out_weight=args.shared_out_weight, probe_lr=args.probe_lr,
+                         head_weight=args.built_head, head_forced=args.built_head_forced, self_target=args.self_target,
+                         commit=args.commit, unroll=args.unroll)
+    finally:
+        if drop is not None:
+            drop.remove()
     stages.save(pipe, args.out, {"attend_steps": done.get("attend_steps", 0) + args.attend_steps, "attend_run_steps": args.attend_steps, "attend_built_head": args.built_head,
                           "attend_built_head_forced": args.built_head_forced, "attend_commit": args.commit,
                           "attend_shared_texture": _styles.SHARED_TEXTURE, "attend_shared_gain": _styles.SHARED_GAIN,
@@ -344,6 +385,7 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_lr": lr, "attend_style_weights": weights, "attend_stem_first": args.stem_first,
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
                           "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_snow_shade": args.snow_shade, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS),
-                          "attend_shared_out_layers": list(_corr.SHARED_OUT_LAYERS)})
+                          "attend_shared_out_layers": list(_corr.SHARED_OUT_LAYERS), "attend_drop_attention": args.drop_attention,
+                          "attend_drop_layers": drop_layers if args.drop_attention else []})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
