@@ -561,3 +561,34 @@ def test_attention_drop_skips_the_full_resolution_self_attention_of_the_drawn_sa
     assert torch.allclose(unet(x, 300, e).sample.detach(), whole, atol=1e-6)
     with pytest.raises(SystemExit, match="no self-attention layer"):
         AttentionDrop(unet, ("nowhere.",), 0.5, torch.Generator())
+
+
+def test_full_res_heads_regroup_the_full_resolution_attention_and_keep_every_weight(tmp_path):
+    """arch.with_full_res_heads (--full-res-heads): the first down block's and the last up block's attention get the
+    asked number of heads, the other levels keep theirs, every weight is kept, the config written with the model says
+    so (a reload has them), and a one-head self-attention layer computes softmax(Q K^T / sqrt(C)) V by hand."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from v2v_core.toy.arch import attention_everywhere, heads_of, with_full_res_heads
+
+    torch.manual_seed(0)
+    unet = attention_everywhere(UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=8))
+    assert with_full_res_heads(unet, 4) is unet
+    one = with_full_res_heads(unet, 1)
+    heads = {n: m.heads for n, m in one.named_modules() if n.endswith(("attn1", "attn2"))}
+    assert all(h == (1 if n.startswith(("down_blocks.0.", "up_blocks.1.")) else 4) for n, h in heads.items())
+    assert sum(h == 1 for h in heads.values()) == 6 and heads_of(one.config) == (1, 4)
+    a, b = unet.state_dict(), one.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    one.save_pretrained(tmp_path)
+    assert heads_of(UNet2DConditionModel.from_pretrained(tmp_path).config) == (1, 4)
+
+    attn = one.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    x = torch.randn(2, 64, 16)
+    q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+    want = attn.to_out[0](torch.softmax(q @ k.transpose(1, 2) / 16 ** 0.5, -1) @ v)
+    assert torch.allclose(attn(x), want, atol=1e-5)

@@ -209,3 +209,30 @@ def attention_everywhere(unet):
         torch.nn.init.zeros_(modules[name].proj_out.weight)
         torch.nn.init.zeros_(modules[name].proj_out.bias)
     return wide.to(dtype=unet.dtype)
+
+
+def heads_of(config) -> tuple:
+    """The attention heads of each down block (diffusers' UNet2DConditionModel reads its `attention_head_dim` as the
+    NUMBER of heads, SD-1.5's 8; the up blocks mirror them and the mid block takes the last)."""
+    heads = config.get("num_attention_heads") or config["attention_head_dim"]
+    n = len(config["down_block_types"])
+    return tuple(heads) if isinstance(heads, (list, tuple)) else (heads,) * n
+
+
+def with_full_res_heads(unet, heads: int):
+    """The same UNet, every weight kept, with `heads` attention heads at the latent's full resolution (the first
+    down block and the last up block, their self- and cross-attention) instead of the config's. Not the same
+    function: the heads regroup the same query, key and value channels, so it is trained after (stage 10's
+    --full-res-heads). Why: the toy's full-resolution attention had 8 heads of 6 channels (SD-1.5's have 40), so its
+    1024 x 1024 score matrices, one per head, cost 4x what one head of 48 channels costs, and StreamV2V's extended
+    attention doubles them (model card, session 32). Returns `unet` itself when it already has them."""
+    from diffusers import UNet2DConditionModel
+
+    old = heads_of(unet.config)
+    if old[0] == heads:
+        return unet
+    cfg = dict(unet.config)
+    cfg["attention_head_dim"], cfg["num_attention_heads"] = (heads, *old[1:]), None
+    new = UNet2DConditionModel.from_config(cfg)
+    new.load_state_dict(unet.state_dict())
+    return new.to(dtype=unet.dtype)

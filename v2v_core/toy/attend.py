@@ -14,7 +14,7 @@ import torch
 from . import batches as _batches
 from . import correspondence_loss as _corr
 from . import styles as _styles
-from .arch import attention_everywhere, everywhere_config, has_everywhere_layout
+from .arch import attention_everywhere, everywhere_config, has_everywhere_layout, heads_of, with_full_res_heads
 from .batches import CROP, T_MAX, T_MIN, _SdeditBatches
 from .correspondence_loss import (SHARED_ATTN_LAYERS, SHARED_ATTN_WEIGHT, SHARED_OUT_LAYERS, SHARED_OUT_WEIGHT,
                                   self_attention_under)
@@ -299,6 +299,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--shared-out-layers", default=",".join(SHARED_OUT_LAYERS), metavar="PREFIXES",
                     help="stage attend: comma-separated layer-name prefixes whose self-attention outputs the probes read "
                          "(a layer of fewer tokens reads the choice average-pooled to its grid)")
+    ap.add_argument("--full-res-heads", type=int, default=0, metavar="N",
+                    help="stage attend: first regroup the full-resolution attention into N heads (arch.with_full_res_heads; "
+                         "every weight kept, the function not), then train; 0 keeps the folder's")
     ap.add_argument("--drop-attention", type=float, default=0.0, metavar="P",
                     help="stage attend: zero the self-attention outputs of --drop-layers for this share of the samples "
                          "in training (AttentionDrop), so that the other levels learn to carry what those carry")
@@ -352,6 +355,8 @@ def run(args, pool, kodak_once, stages) -> None:
         pipe.unet = UNet2DConditionModel.from_config(everywhere_config(pipe.unet.config))
     else:
         pipe.unet = attention_everywhere(pipe.unet)
+    if args.full_res_heads:
+        pipe.unet = with_full_res_heads(pipe.unet, args.full_res_heads)
     weights = {**stages.REFINE_STYLE_WEIGHTS, "psychedelic": args.psychedelic_weight}
     weights.update(style_weights(args.style_weight))
     lr = args.attend_lr if args.attend_lr is not None else stages.UNET_LR if args.attend_from_scratch else ATTEND_LR
@@ -386,6 +391,7 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
                           "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_snow_shade": args.snow_shade, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS),
                           "attend_shared_out_layers": list(_corr.SHARED_OUT_LAYERS), "attend_drop_attention": args.drop_attention,
-                          "attend_drop_layers": drop_layers if args.drop_attention else []})
+                          "attend_drop_layers": drop_layers if args.drop_attention else [],
+                          "attend_heads": list(heads_of(pipe.unet.config))})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
