@@ -3,6 +3,7 @@ frame by frame (the machine's mood hits both runtimes alike), then the outputs' 
 
     python benchmarks/openvino_speed.py [--frames 24] [--size 256] [--prompt "a pencil sketch"] [--clips DIR]
                                         [--runtime openvino|openvino-bf16-unet|openvino-bf16] [--methods "SVDiff,..."]
+                                        [--backbone toy|FOLDER]
 
 Speed: the embedded model at the studio's thread policy (v2v_core.threads: cores - 1), a known-motion clip, the
 first 4 frames of each stream not counted (conversion and warm-up are done before); median ms per frame of each
@@ -50,6 +51,8 @@ def main(argv=None):
     ap.add_argument("--runtime", choices=tuple(PRECISIONS), default="openvino",
                     help="openvino (f32, default), openvino-bf16-unet or openvino-bf16 (a CPU with bfloat16 units)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names (default: all above)")
+    ap.add_argument("--backbone", default="toy", help="the model (default the embedded one; a retrained toy's folder "
+                                                      "converts through the same code)")
     ap.add_argument("--precision", action="append", default=[], metavar="PART=f32|bf16|f16",
                     help="one part's precision on this run's runtime (encode, decode, text, unet, or a UNet graph's name); "
                          "repeatable; to find which part's rounding costs what")
@@ -62,7 +65,7 @@ def main(argv=None):
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.skip_speed and "StreamDiffusion" not in args.methods:
         args.methods.insert(0, "StreamDiffusion")          # the speed table's reference
-    bb = load_backbone("toy", device="cpu")
+    bb = load_backbone(args.backbone, device="cpu")
     ov = openvino_backbone(bb, args.runtime)
     settings = StreamSettings()
     frames = [np.ascontiguousarray(f) for f in make_clip("pan", args.frames + 4, args.size).frames]
@@ -78,7 +81,7 @@ def speed(bb, ov, settings, frames, args):
     t0 = time.perf_counter()
     for name in args.methods:        # conversion (or the disk cache) first: not timed below
         list(Stream(ov, args.prompt, settings, REGISTRY[name].build()).run(frames[:6]))
-    print(f"# OpenVINO ({args.runtime}: {args.parts}) vs PyTorch, embedded model, {args.size} px, {THREADS or 'torch default'} thread(s), "
+    print(f"# OpenVINO ({args.runtime}: {args.parts}) vs PyTorch, {args.backbone}, {args.size} px, {THREADS or 'torch default'} thread(s), "
           f"median of {args.frames} frames after 4 (conversion and first compile {ov.ov.convert_seconds:.1f} s, "
           f"setup in all {time.perf_counter() - t0:.1f} s)")
     times = {(n, r): [] for n in args.methods for r in ("torch", "openvino")}

@@ -56,6 +56,8 @@ _SNOW = ("--snow-cover", "0.35", "--snow-shade", "0.35")
 _S_JOINT = ("--attend-steps", "2000", "--attend-lr", "1e-3", "--unroll", "0", "--commit", "0", *_SNOW)
 _S_STREAM = ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)
 _S_STEM = ("--stem-first", "2500", *_S_STREAM)      # the stem alone first (session 27)
+_S12 = ("--attend-steps", "2000", "--attend-lr", "1.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=4")
+_LOWRES = ("--shared-out-layers", "down_blocks.0.,up_blocks.2.,mid_block.,up_blocks.0.,up_blocks.1.")
 RECIPES = {
     "warm": (
         ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
@@ -71,13 +73,23 @@ RECIPES = {
         ("S7", (*_S_STREAM, "--commit", "1")),
         ("S8", _S_STEM), ("S9", _S_STEM), ("S10", (*_S_STEM, "--style-weight", "pixel art=5")),
         ("S11", ("--attend-steps", "2000", "--attend-lr", "2.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=3")),
-        ("S12", ("--attend-steps", "2000", "--attend-lr", "1.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=4")),
+        ("S12", _S12),
     ),
     # Session 31 (not shipped): S12's run again with the probes also on the low-resolution decoder's self-attention, where
     # StreamV2V's feature fusion acts and where v4.2 carried none of the choice (model card, session 31).
+    # Session 32 (not shipped): L2-L3, the full-resolution self-attention dropped for half the samples (--drop-attention),
+    # so that the low-resolution levels would have to carry the choice; they did not (model card, session 32).
     "scratch-lowres": (
-        ("L1", ("--attend-steps", "2000", "--attend-lr", "1.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=4",
-                "--shared-out-layers", "down_blocks.0.,up_blocks.2.,mid_block.,up_blocks.0.,up_blocks.1.")),
+        ("L1", (*_S12, *_LOWRES)),
+        ("L2", (*_S12, *_LOWRES, "--attend-steps", "400", "--drop-attention", "0.5")),
+        ("L3", (*_S12, *_LOWRES, "--attend-steps", "1600", "--attend-lr", "5e-4", "--drop-attention", "0.5")),
+    ),
+    # Session 32: the full-resolution attention regrouped from 8 heads of 6 channels into one of 48 (--full-res-heads;
+    # SD-1.5's heads have 40), its 1024 x 1024 score matrices a quarter of the cost; then S8's stem-first run to learn
+    # the choice again in the new heads, and S12's run for fidelity (model card, session 32).
+    "heads": (
+        ("H1", ("--full-res-heads", "1", *_S_STEM, "--style-weight", "pixel art=5", "--style-weight", "photo=3")),
+        ("H2", ("--full-res-heads", "1", *_S12)),
     ),
 }
 RECIPE = "scratch"
