@@ -90,8 +90,9 @@ def test_resume_point_is_put_into_a_fresh_copy_and_the_recipe_runs_only_what_fol
 
 @pytest.mark.skipif(not attend_resume_points(), reason="no committed resume point")
 def test_committed_resume_points_are_part_way_through_their_recipe_with_the_layout():
-    """Each committed resume point (training/attend-NAME) has had a first part of its recipe, in order, and its UNet
-    has stage 10's layout (a transformer block in every block), so --resume-point can continue it."""
+    """Each committed resume point (training/attend-NAME) has had a first part of its recipe, in order (after the runs of
+    the folder its recipe continues, if any), and its UNet has stage 10's layout (a transformer block in every block), so
+    --resume-point can continue it."""
     import json
 
     from v2v_core.toy import attend
@@ -100,5 +101,6 @@ def test_committed_resume_points_are_part_way_through_their_recipe_with_the_layo
     for point in attend_resume_points():
         names = [n for n, _ in attend.RECIPES[point.name.removeprefix("attend-")]]
         done = json.loads((point / "training.json").read_text())["attend_recipe_done"]
-        assert 0 < len(done) <= len(names) and done == names[:len(done)]
+        mine = [n for n in done if n in names]          # a recipe may continue another's folder (heads: v4.2's)
+        assert 0 < len(mine) <= len(names) and mine == names[:len(mine)] and done[len(done) - len(mine):] == mine
         assert has_everywhere_layout(json.loads((point / "unet" / "config.json").read_text()))
