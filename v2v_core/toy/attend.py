@@ -97,6 +97,7 @@ RECIPE = "scratch"
 # encoder and training.json (the autoencoder, tokenizer and scheduler stay v3.4's), so that a run on a fresh machine
 # continues the recipe instead of re-making hours of it. Nothing loads them but the recipe. training/attend-scratch
 # holds S9; the shipped folder (v4.2) has had S1-S12 itself, so a copy of it continues the recipe without this point.
+# training/attend-heads holds H2 (session 32; the heads recipe on a copy of v4.2's folder), the candidate to ship next.
 RESUME_DIR = Path(__file__).resolve().parents[2] / "training"
 RESUME_PARTS = ("unet", "text_encoder", "training.json")
 
