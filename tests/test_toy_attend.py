@@ -519,6 +519,18 @@ def test_unrolled_pairs_are_the_models_own_first_step_noised_again_at_the_stream
     assert all(not torch.allclose(noise2[k], noise2[8 + k], atol=1e-2) for k in own)
 
 
+def _tiny_everywhere_unet():
+    """A two-level UNet of stage 10's layout (4 heads at each level; full resolution: down_blocks.0, up_blocks.1)."""
+    from diffusers import UNet2DConditionModel
+
+    from v2v_core.toy.arch import attention_everywhere
+
+    return attention_everywhere(UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=8))
+
+
 def test_attention_drop_skips_the_full_resolution_self_attention_of_the_drawn_samples_only_while_training():
     """attend.AttentionDrop (--drop-attention): with gradients on, the samples it draws (torch.rand >= p on its own
     generator) come out as the UNet with those layers' attention output weights zeroed computes them, the others as the
@@ -526,16 +538,10 @@ def test_attention_drop_skips_the_full_resolution_self_attention_of_the_drawn_sa
     import copy
 
     import torch
-    from diffusers import UNet2DConditionModel
-
-    from v2v_core.toy.arch import attention_everywhere
     from v2v_core.toy.attend import AttentionDrop
 
     torch.manual_seed(0)
-    unet = attention_everywhere(UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=8))
+    unet = _tiny_everywhere_unet()
     for p in unet.parameters():                      # attention_everywhere's fresh blocks start as no-ops: wake them
         p.data += 0.05 * torch.randn_like(p)
     prefixes = ("down_blocks.0.", "up_blocks.1.")
@@ -570,13 +576,10 @@ def test_full_res_heads_regroup_the_full_resolution_attention_and_keep_every_wei
     import torch
     from diffusers import UNet2DConditionModel
 
-    from v2v_core.toy.arch import attention_everywhere, heads_of, with_full_res_heads
+    from v2v_core.toy.arch import heads_of, with_full_res_heads
 
     torch.manual_seed(0)
-    unet = attention_everywhere(UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=8))
+    unet = _tiny_everywhere_unet()
     assert with_full_res_heads(unet, 4) is unet
     one = with_full_res_heads(unet, 1)
     heads = {n: m.heads for n, m in one.named_modules() if n.endswith(("attn1", "attn2"))}
