@@ -538,7 +538,9 @@ def test_attention_drop_skips_the_full_resolution_self_attention_of_the_drawn_sa
     import copy
 
     import torch
+
     from v2v_core.toy.attend import AttentionDrop
+    from v2v_core.toy.correspondence_loss import self_attention_under
 
     torch.manual_seed(0)
     unet = _tiny_everywhere_unet()
@@ -546,10 +548,9 @@ def test_attention_drop_skips_the_full_resolution_self_attention_of_the_drawn_sa
         p.data += 0.05 * torch.randn_like(p)
     prefixes = ("down_blocks.0.", "up_blocks.1.")
     skipped = copy.deepcopy(unet)
-    for name, m in skipped.named_modules():
-        if name.endswith("attn1") and name.startswith(prefixes):
-            m.to_out[0].weight.data.zero_()
-            m.to_out[0].bias.data.zero_()
+    for _, m in self_attention_under(skipped, prefixes):
+        m.to_out[0].weight.data.zero_()
+        m.to_out[0].bias.data.zero_()
     x, e = torch.randn(8, 4, 16, 16), torch.randn(8, 5, 8)
     with torch.no_grad():
         whole, without = unet(x, 300, e).sample, skipped(x, 300, e).sample

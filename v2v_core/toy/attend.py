@@ -322,6 +322,11 @@ def add_arguments(ap) -> None:
                     help="stage attend, with --drop-attention: the layers dropped together (default: the full-resolution ones)")
 
 
+def _prefixes(text: str) -> tuple:
+    """A switch's comma-separated layer-name prefixes (--shared-out-layers, --drop-layers), blanks left out."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def style_weights(items) -> dict:
     """{style name: weight} from --style-weight's NAME=W items; a name that is no style stops the run."""
     names = {s.name for s in STYLES + (PSYCHEDELIC,)}
@@ -353,7 +358,7 @@ def run(args, pool, kodak_once, stages) -> None:
         raise SystemExit("--snow-shade is the other side of the snow cover's choice: add --snow-cover AMOUNT.")
     _styles.SNOW_COVER, _styles.SNOW_SHADE = args.snow_cover, args.snow_shade
     _batches.IN_STYLE_FRESH_NOISE = args.keep_fresh_noise
-    _corr.SHARED_OUT_LAYERS = tuple(s.strip() for s in args.shared_out_layers.split(",") if s.strip())
+    _corr.SHARED_OUT_LAYERS = _prefixes(args.shared_out_layers)
     if args.shared_texture:
         _styles.SHARED_TEXTURE, _styles.SHARED_GAIN = args.shared_texture, 1.0
 
@@ -381,7 +386,7 @@ def run(args, pool, kodak_once, stages) -> None:
     # (every run that continued a folder, sessions 19-24, replayed the first run's batches).
     seed = args.seed + done.get("attend_steps", 0)
     stem_rel = stem_first(pipe, pool + kodak_once(), args.stem_first, seed + 12, stages, args.stem_lr) if args.stem_first else None
-    drop_layers = [s.strip() for s in args.drop_layers.split(",") if s.strip()]
+    drop_layers = _prefixes(args.drop_layers)
     drop = (AttentionDrop(pipe.unet, drop_layers, args.drop_attention, torch.Generator().manual_seed(seed + 13))
             if args.drop_attention else None)
     try:
@@ -404,7 +409,7 @@ def run(args, pool, kodak_once, stages) -> None:
                           "attend_stem_lr": args.stem_lr if args.stem_first else None, "attend_stem_probe_relative_mse": stem_rel,
                           "attend_shared_weight": args.shared_weight, "attend_snow_cover": args.snow_cover, "attend_snow_shade": args.snow_shade, "attend_keep_fresh_noise": args.keep_fresh_noise, "attend_unroll": args.unroll, "attend_shared_layers": list(SHARED_ATTN_LAYERS),
                           "attend_shared_out_layers": list(_corr.SHARED_OUT_LAYERS), "attend_drop_attention": args.drop_attention,
-                          "attend_drop_layers": drop_layers if args.drop_attention else [],
+                          "attend_drop_layers": list(drop_layers) if args.drop_attention else [],
                           "attend_heads": list(heads_of(pipe.unet.config))})
     print(f"attention everywhere done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
