@@ -85,7 +85,16 @@ def test_resume_point_is_put_into_a_fresh_copy_and_the_recipe_runs_only_what_fol
     monkeypatch.setattr(attend, "run_recipe", lambda *a: [])
     monkeypatch.setattr(train, "image_pool", lambda seed: [])
     train.main(["--stage", "attend-recipe", "--resume-point", "--out", str(out), "--threads", "1"])
-    assert seen == [(out, attend.RESUME_DIR / f"attend-{attend.RECIPE}")]
+    assert seen == [(out, attend.resume_point(attend.RECIPE))]
+
+    # A recipe without a point of its own resumes from the point furthest along whose runs begin it (heads: scratch's).
+    monkeypatch.setattr(attend, "RESUME_DIR", tmp_path / "points")
+    monkeypatch.setattr(attend, "RECIPES", {"x": recipe, "y": (*recipe, ("d", ())), "z": (("q", ()),)})
+    for name, done in (("x", ["a"]), ("w", ["a", "b"]), ("v", ["q", "a"])):
+        (tmp_path / "points" / f"attend-{name}").mkdir(parents=True)
+        (tmp_path / "points" / f"attend-{name}" / "training.json").write_text(json.dumps({"attend_recipe_done": done}))
+    assert [attend.resume_point(r).name for r in ("x", "y", "z")] == ["attend-x", "attend-w", "attend-z"]
+    assert not (attend.resume_point("z") / "training.json").exists()
 
 
 @pytest.mark.skipif(not attend_resume_points(), reason="no committed resume point")
@@ -101,6 +110,6 @@ def test_committed_resume_points_are_part_way_through_their_recipe_with_the_layo
     for point in attend_resume_points():
         names = [n for n, _ in attend.RECIPES[point.name.removeprefix("attend-")]]
         done = json.loads((point / "training.json").read_text())["attend_recipe_done"]
-        mine = [n for n in done if n in names]          # a recipe may continue another's folder (heads: v4.2's)
+        mine = [n for n in done if n in names]          # a recipe may continue another's folder
         assert 0 < len(mine) <= len(names) and mine == names[:len(mine)] and done[len(done) - len(mine):] == mine
         assert has_everywhere_layout(json.loads((point / "unet" / "config.json").read_text()))

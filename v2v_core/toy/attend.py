@@ -5,6 +5,7 @@ with the auxiliary losses and the built head tried for issue #30 (model card, "S
 (`python -m v2v_core.toy.train --stage attend ...`) takes its switches from add_arguments and runs it through run."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -58,6 +59,15 @@ _S_STREAM = ("--attend-steps", "2000", "--attend-lr", "5e-4", *_SNOW)
 _S_STEM = ("--stem-first", "2500", *_S_STREAM)      # the stem alone first (session 27)
 _S12 = ("--attend-steps", "2000", "--attend-lr", "1.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=4")
 _LOWRES = ("--shared-out-layers", "down_blocks.0.,up_blocks.2.,mid_block.,up_blocks.0.,up_blocks.1.")
+_SCRATCH = (
+    ("S1", ("--attend-from-scratch", "--stem-first", "2500", "--attend-steps", "2000", "--unroll", "0", "--commit", "0", *_SNOW)),
+    ("S2", _S_JOINT), ("S3", _S_JOINT),
+    ("S4", _S_STREAM), ("S5", _S_STREAM), ("S6", _S_STREAM),
+    ("S7", (*_S_STREAM, "--commit", "1")),
+    ("S8", _S_STEM), ("S9", _S_STEM), ("S10", (*_S_STEM, "--style-weight", "pixel art=5")),
+    ("S11", ("--attend-steps", "2000", "--attend-lr", "2.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=3")),
+    ("S12", _S12),
+)
 RECIPES = {
     "warm": (
         ("W1", ("--stem-first", "2500", "--attend-steps", "500", "--attend-lr", "5e-4", "--snow-cover", "0.5", "--snow-shade", "0.5")),
@@ -66,15 +76,7 @@ RECIPES = {
         ("W4", ("--attend-steps", "1000", "--attend-lr", "5e-4", *_SNOW)),
         ("W5", ("--stem-first", "2500", "--attend-steps", "1000", "--attend-lr", "2.5e-4", *_SNOW)),
     ),
-    "scratch": (
-        ("S1", ("--attend-from-scratch", "--stem-first", "2500", "--attend-steps", "2000", "--unroll", "0", "--commit", "0", *_SNOW)),
-        ("S2", _S_JOINT), ("S3", _S_JOINT),
-        ("S4", _S_STREAM), ("S5", _S_STREAM), ("S6", _S_STREAM),
-        ("S7", (*_S_STREAM, "--commit", "1")),
-        ("S8", _S_STEM), ("S9", _S_STEM), ("S10", (*_S_STEM, "--style-weight", "pixel art=5")),
-        ("S11", ("--attend-steps", "2000", "--attend-lr", "2.5e-4", *_SNOW, "--style-weight", "pixel art=5", "--style-weight", "photo=3")),
-        ("S12", _S12),
-    ),
+    "scratch": _SCRATCH,
     # Session 31 (not shipped): S12's run again with the probes also on the low-resolution decoder's self-attention, where
     # StreamV2V's feature fusion acts and where v4.2 carried none of the choice (model card, session 31).
     # Session 32 (not shipped): L2-L3, the full-resolution self-attention dropped for half the samples (--drop-attention),
@@ -86,25 +88,36 @@ RECIPES = {
     ),
     # Session 32: the full-resolution attention regrouped from 8 heads of 6 channels into one of 48 (--full-res-heads;
     # SD-1.5's heads have 40), its 1024 x 1024 score matrices a quarter of the cost; then S8's stem-first run to learn
-    # the choice again in the new heads, and S12's run for fidelity (model card, session 32).
+    # the choice again in the new heads, and S12's run for fidelity (model card, session 32). The scratch recipe's runs
+    # come first, so that a fresh folder runs the whole lineage and a copy of v4.2's runs only H1 and H2; shipped as v4.3.
     "heads": (
+        *_SCRATCH,
         ("H1", ("--full-res-heads", "1", *_S_STEM, "--style-weight", "pixel art=5", "--style-weight", "photo=3")),
         ("H2", ("--full-res-heads", "1", *_S12)),
     ),
 }
-RECIPE = "scratch"
+RECIPE = "heads"
 # A recipe's folder committed part-way (`--resume-point`): what stage 10 changes in v3.4's folder, its UNet, text
 # encoder and training.json (the autoencoder, tokenizer and scheduler stay v3.4's), so that a run on a fresh machine
 # continues the recipe instead of re-making hours of it. Nothing loads them but the recipe. training/attend-scratch
-# holds S9; the shipped folder (v4.2) has had S1-S12 itself, so a copy of it continues the recipe without this point.
-# training/attend-heads holds H2 (session 32; the heads recipe on a copy of v4.2's folder), the candidate to ship next.
+# holds S9; the shipped folder (v4.3) has had the whole heads recipe (S1-S12, H1, H2) itself, so a copy of it needs no
+# point (session 32's training/attend-heads, byte for byte the shipped UNet and text encoder, was removed on shipping).
 RESUME_DIR = Path(__file__).resolve().parents[2] / "training"
 RESUME_PARTS = ("unet", "text_encoder", "training.json")
 
 
 def resume_point(recipe_name: str) -> Path:
-    """Where the recipe's committed resume point lives (training/attend-NAME)."""
-    return RESUME_DIR / f"attend-{recipe_name}"
+    """Where the recipe's committed resume point lives: training/attend-NAME, or, where the recipe has none, the committed
+    point furthest along whose runs begin the recipe (the heads recipe begins with the scratch recipe's runs, so it
+    resumes from training/attend-scratch); training/attend-NAME, missing, where none does."""
+    own = RESUME_DIR / f"attend-{recipe_name}"
+    if (own / "training.json").exists():
+        return own
+    names = [name for name, _ in RECIPES[recipe_name]]
+    begins = [(len(done), p) for p in sorted(RESUME_DIR.glob("attend-*")) if (p / "training.json").exists()
+              and (done := json.loads((p / "training.json").read_text()).get("attend_recipe_done", []))
+              and done == names[:len(done)]]
+    return max(begins)[1] if begins else own
 
 
 def start_from_resume_point(out, point, stages) -> list:
@@ -250,7 +263,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--recipe", choices=sorted(RECIPES), default=RECIPE,
                     help="stage attend-recipe: which of stage 10's recipes (attend.RECIPES) to run or resume")
     ap.add_argument("--resume-point", action="store_true",
-                    help="stage attend-recipe: first put the recipe's committed resume point (training/attend-RECIPE: "
+                    help="stage attend-recipe: first put the recipe's committed resume point (attend.resume_point: "
                          "its UNet, text encoder and training.json) into --out, a copy of the toy's folder, when it has "
                          "had more of the recipe than --out; the recipe then runs only what follows it")
     ap.add_argument("--attend-steps", type=int, default=ATTEND_STEPS)

@@ -64,7 +64,7 @@ source; then stage 8's objective. With epsilon prediction even "a photo" is rebu
 error of the predicted noise reaches x0 multiplied by sqrt(1 - abar) / sqrt(abar); an offset is exactly zero where
 the style keeps the source, and small where it keeps its structure.
 
-Stage 10, attend (in "all" as its recipe, attend.RECIPES["scratch"], S1-S12; shipped as v4.2): a transformer block in every
+Stage 10, attend (in "all" as its recipe, attend.RECIPES["heads"], S1-S12, H1-H2; shipped as v4.3): a transformer block in every
 UNet block, the latent's full resolution included (arch.attention_everywhere, an exact warm start), then stage 9's
 objective with a tenth, training-only style whose invented detail is SHARED by tokens of similar colour
 (styles.psychedelic: each region's hue turn chosen from the colour-similarity-weighted mean of the noise), and
@@ -72,8 +72,8 @@ optionally a cross-entropy that teaches the full-resolution self-attention that 
 (correspondence_loss.shared_attention_loss). Its purpose: a model whose self-attention carries appearance, so that
 StreamV2V's extended attention and feature fusion, window attention and TokenFlow change what it draws (issue #30).
 With --built-head the colour-similarity head is built into the first full-resolution block (shared_head) and its
-inputs and output are supervised (v2v_core/toy/attend.py). What got there and what did not (model card, "Stage 10"): a
-fresh UNet of the layout, its stem trained alone on the choice between runs; the snowy scene shows the methods apart.
+inputs and output are supervised (v2v_core/toy/attend.py). What got there (model card, "Stage 10"): a fresh UNet of the
+layout, its stem trained alone on the choice between runs, then its full-resolution attention regrouped into one head.
 
 Weights are written in fp16 safetensors (the loader upcasts), as a diffusers pipeline folder.
 """
