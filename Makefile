@@ -16,7 +16,7 @@ test: install-dev browser-deps
 test-slow: install-dev
 	$(PY) -m pytest -q -m slow
 
-svdiff-checkpoints:  ## re-train the shipped SVDiff memories for the toy backbone (12-15 min each for v4.1 with both cores of a 2-core machine, plus about 4.5 min of teacher runs made once for the three; v3.4's took 9)
+svdiff-checkpoints:  ## re-train the shipped SVDiff memories for the toy backbone (12-14 min each for v4.3 with both cores of a 2-core machine, plus about 4 min of teacher runs made once for the three; v3.4's took 9)
 	for m in 1 8 16; do V2V_THREADS=torch $(PY) -m v2v_core train-svdiff --synthetic 48 --memory-size $$m --steps 300 --half --objective consistent \
 		--teacher-cache out/svdiff-teachers.pt --out v2v_core/svdiff_checkpoints/toy-$${m}x$${m}.safetensors || exit 1; done
 
