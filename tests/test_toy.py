@@ -496,3 +496,23 @@ def test_invented_detail_bound_draws_the_targets_the_model_was_trained_on(tmp_pa
     assert all(np.array_equal(s, styles.snowy_scene(f, e)) for s, f, e in zip(plain["snowy scene"], clip, eps[2:]))
     assert all(np.array_equal(a, b) for a, b in zip(trained["pointillism"], plain["pointillism"]))
     assert all(np.abs(a.astype(int) - b).mean() > 5 for a, b in zip(trained["snowy scene"], plain["snowy scene"]))
+
+
+def test_the_shipped_unet_attends_at_full_resolution_with_one_wide_head():
+    """v4.3's layout, on which the README's speed figures rest (one head of 48 channels where the latent has its full
+    resolution, 32x32 tokens at 256 px; eight heads below): as the shipped folder loads through diffusers, whose
+    `attention_head_dim` list is per down block and mirrored for the up blocks, every attention there has one head
+    over all its channels, and no other attention has."""
+    from diffusers.models.attention_processor import Attention
+
+    from v2v_core.backbones import load_backbone
+
+    unet = load_backbone("toy").unet
+    full = ("down_blocks.0.", f"up_blocks.{len(unet.up_blocks) - 1}.")
+    seen = {True: 0, False: 0}
+    for name, m in unet.named_modules():
+        if isinstance(m, Attention):
+            at_full = name.startswith(full)
+            seen[at_full] += 1
+            assert (m.heads, m.inner_dim) == ((1, unet.config.block_out_channels[0]) if at_full else (8, m.inner_dim)), name
+    assert seen[True] == 6 and seen[False] > 0      # one block down, three up; self and cross each
