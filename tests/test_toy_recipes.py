@@ -85,7 +85,7 @@ def test_resume_point_is_put_into_a_fresh_copy_and_the_recipe_runs_only_what_fol
     monkeypatch.setattr(attend, "run_recipe", lambda *a: [])
     monkeypatch.setattr(train, "image_pool", lambda seed: [])
     train.main(["--stage", "attend-recipe", "--resume-point", "--out", str(out), "--threads", "1"])
-    assert seen == [(out, attend.resume_point(attend.RECIPE))]
+    assert seen == [(out, attend.resume_point(attend.RECIPE, train))]
 
     # A recipe without a point of its own resumes from the point furthest along whose runs begin it (heads: scratch's).
     monkeypatch.setattr(attend, "RESUME_DIR", tmp_path / "points")
@@ -93,8 +93,8 @@ def test_resume_point_is_put_into_a_fresh_copy_and_the_recipe_runs_only_what_fol
     for name, done in (("x", ["a"]), ("w", ["a", "b"]), ("v", ["q", "a"])):
         (tmp_path / "points" / f"attend-{name}").mkdir(parents=True)
         (tmp_path / "points" / f"attend-{name}" / "training.json").write_text(json.dumps({"attend_recipe_done": done}))
-    assert [attend.resume_point(r).name for r in ("x", "y", "z")] == ["attend-x", "attend-w", "attend-z"]
-    assert not (attend.resume_point("z") / "training.json").exists()
+    assert [attend.resume_point(r, train).name for r in ("x", "y", "z")] == ["attend-x", "attend-w", "attend-z"]
+    assert not (attend.resume_point("z", train) / "training.json").exists()
 
 
 @pytest.mark.skipif(not attend_resume_points(), reason="no committed resume point")

@@ -5,7 +5,6 @@ with the auxiliary losses and the built head tried for issue #30 (model card, "S
 (`python -m v2v_core.toy.train --stage attend ...`) takes its switches from add_arguments and runs it through run."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -106,17 +105,21 @@ RESUME_DIR = Path(__file__).resolve().parents[2] / "training"
 RESUME_PARTS = ("unet", "text_encoder", "training.json")
 
 
-def resume_point(recipe_name: str) -> Path:
+def runs_done(folder, stages) -> list:
+    """The recipe runs a folder has had, in order (its training.json's attend_recipe_done; `stages`: the training module)."""
+    return stages.training_info(Path(folder)).get("attend_recipe_done", [])
+
+
+def resume_point(recipe_name: str, stages) -> Path:
     """Where the recipe's committed resume point lives: training/attend-NAME, or, where the recipe has none, the committed
     point furthest along whose runs begin the recipe (the heads recipe begins with the scratch recipe's runs, so it
     resumes from training/attend-scratch); training/attend-NAME, missing, where none does."""
     own = RESUME_DIR / f"attend-{recipe_name}"
-    if (own / "training.json").exists():
+    if runs_done(own, stages):
         return own
     names = [name for name, _ in RECIPES[recipe_name]]
-    begins = [(len(done), p) for p in sorted(RESUME_DIR.glob("attend-*")) if (p / "training.json").exists()
-              and (done := json.loads((p / "training.json").read_text()).get("attend_recipe_done", []))
-              and done == names[:len(done)]]
+    begins = [(len(done), p) for p in sorted(RESUME_DIR.glob("attend-*"))
+              if (done := runs_done(p, stages)) and done == names[:len(done)]]
     return max(begins)[1] if begins else own
 
 
@@ -126,11 +129,7 @@ def start_from_resume_point(out, point, stages) -> list:
     the other), stops the run. Returns the runs out has had."""
     if not (Path(point) / "training.json").exists():
         raise SystemExit(f"--resume-point: no resume point committed at {point}; run the recipe without --resume-point.")
-
-    def done(folder) -> list:
-        return stages.training_info(Path(folder)).get("attend_recipe_done", [])
-
-    have, theirs = done(out), done(point)
+    have, theirs = runs_done(out, stages), runs_done(point, stages)
     if theirs[:len(have)] != have[:len(theirs)]:        # one must be the start of the other
         raise SystemExit(f"--resume-point: {point} has had the runs {theirs}, {out} has had {have}: they are not one "
                          f"recipe. Start from a fresh copy of the toy's folder.")
@@ -142,7 +141,7 @@ def start_from_resume_point(out, point, stages) -> list:
                 shutil.copytree(src, dst)
             else:
                 shutil.copyfile(src, dst)
-    return done(out)
+    return runs_done(out, stages)
 
 
 def run_recipe(out, threads: int, stages, recipe, base=RECIPE_BASE) -> list:
@@ -150,7 +149,7 @@ def run_recipe(out, threads: int, stages, recipe, base=RECIPE_BASE) -> list:
     training module, as for run) as stage attend, recording each in training.json as it ends. Returns the names run now."""
     ran = []
     for name, switches in recipe:
-        if name in stages.training_info(out).get("attend_recipe_done", []):
+        if name in runs_done(out, stages):
             continue
         t0 = time.time()
         stages.main(["--stage", "attend", "--out", str(out), "--threads", str(threads), *base, *switches])

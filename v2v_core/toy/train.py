@@ -592,7 +592,7 @@ def main(argv=None):
         _attend.run(args, pool, kodak_once, sys.modules[__name__])
     if args.stage in ("all", "attend-recipe"):   # stage 10's runs in order, resumed where the folder stands (attend.RECIPE)
         if args.resume_point:
-            _attend.start_from_resume_point(args.out, _attend.resume_point(args.recipe), sys.modules[__name__])
+            _attend.start_from_resume_point(args.out, _attend.resume_point(args.recipe, me := sys.modules[__name__]), me)
         ran = _attend.run_recipe(args.out, args.threads, sys.modules[__name__], _attend.RECIPES[args.recipe])
         print(f"attend recipe: ran {', '.join(ran) or 'nothing (every run done)'}", flush=True)
 
