@@ -8,7 +8,8 @@ frame by frame (the machine's mood hits both runtimes alike), then the outputs' 
 Speed: the embedded model at the studio's thread policy (v2v_core.threads: cores - 1), a known-motion clip, the
 first 4 frames of each stream not counted (conversion and warm-up are done before); median ms per frame of each
 method on each runtime, the ratio PyTorch / OpenVINO, and each method's time over StreamDiffusion's on the same
-runtime. Agreement: on every clip of --clips (default ../shared/data/videos, the first --frames frames), the lowest
+runtime. TokenFlow, offline, translates the whole clip (--frames frames) at once: its ms per frame is the median of 3
+whole runs a runtime, the runtimes alternating, over the frame count. Agreement: on every clip of --clips (default ../shared/data/videos, the first --frames frames), the lowest
 per-frame PSNR of OpenVINO's output against PyTorch's, and both warp errors (DIS flow on the source).
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ from v2v_core.engine import Stream, StreamSettings  # noqa: E402
 from v2v_core.openvino_runtime import PRECISIONS, openvino_backbone  # noqa: E402
 from v2v_core.synthetic import make_clip  # noqa: E402
 
-METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention", "Temporal shift", "SVDiff")
+METHODS = ("StreamDiffusion", "StreamV2V", "StreamV2V (queue bank)", "Window attention", "Temporal shift", "SVDiff",
+           "TokenFlow")
 
 
 def psnr(a, b) -> float:
@@ -75,24 +77,41 @@ def main(argv=None):
         agreement(bb, ov, settings, args)
 
 
+def translate(bb, name, frames, prompt, settings) -> list:
+    """A registered method's output frames: an online one through a Stream, an offline one (TokenFlow) whole."""
+    from comparisons.registry import REGISTRY
+
+    preset = REGISTRY[name]
+    if preset.online:
+        return list(Stream(bb, prompt, settings, preset.build()).run(frames))
+    return preset.build().run(bb, frames, prompt, settings)
+
+
 def speed(bb, ov, settings, frames, args):
     from comparisons.registry import REGISTRY
 
     t0 = time.perf_counter()
+    offline = [n for n in args.methods if not REGISTRY[n].online]
+    online = [n for n in args.methods if REGISTRY[n].online]
     for name in args.methods:        # conversion (or the disk cache) first: not timed below
-        list(Stream(ov, args.prompt, settings, REGISTRY[name].build()).run(frames[:6]))
+        translate(ov, name, frames[:6] if name in online else frames[4:], args.prompt, settings)
     print(f"# OpenVINO ({args.runtime}: {args.parts}) vs PyTorch, {args.backbone}, {args.size} px, {THREADS or 'torch default'} thread(s), "
           f"median of {args.frames} frames after 4 (conversion and first compile {ov.ov.convert_seconds:.1f} s, "
           f"setup in all {time.perf_counter() - t0:.1f} s)")
     times = {(n, r): [] for n in args.methods for r in ("torch", "openvino")}
     streams = {(n, r): Stream(bb if r == "torch" else ov, args.prompt, settings, REGISTRY[n].build())
-               for n in args.methods for r in ("torch", "openvino")}
+               for n in online for r in ("torch", "openvino")}
     for i, f in enumerate(frames):
         for key, s in streams.items():
             t = time.perf_counter()
             s.push(f)
             if i >= 4:
                 times[key].append(time.perf_counter() - t)
+    for _ in range(3):               # offline: whole clips, the runtimes alternating
+        for key in [(n, r) for n in offline for r in ("torch", "openvino")]:
+            t = time.perf_counter()
+            translate(bb if key[1] == "torch" else ov, key[0], frames[4:], args.prompt, settings)
+            times[key].append((time.perf_counter() - t) / len(frames[4:]))
     med = {k: 1000 * statistics.median(v) for k, v in times.items()}
     print("| method | PyTorch ms/frame | OpenVINO ms/frame | PyTorch / OpenVINO | / StreamDiffusion (PyTorch) | "
           "/ StreamDiffusion (OpenVINO) |")
@@ -104,7 +123,6 @@ def speed(bb, ov, settings, frames, args):
 
 
 def agreement(bb, ov, settings, args):
-    from comparisons.registry import REGISTRY
     from v2v_core.metrics import evaluate_clip
     from v2v_core.video import read_video
 
@@ -115,8 +133,7 @@ def agreement(bb, ov, settings, args):
     for clip in clips:
         src, _ = read_video(str(clip), args.frames, args.size)
         for n in args.methods:
-            outs = {r: list(Stream(b, args.prompt, settings, REGISTRY[n].build()).run(src))
-                    for r, b in (("torch", bb), ("openvino", ov))}
+            outs = {r: translate(b, n, src, args.prompt, settings) for r, b in (("torch", bb), ("openvino", ov))}
             we = {r: evaluate_clip(src, o, clip_model=None)["warp_error"] for r, o in outs.items()}
             low = min(psnr(a, b) for a, b in zip(outs["torch"], outs["openvino"]))
             print(f"| {clip.stem} | {n} | {low:.1f} dB | {we['torch']:.3f} | {we['openvino']:.3f} | "

@@ -53,22 +53,45 @@ def test_openvino_gives_the_pytorch_frames_with_the_bank_outside_the_graph(tiny_
 
 
 def test_one_runtime_per_run_and_refusals_say_why(tiny_backbone):
-    from comparisons.registry import REGISTRY
+    import dataclasses
+
+    from comparisons.registry import PRESETS, REGISTRY
     from comparisons.runner import pick_runtime
 
     two = [REGISTRY["StreamDiffusion"], REGISTRY["StreamV2V"]]
     bb, used, note = pick_runtime(tiny_backbone, two, "auto")
     assert used == "openvino" and note is None and bb is not tiny_backbone
-    with_tf = two + [REGISTRY["TokenFlow"]]
-    bb, used, note = pick_runtime(tiny_backbone, with_tf, "auto")
-    assert (bb, used) == (tiny_backbone, "torch") and "tokenflow has no OpenVINO path" in note
-    with pytest.raises(V2VError, match="cannot use OpenVINO: tokenflow has no OpenVINO path"):
-        pick_runtime(tiny_backbone, with_tf, "openvino")
-    assert pick_runtime(tiny_backbone, with_tf, "torch") == (tiny_backbone, "torch", None)
-    with pytest.raises(V2VError, match="cannot use OpenVINO: tokenflow has no OpenVINO path"):
-        pick_runtime(tiny_backbone, with_tf, "openvino-bf16")
+    bb, used, note = pick_runtime(tiny_backbone, list(PRESETS), "auto")       # every registered method has a path,
+    assert used == "openvino" and note is None                               # TokenFlow's passes included
+    # a method without one (as the correspondence recorder is) makes the whole run PyTorch's, saying why
+    with_other = two + [dataclasses.replace(REGISTRY["TokenFlow"], name="Recorder", core_method="recorder")]
+    bb, used, note = pick_runtime(tiny_backbone, with_other, "auto")
+    assert (bb, used) == (tiny_backbone, "torch") and "recorder has no OpenVINO path" in note
+    with pytest.raises(V2VError, match="cannot use OpenVINO: recorder has no OpenVINO path"):
+        pick_runtime(tiny_backbone, with_other, "openvino")
+    assert pick_runtime(tiny_backbone, with_other, "torch") == (tiny_backbone, "torch", None)
+    with pytest.raises(V2VError, match="cannot use OpenVINO: recorder has no OpenVINO path"):
+        pick_runtime(tiny_backbone, with_other, "openvino-bf16")
     with pytest.raises(V2VError, match="Unknown runtime"):
         pick_runtime(tiny_backbone, two, "tensorrt")
+
+
+@pytest.mark.parametrize("branch", ["released", pytest.param("stock", marks=pytest.mark.slow)])
+def test_tokenflow_on_openvino_gives_the_pytorch_frames_and_matches(tiny_backbone, frames64, pan_clip, ov_cache, branch):
+    """TokenFlow's passes as graphs (the joint keyframe pass; the propagation pass, its nearest-neighbour search and
+    blend in the graph with the frames' keyframe slots and weights as inputs; source_branch="stock"'s source pass): 8
+    frames in groups of 3 (a shorter last group) and chunks of 4, 2 steps: every frame within 40 dB of PyTorch's, and
+    the correspondences the run makes, as match_accuracy scores them on the pan, PyTorch's."""
+    from v2v_core.openvino_runtime import openvino_backbone
+    from v2v_core.tokenflow import TokenFlowConfig, match_accuracy, tokenflow
+
+    ov = openvino_backbone(tiny_backbone)
+    cfg = TokenFlowConfig(keyframe_group=3, chunk=4, source_branch=branch)
+    settings = StreamSettings(strength=0.5, steps=2, seed=5)
+    ref, out = (tokenflow(bb, frames64, "a cartoon", settings, cfg) for bb in (tiny_backbone, ov))
+    assert min(psnr(a, b) for a, b in zip(ref, out)) >= 40
+    assert match_accuracy(ov, pan_clip, settings, cfg) == match_accuracy(tiny_backbone, pan_clip, settings, cfg)
+    assert any(ov_cache.rglob("tokenflow-propagate-*.xml")) and any(ov_cache.rglob("tokenflow-joint*.xml"))
 
 
 def test_a_graph_on_disk_is_read_not_converted_again(tiny_backbone, frames64, ov_cache, monkeypatch):

@@ -24,7 +24,7 @@ from .errors import V2VError
 # autoencoder and text encoder in f32 (warp errors within 0.4% of PyTorch's there), also asked for by name.
 RUNTIMES = ("torch", "openvino", "openvino-bf16-unet", "openvino-bf16", "auto")
 RUNTIME_HELP = ("one runtime for every method of a run: torch; openvino (converted graphs on a CPU, f32: StreamDiffusion, "
-                "StreamV2V's family, temporal shift, SVDiff); openvino-bf16-unet (the UNet in bfloat16, on a CPU with "
+                "StreamV2V's family, temporal shift, SVDiff, TokenFlow); openvino-bf16-unet (the UNet in bfloat16, on a CPU with "
                 "bfloat16 units: faster, frames within 55 dB, warp errors within 0.4%); openvino-bf16 (everything in "
                 "bfloat16: fastest, warp errors moved by a few percent); auto: f32 OpenVINO where every method has a "
                 "path, else PyTorch")

@@ -19,8 +19,14 @@ method family and shape:
 - SVDiff: (latent, timestep, text, and per transformer block its memory for this step, the learned initial memory on
   the first frame) -> (prediction, and per block the memory its MemoryBlock returns); the memory's weights are in the
   graph (its file name carries their digest), the memories stay the stream's.
-Methods without a path here (TokenFlow's passes, the correspondence recorder) are refused by `unsupported_reason`: a
-run that includes one runs on PyTorch as a whole (comparisons).
+- TokenFlow, per pass and shape: the joint keyframe pass ((latent, timestep, text) -> (prediction, and per
+  self-attention layer the keyframes' outputs and, for the released source branch, the source keyframes' inputs)), the
+  source pass of source_branch="stock" (-> every layer's inputs) and the propagation pass ((latent, timestep, text,
+  per layer the keyframes' outputs (and inputs), the frames' keyframe slots and weights as tensors) -> (prediction,
+  and per layer the matches it made)): the nearest-neighbour search and the blend run in the graph, the keyframe
+  draws, the chunks and the LCM update in tokenflow.py, unchanged.
+Without a path here: the correspondence recorder, refused by `unsupported_reason` for a run that names it; such a run
+runs on PyTorch as a whole (comparisons).
 The graphs are traced from the PyTorch modules of whatever backbone is loaded: a retrained toy with another layout
 converts through the same code.
 """
@@ -38,7 +44,7 @@ import torch
 from .backbones import Backbone
 from .config import RUNTIMES  # noqa: F401  (re-exported: the runtimes this module serves)
 from .errors import V2VError
-OV_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift", "svdiff")      # core methods with a path
+OV_METHODS = ("streamdiffusion", "streamv2v", "window", "temporal-shift", "svdiff", "tokenflow")   # with a path
 
 
 def openvino_missing() -> str | None:
@@ -311,6 +317,111 @@ class _MemoryUNet(_StateUNet):
         return [ctx.new[b] for b in self.blocks]
 
 
+class _GraphPropagateCall:
+    """TokenFlow's propagation inside the traced graph, as tokenflow._Propagate (stock source branch: the matches
+    given) or tokenflow._PropagateReleased (released: matched here on the source half as this pass computes it), with
+    the frames' keyframe slots and weights as tensors (a, b: (m,) int64; w: (m,)), so that one graph serves every chunk
+    and step of its shape. `key_inputs`: layer -> the source keyframes' normalised inputs (K, N, C) (released);
+    `key_out`: layer -> the keyframes' outputs ((2K, N, C) released: [source; edit], else (K, N, C)); `given`: layer ->
+    (nn_a, nn_b) (m, N) (stock). Keeps each layer's matches (released)."""
+
+    def __init__(self, key_out, a, b, w, key_inputs=None, given=None):
+        self.key_out, self.key_inputs, self.given = key_out, key_inputs, given
+        self.a, self.b, self.w = a, b, w[:, None, None]
+        self.matches: dict[str, tuple] = {}
+
+    @staticmethod
+    def _take(table, slots, nn):
+        """table[slots[i]][nn[i]] for every frame i: (m, N, C)."""
+        rows = table.index_select(0, slots)
+        return torch.gather(rows, 1, nn[..., None].expand(-1, -1, rows.shape[-1]))
+
+    @staticmethod
+    def _argmax(sim):
+        """torch.argmax over the last axis (the first index among equal maxima) written as reductions: OpenVINO's TopK,
+        what argmax converts to, took 253 of the propagation graph's 888 ms a call on this project's CPU."""
+        n = sim.shape[-1]
+        first_high = torch.arange(n, 0, -1, dtype=sim.dtype, device=sim.device)       # n .. 1: exact in f32 to 2^24
+        return (n - ((sim >= sim.amax(-1, keepdim=True)) * first_high).amax(-1)).long()
+
+    def self_attention(self, name, attn, hidden_states, mask):
+        import torch.nn.functional as F
+
+        from . import attention
+
+        # (no local named x, t or text: the converter names a graph input after the variable that first holds it, and
+        # would take such a one for forward's own argument of that name)
+        kout = self.key_out[name]
+        if self.key_inputs is None:                                   # stock: one branch, the matches given
+            nn_a, nn_b = self.given[name]
+            out = self.w * self._take(kout, self.a, nn_a) + (1 - self.w) * self._take(kout, self.b, nn_b)
+            return attention.finish(attn, out, hidden_states)
+        m = hidden_states.shape[0] // 2
+        src = F.normalize(hidden_states[:m].float(), dim=-1)
+        ki = self.key_inputs[name]
+        kn = ki.shape[0]
+        nn_a = self._argmax(torch.bmm(src, ki.index_select(0, self.a).transpose(1, 2)))
+        nn_b = self._argmax(torch.bmm(src, ki.index_select(0, self.b).transpose(1, 2)))
+        self.matches[name] = (nn_a, nn_b)
+        out = [self.w * self._take(kout, h * kn + self.a, nn_a) + (1 - self.w) * self._take(kout, h * kn + self.b, nn_b)
+               for h in (0, 1)]
+        return attention.finish(attn, torch.cat(out), hidden_states)
+
+
+class _JointUNet(_StateUNet):
+    """TokenFlow's joint keyframe pass (tokenflow._Joint, traced as it is): per self-attention layer the keyframes'
+    outputs and, with keep_inputs, the source keyframes' normalised inputs as outputs (`layers` in order)."""
+
+    def __init__(self, unet, branches: int, keep_inputs: bool, layers: list[str]):
+        super().__init__(unet)
+        self.branches, self.keep_inputs, self.layers = branches, keep_inputs, layers
+
+    def context(self, state):
+        from .tokenflow import _Joint
+
+        return _Joint(self.branches, self.keep_inputs)
+
+    def outputs(self, ctx):
+        return [ctx.tokens[n] for n in self.layers] + ([ctx.inputs[n] for n in self.layers] if self.keep_inputs else [])
+
+
+class _SourceUNet(_StateUNet):
+    """TokenFlow's stock source pass (tokenflow._SourceFeatures): every self-attention layer's input as an output."""
+
+    def __init__(self, unet, layers: list[str]):
+        super().__init__(unet)
+        self.layers = layers
+
+    def context(self, state):
+        from .tokenflow import _SourceFeatures
+
+        return _SourceFeatures()
+
+    def outputs(self, ctx):
+        return [ctx.tokens[n] for n in self.layers]
+
+
+class _PropagateUNet(_StateUNet):
+    """TokenFlow's propagation pass: state = (a, b, w, then per layer the keyframes' outputs, then per layer the source
+    keyframes' inputs (released) or the frames' matches nn_a, nn_b (stock)); the matches made as outputs (released)."""
+
+    def __init__(self, unet, released: bool, layers: list[str]):
+        super().__init__(unet)
+        self.released, self.layers = released, layers
+
+    def context(self, state):
+        a, b, w, *rest = state
+        n = len(self.layers)
+        key_out = dict(zip(self.layers, rest[:n]))
+        if self.released:
+            return _GraphPropagateCall(key_out, a, b, w, key_inputs=dict(zip(self.layers, rest[n:])))
+        given = {name: (rest[n + 2 * i], rest[n + 2 * i + 1]) for i, name in enumerate(self.layers)}
+        return _GraphPropagateCall(key_out, a, b, w, given=given)
+
+    def outputs(self, ctx):
+        return [x for n in self.layers for x in ctx.matches[n]] if self.released else []
+
+
 class OpenVINOUNet:
     """What the engine calls as `backbone.unet`: the compiled graphs, the stream's state read and updated outside
     them. Attention processors are installed on the PyTorch UNet the graphs are traced from."""
@@ -369,7 +480,7 @@ class OpenVINOUNet:
         return list(transformer_blocks(self.torch_unet))
 
     def __call__(self, sample, timestep, encoder_hidden_states=None, cross_attention_kwargs=None):
-        from . import svdiff, temporal_shift
+        from . import svdiff, temporal_shift, tokenflow
         from .streamv2v import _Call
 
         ctx = (cross_attention_kwargs or {}).get("v2v")
@@ -382,6 +493,9 @@ class OpenVINOUNet:
             out = self._temporal_shift(ctx, sample, t, encoder_hidden_states)
         elif isinstance(ctx, svdiff._Call) and len(ctx.slots) == 1:
             out = self._svdiff(ctx, sample, t, encoder_hidden_states)
+        elif isinstance(ctx, (tokenflow._Joint, tokenflow._SourceFeatures, tokenflow._Propagate,
+                              tokenflow._PropagateReleased)):
+            out = self._tokenflow(ctx, sample, t, encoder_hidden_states)
         else:
             raise V2VError("This method has no OpenVINO path (or needs a recorder or a batch of frames): run it with "
                            "runtime torch.")
@@ -434,6 +548,38 @@ class OpenVINOUNet:
             st.memory[(b, *slot)] = m
         return out[0]
 
+
+    def _tokenflow(self, ctx, sample, t, text):
+        """One of TokenFlow's passes as its graph; what the pass's context keeps (tokens, inputs, matches) filled from
+        the graph's outputs, as the PyTorch path fills it."""
+        from . import attention, tokenflow
+
+        names = self._self_attention_layers
+        run = functools.partial(self.compiler.run, before_trace=lambda: attention.install(self.torch_unet))
+        if isinstance(ctx, tokenflow._Joint):
+            part = f"tokenflow-joint{ctx.branches}{'i' if ctx.keep_inputs else ''}"
+            out = run(part, _JointUNet(self.torch_unet, ctx.branches, ctx.keep_inputs, names), sample, t, text)
+            ctx.tokens.update(zip(names, out[1:1 + len(names)]))
+            ctx.inputs.update(zip(names, out[1 + len(names):]))
+            return out[0]
+        if isinstance(ctx, tokenflow._SourceFeatures):
+            out = run("tokenflow-source", _SourceUNet(self.torch_unet, names), sample, t, text)
+            ctx.tokens.update(zip(names, out[1:]))
+            return out[0]
+        released = isinstance(ctx, tokenflow._PropagateReleased)
+        slots = (torch.tensor(ctx.a, dtype=torch.int64), torch.tensor(ctx.b, dtype=torch.int64),
+                 torch.tensor(ctx.w, dtype=torch.float32))
+        if released:
+            state = [ctx.key_out[n] for n in names] + [ctx.key_inputs[n] for n in names]
+        else:
+            state = [ctx.key_tokens[n] for n in names] + [x for n in names for x in (ctx.nn_a[n], ctx.nn_b[n])]
+        part = "tokenflow-propagate" + ("-released" if released else "-stock")
+        out = run(part, _PropagateUNet(self.torch_unet, released, names), sample, t, text, *slots, *state)
+        if released and ctx.matches is not None:
+            for i, n in enumerate(names):
+                nn_a, nn_b = out[1 + 2 * i], out[2 + 2 * i]
+                ctx.matches.setdefault(n, []).extend(zip(nn_a, nn_b))
+        return out[0]
 
 class OpenVINOBackbone(Backbone):
     """A Backbone whose encode, decode, text encoder and UNet run as OpenVINO graphs (same interface)."""
