@@ -21,8 +21,9 @@ SUMMARY_HEADERS = ["method", "warp ↓", "warp (paper) ↓", "warp (self-flow) �
 SUMMARY_LEGEND = ("*warp*: warp error on the source's optical flow (0-255, lower is steadier; the table's title says the "
                   "size and frame count it was measured at); *warp (paper)*: the same with the reference script's "
                   "uint8 arithmetic; *warp (self-flow)*: the same with the flow estimated on the edit itself (every "
-                  "result has it; the only warp error of results without a source); *style MAE*: distance to the toy prompt's filter target (toy prompts only); *s*: seconds "
-                  "for the whole clip; *bank MiB*: temporal memory held at the last frame.")
+                  "result has it; the only warp error of results without a source); *style MAE*: distance to the toy prompt's filter target (toy prompts only); *fps*: "
+                  "frames a second, without the first frames' warm-up and an OpenVINO run's one-off conversion; *s*: seconds "
+                  "for the whole clip, all included; *bank MiB*: temporal memory held at the last frame.")
 
 
 def measured_at(rep: dict) -> str:

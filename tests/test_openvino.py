@@ -94,6 +94,35 @@ def test_tokenflow_on_openvino_gives_the_pytorch_frames_and_matches(tiny_backbon
     assert any(ov_cache.rglob("tokenflow-propagate-*.xml")) and any(ov_cache.rglob("tokenflow-joint*.xml"))
 
 
+def test_fps_leaves_out_the_runtimes_one_off_conversion(tiny_backbone, frames64, ov_cache, monkeypatch, tmp_path):
+    """A first OpenVINO run converts and compiles graphs inside the methods' time. A stream's frames carry what their
+    calls spent on it (timing "setup", all of it), which fps_after_warmup leaves out; a comparison reports it per method
+    (runtime_setup_seconds), keeps it in `seconds` and leaves it out of an offline method's fps; PyTorch has none."""
+    from comparisons.runner import run_comparison
+    from conftest import ROOT
+    from v2v_core import openvino_runtime
+    from v2v_core.engine import fps_after_warmup
+    from v2v_core.openvino_runtime import openvino_backbone
+
+    monkeypatch.setattr(openvino_runtime, "_CONVERTED", {})     # a first start: every graph converted here
+    ov = openvino_backbone(tiny_backbone)
+    s = Stream(ov, "a cartoon", StreamSettings(seed=0), StreamV2V())    # (the text encoder's conversion: no frame's)
+    before = ov.runtime_setup_seconds()
+    list(s.run(frames64[:4]))
+    setup = [t["setup"] for t in s.timings]
+    assert setup[0] > 0 and sum(setup) == pytest.approx(ov.runtime_setup_seconds() - before)
+    steady = s.timings[1:]
+    assert fps_after_warmup(s.timings, 1) == pytest.approx(len(steady) / sum(t["total"] - t["setup"] for t in steady))
+    clip = ROOT / "examples" / "astronaut-pan.mp4"
+    tf = run_comparison(clip, "a cartoon", ["TokenFlow"], tmp_path / "ov", backbone=tiny_backbone, frames=6, size=64,
+                        runtime="openvino")["methods"]["TokenFlow"]
+    assert 0 < tf["runtime_setup_seconds"] < tf["seconds"]
+    assert tf["fps"] == pytest.approx(6 / (tf["seconds"] - tf["runtime_setup_seconds"]))
+    tf = run_comparison(clip, "a cartoon", ["TokenFlow"], tmp_path / "pt", backbone=tiny_backbone, frames=6,
+                        size=64)["methods"]["TokenFlow"]
+    assert tf["runtime_setup_seconds"] == 0 and tf["fps"] == pytest.approx(6 / tf["seconds"])
+
+
 def test_a_graph_on_disk_is_read_not_converted_again(tiny_backbone, frames64, ov_cache, monkeypatch):
     """A new compiler on the same cache folder (what a new process starts with) converts nothing it finds there."""
     from v2v_core import openvino_runtime

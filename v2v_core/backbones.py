@@ -126,6 +126,11 @@ class Backbone:
             return out
         return (x - a * self.predicted_x0(x, out, a, b, src)) / b
 
+    def runtime_setup_seconds(self) -> float:
+        """Seconds this backbone has spent so far on one-off runtime setup (converting and compiling graphs): none on
+        PyTorch. Timings subtract what a frame or a run spent on it, so that a runtime's first start is not its speed."""
+        return 0.0
+
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/f, W/f)."""
         out = self.vae.encode(x)

@@ -124,6 +124,7 @@ class Stream:
         self.frames_in = 0
         self.frames_out = 0
         self.timings: list[dict] | deque = [] if self.keep_timings is None else deque(maxlen=self.keep_timings)
+        self._setup_pending = self._setup_mark = 0.0
         self._slots: list[_Slot] = []
         self.method_state = self.method.new_state(self) if self.method is not None else None
 
@@ -175,7 +176,13 @@ class Stream:
         if frame.shape[0] % f or frame.shape[1] % f:
             raise V2VError(f"Frame size {frame.shape[1]}x{frame.shape[0]} is not a multiple of {f}: fit frames with "
                            "v2v_core.video.fit_frame (or --size).")
-        t0 = time.perf_counter()
+        t0, self._setup_mark = time.perf_counter(), self.backbone.runtime_setup_seconds()
+        try:
+            return self._push(frame, t0)
+        finally:     # a runtime's one-off setup in this call after its last finished frame: the next ones carry it
+            self._setup_pending += self.backbone.runtime_setup_seconds() - self._setup_mark
+
+    def _push(self, frame: np.ndarray, t0: float) -> list[np.ndarray]:
         z = self.backbone.encode_images(to_tensor(frame, self.backbone.device, self.backbone.dtype))
         if self.noise is None:
             self.noise = self.draw_noise(z.shape[1:])
@@ -218,8 +225,12 @@ class Stream:
         dt = (time.perf_counter() - t0) / len(slots)
         temporal = self.method_state.pop_seconds() if hasattr(self.method_state, "pop_seconds") else 0.0
         acct = self.method_state.accounting() if hasattr(self.method_state, "accounting") else {}
+        # the runtime's one-off conversion and compilation (in this call, and pending from calls that finished no frame)
+        # on the frames finished now: their totals include it, fps_after_warmup leaves it out
+        now = self.backbone.runtime_setup_seconds()
+        setup, self._setup_pending, self._setup_mark = self._setup_pending + now - self._setup_mark, 0.0, now
         for s in slots:
-            s.timing.update(decode=dt, temporal=temporal / len(slots), **acct)
+            s.timing.update(decode=dt, temporal=temporal / len(slots), setup=setup / len(slots), **acct)
             s.timing["total"] = s.timing["encode"] + s.timing["unet"] + s.timing["decode"]
             self.timings.append(s.timing)
         self.frames_out += len(slots)
@@ -241,10 +252,11 @@ class Stream:
 
 
 def fps_after_warmup(timings: list[dict], warmup: int = 2) -> float:
-    """Frames per second over the frames after the first `warmup` (first calls pay one-off costs)."""
+    """Frames per second over the frames after the first `warmup` (first calls pay one-off costs), without the
+    runtime's conversion and compilation (a queue bank compiles a graph per length, past the warm-up)."""
     timings = list(timings)
     steady = timings[warmup:] if len(timings) > warmup else timings
-    total = sum(t["total"] for t in steady)
+    total = sum(t["total"] - t.get("setup", 0.0) for t in steady)      # a runtime's one-off setup is not its speed
     return len(steady) / total if total > 0 else float("nan")
 
 

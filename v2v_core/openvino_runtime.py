@@ -120,15 +120,18 @@ class _Compiler:
         self.digest, self.threads, self.precisions = digest, threads, precisions or PRECISIONS["openvino"]
         self.compiled: dict[tuple, object] = {}
         self.convert_seconds = 0.0
+        self.setup_seconds = 0.0          # conversion and compilation: what a graph's first use costs beyond its run
 
     def get(self, part: str, module: torch.nn.Module, example: tuple[torch.Tensor, ...], before_trace=None):
         key = (part, tuple(tuple(x.shape) for x in example))
         if key not in self.compiled:
-            if before_trace is not None:       # what the trace needs installed (read from disk, it is not traced)
-                before_trace()
             import time
 
             import openvino as ov
+
+            t_setup = time.perf_counter()
+            if before_trace is not None:       # what the trace needs installed (read from disk, it is not traced)
+                before_trace()
 
             shapes = "_".join("x".join(map(str, s)) for s in key[1])
             path = cache_dir() / self.digest / f"{part}-{GRAPH_FORMAT}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}.xml"
@@ -145,6 +148,7 @@ class _Compiler:
                 self.convert_seconds += time.perf_counter() - t0
             self.compiled[key] = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": self.threads,
                                                                        "INFERENCE_PRECISION_HINT": self.precision(part)})
+            self.setup_seconds += time.perf_counter() - t_setup
         return self.compiled[key]
 
     def precision(self, part: str) -> str:
@@ -583,6 +587,9 @@ class OpenVINOUNet:
 
 class OpenVINOBackbone(Backbone):
     """A Backbone whose encode, decode, text encoder and UNet run as OpenVINO graphs (same interface)."""
+
+    def runtime_setup_seconds(self) -> float:
+        return self.ov.setup_seconds
 
     def encode_images(self, x):
         return self.ov.run("encode", _Encode(self.torch_parts), x)[0]
