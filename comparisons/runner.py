@@ -26,6 +26,7 @@ import numpy as np
 from v2v_core.engine import Stream, StreamSettings, fps_after_warmup, mean_timings
 from v2v_core.errors import Cancelled, V2VError
 from v2v_core.metrics import evaluate_clip, laplacian_energy, peak_memory_bytes
+from v2v_core.openvino_runtime import setup_reports
 from v2v_core.toy.styles import style_mae, style_targets
 from v2v_core.video import VideoWriter, iter_frames, probe
 
@@ -145,28 +146,37 @@ def iter_comparison(input_path, prompt, methods, out_dir, backbone="toy", frames
 
     for k, p in enumerate(presets):
         t0, setup0 = time.perf_counter(), bb.runtime_setup_seconds()
-        if p.online:
-            s = Stream(bb, prompt, settings, built[p.name])
-            outs: list[np.ndarray] = []
-            for i, frame in enumerate(source):
-                check_cancel(p.name, i)
-                outs += s.push(frame)
-                report_progress(p.name, i + 1, n, "generating")
-            outs += s.flush()
-            timings = s.timings
-        else:
-            def on_event(e, name=p.name):
-                # counted in frames: the clip's encoding and decoding, and each denoising step over the clip
-                if e["stage"] in ("encode", "decode"):
-                    done, total, stage = e["done"], n, {"encode": "encoding", "decode": "decoding"}[e["stage"]]
-                else:
-                    done = (e["step"] - 1) * n + (e["done"] if e["stage"] == "propagate" else 0)
-                    total, stage = steps * n, f"denoising step {e['step']}/{steps}: {e['stage']}"
-                check_cancel(name, done)
-                report_progress(name, done, total, stage)
+        at = {"done": 0, "total": n}     # where the method's bar stands: a graph's one-off setup is reported there
 
-            outs = built[p.name].run(bb, source, prompt, settings, on_event)
-            timings = None
+        def on_setup(part, converting, name=p.name):
+            report_progress(name, at["done"], at["total"], f"converting OpenVINO graph {part} (a first start: kept on disk "
+                            "after)" if converting else f"compiling OpenVINO graph {part} (read from the disk cache)")
+
+        with setup_reports(on_setup):
+            if p.online:
+                s = Stream(bb, prompt, settings, built[p.name])
+                outs: list[np.ndarray] = []
+                for i, frame in enumerate(source):
+                    check_cancel(p.name, i)
+                    outs += s.push(frame)
+                    at["done"] = i + 1
+                    report_progress(p.name, i + 1, n, "generating")
+                outs += s.flush()
+                timings = s.timings
+            else:
+                def on_event(e, name=p.name):
+                    # counted in frames: the clip's encoding and decoding, and each denoising step over the clip
+                    if e["stage"] in ("encode", "decode"):
+                        done, total, stage = e["done"], n, {"encode": "encoding", "decode": "decoding"}[e["stage"]]
+                    else:
+                        done = (e["step"] - 1) * n + (e["done"] if e["stage"] == "propagate" else 0)
+                        total, stage = steps * n, f"denoising step {e['step']}/{steps}: {e['stage']}"
+                    check_cancel(name, done)
+                    at.update(done=done, total=total)
+                    report_progress(name, done, total, stage)
+
+                outs = built[p.name].run(bb, source, prompt, settings, on_event)
+                timings = None
         seconds = time.perf_counter() - t0
         setup = bb.runtime_setup_seconds() - setup0        # the runtime's one-off conversion and compilation: not speed
         outputs[p.name] = outs

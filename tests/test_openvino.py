@@ -96,8 +96,9 @@ def test_tokenflow_on_openvino_gives_the_pytorch_frames_and_matches(tiny_backbon
 
 def test_fps_leaves_out_the_runtimes_one_off_conversion(tiny_backbone, frames64, ov_cache, monkeypatch, tmp_path):
     """A first OpenVINO run converts and compiles graphs inside the methods' time. A stream's frames carry what their
-    calls spent on it (timing "setup", all of it), which fps_after_warmup leaves out; a comparison reports it per method
-    (runtime_setup_seconds), keeps it in `seconds` and leaves it out of an offline method's fps; PyTorch has none."""
+    calls spent on it (timing "setup", all of it), which fps_after_warmup leaves out; a comparison shows it on the
+    method's progress bar while it happens, reports it per method (runtime_setup_seconds), keeps it in `seconds` and
+    leaves it out of an offline method's fps; PyTorch has none."""
     from comparisons.runner import run_comparison
     from conftest import ROOT
     from v2v_core import openvino_runtime
@@ -114,8 +115,14 @@ def test_fps_leaves_out_the_runtimes_one_off_conversion(tiny_backbone, frames64,
     steady = s.timings[1:]
     assert fps_after_warmup(s.timings, 1) == pytest.approx(len(steady) / sum(t["total"] - t["setup"] for t in steady))
     clip = ROOT / "examples" / "astronaut-pan.mp4"
+    board = []          # the progress board says what the first start is doing (not a frozen bar), then no more
     tf = run_comparison(clip, "a cartoon", ["TokenFlow"], tmp_path / "ov", backbone=tiny_backbone, frames=6, size=64,
-                        runtime="openvino")["methods"]["TokenFlow"]
+                        runtime="openvino", progress=lambda *a: board.append(a))["methods"]["TokenFlow"]
+    stages = [stage for name, _, _, stage in board]
+    assert "converting OpenVINO graph tokenflow-joint2i (a first start: kept on disk after)" in stages
+    assert stages.index("converting OpenVINO graph tokenflow-joint2i (a first start: kept on disk after)") < \
+        stages.index("denoising step 1/2: keyframes")
+    assert openvino_runtime._ON_SETUP.get() is None
     assert 0 < tf["runtime_setup_seconds"] < tf["seconds"]
     assert tf["fps"] == pytest.approx(6 / (tf["seconds"] - tf["runtime_setup_seconds"]))
     tf = run_comparison(clip, "a cartoon", ["TokenFlow"], tmp_path / "pt", backbone=tiny_backbone, frames=6,

@@ -32,6 +32,8 @@ converts through the same code.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import os
@@ -112,6 +114,23 @@ def needs_bf16(runtime: str) -> bool:
     return "bf16" in PRECISIONS.get(runtime, {}).values()
 
 
+# Who hears of a graph's one-off setup (callback(part, converting)) in this thread's context: a run's progress board, so
+# that a first start's minute of conversion is not a frozen bar. A context variable, not state on the shared compiler:
+# two runs on one backbone each hear only their own.
+_ON_SETUP: contextvars.ContextVar = contextvars.ContextVar("v2v_openvino_on_setup", default=None)
+
+
+@contextlib.contextmanager
+def setup_reports(callback):
+    """Within the block (this thread), callback(part, converting) is called before a graph is converted (converting
+    True) or read from the disk cache and compiled (False)."""
+    token = _ON_SETUP.set(callback)
+    try:
+        yield
+    finally:
+        _ON_SETUP.reset(token)
+
+
 class _Compiler:
     """Converts a PyTorch module once per (part, input shapes) and the backbone's weights, keeps it on disk and
     compiled in memory."""
@@ -135,6 +154,8 @@ class _Compiler:
 
             shapes = "_".join("x".join(map(str, s)) for s in key[1])
             path = cache_dir() / self.digest / f"{part}-{GRAPH_FORMAT}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}.xml"
+            if _ON_SETUP.get() is not None:
+                _ON_SETUP.get()(part, not path.exists())
             core = ov.Core()
             if not path.exists():
                 t0 = time.perf_counter()
