@@ -227,7 +227,9 @@ def _hub_reachable_once() -> bool:
 def _hub_load(loader, repo_id: str, what: str, hint: str = OFFLINE_HINT, **kw):
     """Load from the local cache, else from the hub if it answers, else fail fast and clearly."""
     try:
-        return loader(repo_id, local_files_only=True, **kw)
+        with warnings.catch_warnings():       # diffusers passes huggingface_hub an argument it now deprecates: not ours
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            return loader(repo_id, local_files_only=True, **kw)
     except Exception:
         pass
     if not _hub_reachable():

@@ -221,8 +221,8 @@ def stem_first(pipe, pool, steps: int, seed: int, stages, lr: float = STEM_LR, b
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            rel = float(loss) / max(float(choice.var()), 1e-8)
-            stages._log_every(log, (float(loss), float(choice.var())), "stem first: probe MSE {:.4f}, choice variance {:.4f}")
+            rel = loss.item() / max(choice.var().item(), 1e-8)
+            stages._log_every(log, (loss.item(), choice.var().item()), "stem first: probe MSE {:.4f}, choice variance {:.4f}")
     finally:
         head.remove()
         unet.requires_grad_(True)

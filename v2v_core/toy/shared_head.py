@@ -180,7 +180,7 @@ def head_losses(cap: HeadCapture, cells: torch.Tensor, eps0: torch.Tensor) -> to
     noise = F.mse_loss(feat[..., NOISE_CHANNEL] / NOISE_SCALE, eps0)
     target = perfect_head(cells, eps0)
     head = F.mse_loss(out[..., OUT_CHANNEL], target) / target.var().clamp(min=1e-4)
-    cap.parts = (float(colour), float(noise), float(head))
+    cap.parts = (colour.item(), noise.item(), head.item())       # the figures logged (no graph kept)
     return colour + noise + head
 
 

@@ -335,7 +335,7 @@ def tune_unet(pipe, pool, steps: int, seed: int, batch: int = 16, lr: float = TU
         if outs is not None:
             probe = shared_output_loss(outs, choice)
             loss = loss + shared_out_weight * probe
-            _log_every(probe_log, (float(probe), float(choice.var())),   # what a silent probe would score beside it
+            _log_every(probe_log, (probe.item(), choice.var().item()),   # what a silent probe would score beside it
                        "probe MSE {:.4f}, choice variance {:.4f}")
         return loss
 
