@@ -357,9 +357,9 @@ class _GraphPropagateCall:
 
     @staticmethod
     def _take(table, slots, nn):
-        """table[slots[i]][nn[i]] for every frame i: (m, N, C)."""
-        rows = table.index_select(0, slots)
-        return torch.gather(rows, 1, nn[..., None].expand(-1, -1, rows.shape[-1]))
+        """table[slots[i]][nn[i]] for every frame i: (m, N, C), as one gather of rows of the flattened table."""
+        k, n, c = table.shape
+        return table.reshape(k * n, c).index_select(0, (slots[:, None] * n + nn).reshape(-1)).reshape(nn.shape[0], -1, c)
 
     @staticmethod
     def _argmax(sim):
