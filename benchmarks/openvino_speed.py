@@ -9,8 +9,9 @@ Speed: the embedded model at the studio's thread policy (v2v_core.threads: cores
 first 4 frames of each stream not counted (conversion and warm-up are done before); median ms per frame of each
 method on each runtime, the ratio PyTorch / OpenVINO, and each method's time over StreamDiffusion's on the same
 runtime. TokenFlow, offline, translates the whole clip (--frames frames) at once: its ms per frame is the median of 3
-whole runs a runtime, the runtimes alternating, over the frame count. Agreement: on every clip of --clips (default ../shared/data/videos, the first --frames frames), the lowest
-per-frame PSNR of OpenVINO's output against PyTorch's, and both warp errors (DIS flow on the source).
+whole runs a runtime, the runtimes alternating, over the frame count. Agreement: on every clip of --clips (default
+../shared/data/videos, the first --frames frames), the lowest per-frame PSNR of OpenVINO's output against PyTorch's, and
+both warp errors (DIS flow on the source).
 """
 from __future__ import annotations
 

@@ -573,7 +573,6 @@ class OpenVINOUNet:
             st.memory[(b, *slot)] = m
         return out[0]
 
-
     def _tokenflow(self, ctx, sample, t, text):
         """One of TokenFlow's passes as its graph; what the pass's context keeps (tokens, inputs, matches) filled from
         the graph's outputs, as the PyTorch path fills it."""
@@ -605,6 +604,7 @@ class OpenVINOUNet:
                 nn_a, nn_b = out[1 + 2 * i], out[2 + 2 * i]
                 ctx.matches.setdefault(n, []).extend(zip(nn_a, nn_b))
         return out[0]
+
 
 class OpenVINOBackbone(Backbone):
     """A Backbone whose encode, decode, text encoder and UNet run as OpenVINO graphs (same interface)."""
