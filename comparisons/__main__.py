@@ -40,7 +40,11 @@ class ProgressBars:
     """`comparisons run`'s progress on stderr: one bar per method and stage kind (generating; TokenFlow's encoding,
     denoising over all its steps, decoding), each with its total from the start and ended at 100% when its stage is
     over; the sub-stage (e.g. "step 1/2: propagate") beside it. Called as the runner's progress(method, done, total,
-    stage); reports without a count (waiting, measuring) draw nothing."""
+    stage); reports without a count (waiting, measuring) draw nothing. A first OpenVINO start's "converting / compiling
+    OpenVINO graph ..." is said beside the bar it interrupts (or on a line of its own before the method's first bar),
+    not as a stage: it would end the bar at 100% mid-way."""
+
+    SETUP = ("converting OpenVINO graph", "compiling OpenVINO graph")
 
     def __init__(self, file=None):
         self.file, self.bar, self.key = file, None, None
@@ -57,6 +61,12 @@ class ProgressBars:
 
         if total is None or stage == "waiting":
             return
+        if stage.startswith(self.SETUP):
+            if self.key and self.key[0] == method:
+                self.bar.set_postfix_str(stage)
+            else:
+                print(f"{method}: {stage}", file=self.file or sys.stderr)
+            return
         if stage.startswith("done"):
             if self.key and self.key[0] == method:
                 self.close(complete=True)
@@ -67,8 +77,7 @@ class ProgressBars:
             self.close(complete=True)          # stages run one after another: the one before is over
             self.key = (method, kind, total)
             self.bar = tqdm(total=total, desc=f"{method}: {kind}", unit="frame", file=self.file, leave=True)
-        if detail:
-            self.bar.set_postfix_str(detail, refresh=False)
+        self.bar.set_postfix_str(detail, refresh=False)        # (an OpenVINO setup note, if any, is over)
         self.bar.update(min(done, total) - self.bar.n)
 
     def close(self, complete: bool = False):

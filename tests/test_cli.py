@@ -207,7 +207,8 @@ def test_a_failed_comparisons_run_leaves_no_out_dir(tmp_path):
 
 def test_progress_bars_have_totals_from_the_start_and_end_at_100_percent():
     """comparisons run's bars (ProgressBars), fed the runner's reports of a StreamDiffusion then a TokenFlow run of 12
-    frames at 2 steps: each bar is created with its total, and every bar ends full."""
+    frames at 2 steps, on a first OpenVINO start: each bar is created with its total, every bar ends full, and the
+    graphs' conversion is a line before the first bar or a note beside one, never a bar of its own."""
     import io
 
     from comparisons.__main__ import ProgressBars
@@ -217,13 +218,18 @@ def test_progress_bars_have_totals_from_the_start_and_end_at_100_percent():
     n, steps = 12, 2
     for m in ("StreamDiffusion", "TokenFlow"):
         bars(m, 0, n, "waiting")
+    setup = "converting OpenVINO graph {} (a first start: kept on disk after)"
+    bars("StreamDiffusion", 0, n, setup.format("unet"))
     for i in range(n):
+        if i == 3:
+            bars("StreamDiffusion", i, n, setup.format("v2v-1"))
         bars("StreamDiffusion", i + 1, n, "generating")
     bars("StreamDiffusion", n, None, "measuring (warp error, style)")
     bars("StreamDiffusion", n, n, "done in 1.0 s")
     for i in range(n):
         bars("TokenFlow", i + 1, n, "encoding")
     for s in range(1, steps + 1):
+        bars("TokenFlow", (s - 1) * n, steps * n, setup.format("tokenflow-joint2i"))
         bars("TokenFlow", (s - 1) * n, steps * n, f"denoising step {s}/{steps}: keyframes")
         for i in range(n):
             bars("TokenFlow", (s - 1) * n + i + 1, steps * n, f"denoising step {s}/{steps}: propagate")
@@ -237,3 +243,4 @@ def test_progress_bars_have_totals_from_the_start_and_end_at_100_percent():
         "StreamDiffusion:generating", "TokenFlow:encoding", "TokenFlow:denoising", "TokenFlow:decoding"], finals
     assert all("100%" in ln for ln in bar_lines) and all(" 12/12 " in ln or " 24/24 " in ln for ln in bar_lines), finals
     assert "frame [" not in err.getvalue() and "StreamDiffusion: done in 1.0 s" in finals   # never a bar without a total
+    assert finals[0] == "StreamDiffusion: " + setup.format("unet") and "tokenflow-joint2i" in err.getvalue()
