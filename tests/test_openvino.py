@@ -206,13 +206,13 @@ def second_frame_calls(stream, frames, state_of):
 
 
 def test_the_shift_graph_is_the_pytorch_shift(tiny_backbone, frames64):
-    """What OpenVINO converts for temporal shift (_ShiftUNet), run in PyTorch on the stream's cached block inputs of the
+    """What OpenVINO converts for temporal shift (ShiftUNet), run in PyTorch on the stream's cached block inputs of the
     previous frame, gives the PyTorch stream's UNet output at every step of the next frame and returns the block inputs
     the stream then caches. (On the tiny model the shift moves the output less than OpenVINO's rounding does, 54 vs
     52 dB: the frame comparison above cannot tell a graph that ignores the previous frame; this can.)"""
     from diffusers.models.attention import BasicTransformerBlock
 
-    from v2v_core.openvino_runtime import _ShiftUNet
+    from v2v_core.openvino_graphs import ShiftUNet
 
     bb = tiny_backbone
     method = TemporalShift()
@@ -224,12 +224,12 @@ def test_the_shift_graph_is_the_pytorch_shift(tiny_backbone, frames64):
     with torch.inference_mode():
         for step, (x, t, text, ref) in enumerate(calls):
             t = t.to(torch.int64).reshape(-1).expand(x.shape[0])
-            module = _ShiftUNet(bb.unet, method.config.fraction, blocks, blocks)
+            module = ShiftUNet(bb.unet, method.config.fraction, blocks, blocks)
             out = module(x, t, text, *[before[(b, step)] for b in blocks])
             worst = max(worst, float((out[0] - ref).abs().max()))
             for b, hs in zip(blocks, out[1:]):
                 assert torch.allclose(hs, stream.method_state.cache[(b, step)], atol=1e-6)
-            unshifted = _ShiftUNet(bb.unet, 0.0, blocks, blocks)(x, t, text, *[before[(b, step)] for b in blocks])[0]
+            unshifted = ShiftUNet(bb.unet, 0.0, blocks, blocks)(x, t, text, *[before[(b, step)] for b in blocks])[0]
             assert float((unshifted - ref).abs().max()) > 100 * max(worst, 1e-7)    # the shift is there to see
     assert worst <= 1e-6, worst
 
@@ -284,7 +284,8 @@ def test_svdiff_on_openvino_keeps_its_memory_outside_the_graph(tiny_backbone, fr
     """SVDiff (a memory with non-zero output): 8 frames within 40 dB of PyTorch's and every block's memory as the
     stream keeps it close to PyTorch's; the converted module, run in PyTorch on the stream's memories, gives the stream's
     UNet output to 1e-5, while the memory's initial state in their place gives another output."""
-    from v2v_core.openvino_runtime import _MemoryUNet, openvino_backbone
+    from v2v_core.openvino_graphs import MemoryUNet
+    from v2v_core.openvino_runtime import openvino_backbone
     from v2v_core.svdiff import SVDiff, transformer_blocks
 
     memory = trained_looking_memory(tiny_backbone)
@@ -306,9 +307,9 @@ def test_svdiff_on_openvino_keeps_its_memory_outside_the_graph(tiny_backbone, fr
         for step, (x, t, text, want) in enumerate(calls):
             t = t.to(torch.int64).reshape(-1).expand(x.shape[0])
             mems = [before[(blk, step, "cond")] for blk in blocks]
-            got = _MemoryUNet(tiny_backbone.unet, memory, blocks)(x, t, text, *mems)
+            got = MemoryUNet(tiny_backbone.unet, memory, blocks)(x, t, text, *mems)
             assert float((got[0] - want).abs().max()) <= 1e-5
             for blk, m in zip(blocks, got[1:]):
                 assert torch.allclose(m, stream.method_state.memory[(blk, step, "cond")], atol=1e-6)
             fresh = [memory[blk.replace(".", "-")].initial() for blk in blocks]
-            assert float((_MemoryUNet(tiny_backbone.unet, memory, blocks)(x, t, text, *fresh)[0] - want).abs().max()) > 1e-3
+            assert float((MemoryUNet(tiny_backbone.unet, memory, blocks)(x, t, text, *fresh)[0] - want).abs().max()) > 1e-3
