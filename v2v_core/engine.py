@@ -240,6 +240,7 @@ class Stream:
     def flush(self) -> list[np.ndarray]:
         """Finish every frame still in flight (stream batch); a no-op otherwise."""
         out = []
+        self._setup_mark = self.backbone.runtime_setup_seconds()   # (another stream's setup since the last push: not ours)
         while self._slots:
             out += self._advance()
         return out
