@@ -156,8 +156,9 @@ class _Compiler:
 
             shapes = "_".join("x".join(map(str, s)) for s in key[1])
             path = cache_dir() / self.digest / f"{part}-{GRAPH_FORMAT}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}.xml"
-            if _ON_SETUP.get() is not None:
-                _ON_SETUP.get()(part, not path.exists())
+            hear = _ON_SETUP.get()
+            if hear is not None:
+                hear(part, not path.exists())
             core = ov.Core()
             if not path.exists():
                 t0 = time.perf_counter()
